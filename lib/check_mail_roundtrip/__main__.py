@@ -1,0 +1,4 @@
+"""Allow ``python -m check_mail_roundtrip``."""
+from check_mail_roundtrip.cli import main
+
+main()
