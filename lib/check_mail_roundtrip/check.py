@@ -1,0 +1,239 @@
+"""Evaluation with nagiosplugin: Resource -> Metrics -> Contexts -> Summary.
+
+Perfdata labels (stable): ``lost``, ``oldest_pending``, ``pending``, ``rtt``,
+``since_last_success``.  Seconds carry unit ``s`` and are plain decimals; a
+threshold field holds a plain number when the range is ``0:N`` and stays
+empty otherwise (Icinga's metric writers drop range syntax).
+"""
+
+import math
+
+import nagiosplugin
+from nagiosplugin.performance import Performance
+from nagiosplugin.state import Critical, Ok, Unknown, Warn
+
+from .roundtrip import run
+
+NAME = "MAIL_ROUNDTRIP"
+
+
+def plain(value, seconds=True):
+    """A number as a plain decimal, never an exponent."""
+    if not seconds:
+        return str(int(value))
+    text = "%.3f" % value
+    text = text.rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def threshold_field(rng):
+    """The perfdata field for a Range: a plain number for 0:N, else empty."""
+    if rng is None or rng.invert or rng.start != 0 or math.isinf(rng.end):
+        return ""
+    return plain(rng.end) if isinstance(rng.end, float) and rng.end != int(rng.end) else str(int(rng.end))
+
+
+def violation(rng, unit="s"):
+    """'> 120s' for a 0:N range, else 'outside range X'."""
+    field = threshold_field(rng)
+    return "> %s%s" % (field, unit) if field else "outside range %s" % rng
+
+
+def ago(seconds):
+    """A short human duration: 45s, 5m, 3h, 2d."""
+    seconds = max(0, seconds)
+    for limit, div, unit in ((90, 1, "s"), (90 * 60, 60, "m"), (48 * 3600, 3600, "h")):
+        if seconds < limit:
+            return "%d%s" % (seconds // div, unit)
+    return "%dd" % (seconds // 86400)
+
+
+# -- the resource ------------------------------------------------------------
+
+class RoundTrip(nagiosplugin.Resource):
+    """Runs one invocation and yields its figures as Metrics."""
+
+    def __init__(self, settings, budget):
+        self.settings = settings
+        self.budget = budget
+        self.report = None
+
+    @property
+    def name(self):
+        return NAME
+
+    def probe(self):
+        report = self.report = run(self.settings, self.budget)
+        if report.unknown:
+            yield nagiosplugin.Metric("error", report.unknown, context="unknown")
+            return
+        if report.state_problem:
+            yield nagiosplugin.Metric("state", report.state_problem, context="state")
+        for failure in report.failures:
+            yield nagiosplugin.Metric(failure.step, failure, context="failure")
+        out = report.outcome
+        if out.rtts:
+            yield nagiosplugin.Metric("rtt", out.rtt, "s", min=0, context="rtt")
+        yield nagiosplugin.Metric("oldest_pending", out.oldest_pending, "s", min=0, context="oldest_pending")
+        if report.since_last_success is not None:
+            yield nagiosplugin.Metric(
+                "since_last_success", max(0.0, report.since_last_success), "s", min=0,
+                context="since_last_success",
+            )
+        yield nagiosplugin.Metric("pending", report.pending, min=0, context="pending")
+        yield nagiosplugin.Metric("lost", len(out.lost_now), min=0, context="lost")
+        if out.late:
+            yield nagiosplugin.Metric("late", len(out.late), context="late")
+
+
+# -- contexts ------------------------------------------------------------------
+
+class Figure(nagiosplugin.ScalarContext):
+    """A scalar with thresholds (or none) and plain-decimal perfdata."""
+
+    def __init__(self, name, warning=None, critical=None, seconds=True, evaluated=True):
+        super().__init__(name, warning, critical)
+        self.seconds = seconds
+        self.evaluated = evaluated
+
+    def evaluate(self, metric, resource):
+        if not self.evaluated:
+            return self.result_cls(Ok, None, metric)
+        return super().evaluate(metric, resource)
+
+    def performance(self, metric, resource):
+        warn = threshold_field(self.warning) if self.evaluated else ""
+        crit = threshold_field(self.critical) if self.evaluated else ""
+        minimum = "" if metric.min is None else plain(metric.min, self.seconds)
+        return Performance(metric.name, plain(metric.value, self.seconds), metric.uom or "",
+                           warn, crit, minimum, "")
+
+
+class Failure(nagiosplugin.Context):
+    """A step that failed talking to a server: CRITICAL (or UNKNOWN by --error-state)."""
+
+    def __init__(self, error_state):
+        super().__init__("failure")
+        self.state = Unknown if error_state == "unknown" else Critical
+
+    def evaluate(self, metric, resource):
+        f = metric.value
+        return self.result_cls(self.state, "%s failed: %s" % (f.step, f.detail), metric)
+
+
+class Note(nagiosplugin.Context):
+    """A message with a fixed state (damaged state kept aside, lock busy, ...)."""
+
+    def __init__(self, name, state):
+        super().__init__(name)
+        self.state = state
+
+    def evaluate(self, metric, resource):
+        return self.result_cls(self.state, str(metric.value), metric)
+
+
+def contexts(settings):
+    w, c = settings.warning, settings.critical
+    stale = settings.stale_warning is not None or settings.stale_critical is not None
+    return [
+        Figure("rtt", w, c),
+        Figure("oldest_pending", w, c),
+        Figure("since_last_success", settings.stale_warning, settings.stale_critical, evaluated=stale),
+        Figure("pending", seconds=False, evaluated=False),
+        Figure("lost", settings.lost_warning, settings.lost_critical, seconds=False),
+        Note("late", Ok),
+        Note("state", Warn),
+        Note("unknown", Unknown),
+        Failure(settings.error_state),
+    ]
+
+
+# -- summary -------------------------------------------------------------------
+
+class Summary(nagiosplugin.Summary):
+    """Status line: problems first (worst first), then the run's figures."""
+
+    def ok(self, results):
+        return self._line(results)
+
+    def problem(self, results):
+        return self._line(results)
+
+    def verbose(self, results):
+        lines = []
+        resource = _resource(results)
+        if resource is not None and resource.report is not None:
+            lines.extend(resource.report.notes)
+        return lines
+
+    def _line(self, results):
+        by_name = {r.metric.name: r for r in results if r.metric is not None}
+        problems = sorted((r for r in results if r.state != Ok), key=lambda r: -int(r.state))
+        parts = [self._phrase(r, problem=True) for r in problems]
+        shown = {id(r) for r in problems}
+        resource = _resource(results)
+        report = resource.report if resource is not None else None
+        if report is None or report.unknown:
+            return ", ".join(parts)
+        for name in ("rtt", "oldest_pending", "lost", "late", "pending", "since_last_success"):
+            r = by_name.get(name)
+            if r is not None and id(r) not in shown:
+                phrase = self._phrase(r, problem=False, report=report)
+                if phrase:
+                    parts.append(phrase)
+            elif r is None and name == "rtt":
+                parts.append(self._no_return(report))
+            elif r is None and name == "since_last_success" and not report.first_probe:
+                parts.append("no success yet")
+        return ", ".join(p for p in parts if p)
+
+    @staticmethod
+    def _no_return(report):
+        if report.first_probe and report.sent is not None and report.sent.status == "sent":
+            return "first probe sent"
+        if report.first_probe:
+            return "no probe out yet"
+        return "no probe back this run"
+
+    @staticmethod
+    def _phrase(result, problem, report=None):
+        m = result.metric
+        name = m.name
+        ctx = m.contextobj
+        rng = None
+        if problem and result.state in (Warn, Critical) and isinstance(ctx, Figure):
+            rng = ctx.critical if result.state == Critical else ctx.warning
+        if name == "rtt":
+            n = len(report.outcome.rtts) if report else 1
+            text = "round trip %ss" % plain(m.value) if n <= 1 else "%d round trips, slowest %ss" % (n, plain(m.value))
+            return text + (" " + violation(rng) if rng else "")
+        if name == "oldest_pending":
+            if rng:
+                return "probe in flight for %ss %s" % (plain(m.value), violation(rng))
+            return "oldest in flight %ss" % plain(m.value) if m.value > 0 and report and not report.outcome.rtts else ""
+        if name == "lost":
+            if not m.value and not problem:
+                return ""
+            text = "%d probe%s lost" % (m.value, "" if m.value == 1 else "s")
+            return text + (" " + violation(rng, "") if rng and problem else "")
+        if name == "late":
+            return "%d lost probe%s came back late" % (m.value, "" if m.value == 1 else "s")
+        if name == "pending":
+            return "%d in flight" % m.value
+        if name == "since_last_success":
+            if rng:
+                return "no success for %ss %s" % (plain(m.value), violation(rng))
+            return "last success %s ago" % ago(m.value)
+        return str(result)
+
+
+def _resource(results):
+    for r in results:
+        if r.resource is not None:
+            return r.resource
+    return None
+
+
+def build(settings, budget):
+    """The nagiosplugin Check for one run."""
+    return nagiosplugin.Check(RoundTrip(settings, budget), *contexts(settings), Summary(), name=NAME)

@@ -1,0 +1,87 @@
+"""Failures of a step, told in the words of whoever failed.
+
+Every transport wraps its steps in :func:`step`, which turns any exception
+into a :class:`StepFailure` naming the step ("SMTP connect", "IMAP login",
+...) and carrying the server's own words where there are any.
+"""
+
+import contextlib
+import imaplib
+import poplib
+import smtplib
+import socket
+import ssl
+
+
+class StepFailure(Exception):
+    """One named step failed; ``detail`` holds the server's or system's words."""
+
+    def __init__(self, step, detail, timeout=False):
+        super().__init__("%s failed: %s" % (step, detail))
+        self.step = step
+        self.detail = detail
+        self.timeout = timeout
+
+
+class BudgetExhausted(Exception):
+    """A step would start with no time left in the run's budget."""
+
+
+def describe(exc):
+    """A short, single-line text for *exc*, the server's reply where known."""
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = exc.smtp_error
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        return _one_line("%s %s" % (exc.smtp_code, text))
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        parts = []
+        for rcpt, (code, text) in exc.recipients.items():
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "replace")
+            parts.append("%s: %s %s" % (rcpt, code, text))
+        return _one_line("; ".join(parts))
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _one_line("certificate verify failed: %s" % (exc.verify_message or exc.reason))
+    if isinstance(exc, ssl.SSLError):
+        return _one_line("TLS error: %s" % (exc.reason or exc))
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return _one_line("cannot resolve host name: %s" % exc.strerror)
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by peer"
+    if isinstance(exc, OSError) and exc.strerror:
+        return _one_line(exc.strerror)
+    if isinstance(exc, (imaplib.IMAP4.error, poplib.error_proto)):
+        text = exc.args[0] if exc.args else str(exc)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        return _one_line(str(text))
+    text = str(exc) or type(exc).__name__
+    return _one_line(text)
+
+
+def _one_line(text, limit=300):
+    text = " ".join(str(text).split())
+    text = text.replace("|", "/")  # '|' would start perfdata
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_timeout(exc):
+    return isinstance(exc, (socket.timeout, TimeoutError, BudgetExhausted))
+
+
+@contextlib.contextmanager
+def step(name):
+    """Run a block as step *name*; any failure becomes a StepFailure."""
+    try:
+        yield
+    except StepFailure:
+        raise
+    except BudgetExhausted:
+        raise StepFailure(name, "no time left in the run's budget", timeout=True)
+    except Exception as exc:  # every failure must become a status line
+        raise StepFailure(name, describe(exc), timeout=is_timeout(exc)) from exc

@@ -1,0 +1,169 @@
+"""IMAP transport: find, read and remove this profile's returned probes.
+
+Cost does not grow with the mailbox: one server-side ``UID SEARCH SUBJECT``
+for the profile's key, then only the probe headers and INTERNALDATE of the
+hits (``BODY.PEEK``: no \\Seen set).  Removal is by UID only: ``\\Deleted``
+plus ``UID EXPUNGE`` where the server has UIDPLUS; never a bare EXPUNGE,
+which would also remove other \\Deleted mail.  With ``keep`` the folder is
+opened read-only (EXAMINE) and nothing is changed.
+
+Steps, as named in the status line: ``IMAP connect``, ``IMAP TLS``,
+``IMAP login``, ``IMAP select``, ``IMAP search``, ``IMAP fetch``,
+``IMAP delete``.
+
+A collector is used as a context manager and offers ``find(key)``,
+``fetch(refs)`` and ``remove(refs)``; other collectors (POP3) follow the
+same shape.
+"""
+
+import logging
+import ssl
+from dataclasses import dataclass
+
+import imapclient
+from imapclient.exceptions import IMAPClientError
+
+from . import probe as probe_format
+from .failure import StepFailure, describe, step
+
+log = logging.getLogger("check_mail_roundtrip.imap")
+
+DEFAULT_PORTS = {"tls": 993, "starttls": 143, "none": 143}
+# At most this many hits are read per run (the newest); more means the
+# mailbox is flooded with probes and the rest waits for the next runs.
+MAX_FETCH = 200
+_HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (%s)]" % " ".join(h.upper() for h in probe_format.FETCH_HEADERS)
+
+
+@dataclass
+class Fetched:
+    """One candidate mail: its reference, raw probe headers, arrival time."""
+
+    ref: int                    # UID
+    headers: bytes
+    internaldate: float         # epoch seconds, or None
+    flags: tuple = ()
+
+
+class ImapCollector:
+    """A session with one IMAP folder."""
+
+    def __init__(self, endpoint, folder, deadline, readonly=False):
+        self.ep = endpoint
+        self.folder = folder
+        self.deadline = deadline
+        self.readonly = readonly
+        self.client = None
+        self.notes = []
+
+    # -- session -------------------------------------------------------------
+    def __enter__(self):
+        ep, deadline = self.ep, self.deadline
+        with step("IMAP connect"):
+            try:
+                self.client = imapclient.IMAPClient(
+                    ep.host, port=ep.port, ssl=(ep.tls == "tls"),
+                    ssl_context=ep.ssl_context, timeout=deadline.left(),
+                )
+            except ssl.SSLError as exc:
+                raise StepFailure("IMAP TLS", describe(exc)) from exc
+            self.client.normalise_times = False
+        try:
+            if ep.tls == "starttls":
+                with step("IMAP TLS"):
+                    self._arm()
+                    if not self.client.has_capability("STARTTLS"):
+                        raise StepFailure("IMAP TLS", "server does not offer STARTTLS")
+                    self.client.starttls(ep.ssl_context)
+            with step("IMAP login"):
+                self._arm()
+                user, password = ep.user or "", ep.password or ""
+                if (user + password).isascii():
+                    self.client.login(user, password)
+                else:
+                    self.client.plain_login(user, password)
+            with step("IMAP select"):
+                self._arm()
+                self.client.select_folder(self.folder, readonly=self.readonly)
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self._close()
+
+    def _close(self):
+        if self.client is None:
+            return
+        try:
+            self.client.socket().settimeout(0.5)
+            self.client.logout()
+        except Exception:
+            try:
+                self.client.shutdown()
+            except Exception:
+                pass
+        self.client = None
+
+    def _arm(self):
+        self.deadline.arm(self.client.socket())
+
+    # -- work ----------------------------------------------------------------
+    def find(self, key):
+        """UIDs of mails whose Subject contains *key* (newest MAX_FETCH)."""
+        with step("IMAP search"):
+            self._arm()
+            uids = sorted(self.client.search(["SUBJECT", key]))
+        if len(uids) > MAX_FETCH:
+            self.notes.append("%d probe candidates found; reading the newest %d this run" % (len(uids), MAX_FETCH))
+            uids = uids[-MAX_FETCH:]
+        return uids
+
+    def fetch(self, uids):
+        """Probe headers and INTERNALDATE of *uids*, without setting \\Seen."""
+        if not uids:
+            return []
+        with step("IMAP fetch"):
+            self._arm()
+            data = self.client.fetch(uids, ["INTERNALDATE", "FLAGS", _HEADER_ITEM])
+        out = []
+        for uid in uids:
+            item = data.get(uid)
+            if item is None:  # expunged meanwhile
+                continue
+            headers = b""
+            for k, v in item.items():
+                if k.upper().startswith(b"BODY[HEADER") and isinstance(v, bytes):
+                    headers = v
+            idate = item.get(b"INTERNALDATE")
+            when = None
+            if idate is not None and getattr(idate, "tzinfo", None) is not None:
+                when = idate.timestamp()
+            out.append(Fetched(uid, headers, when, tuple(item.get(b"FLAGS", ()))))
+        return out
+
+    def remove(self, uids):
+        """Delete exactly *uids*: \\Deleted, then UID EXPUNGE when possible."""
+        if not uids or self.readonly:
+            return
+        with step("IMAP delete"):
+            self._arm()
+            self.client.add_flags(uids, [imapclient.DELETED], silent=True)
+            if self.client.has_capability("UIDPLUS"):
+                self._arm()
+                self.client.uid_expunge(uids)
+            else:
+                self.notes.append(
+                    "server lacks UIDPLUS: %d probe(s) flagged \\Deleted, not expunged" % len(uids)
+                )
+
+
+def open_collector(endpoint, folder, deadline, readonly=False):
+    """The collector for *endpoint* (IMAP today; POP3 slots in here)."""
+    if endpoint.protocol == "IMAP":
+        return ImapCollector(endpoint, folder, deadline, readonly)
+    raise ValueError("no collector for protocol %s" % endpoint.protocol)
+
+
+__all__ = ["ImapCollector", "Fetched", "open_collector", "IMAPClientError"]

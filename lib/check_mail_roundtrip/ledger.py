@@ -1,0 +1,162 @@
+"""Ledger: match returned probes against the state and derive the figures.
+
+Pure logic, no I/O and no clock: the caller passes the collection time.
+
+- A probe is counted at most once (``counted`` remembers ids for at least
+  ``lost_after``).  A second copy is a duplicate: not counted, cleaned up.
+- A pending probe older than ``lost_after`` is declared lost; if it turns up
+  later it is reported as late, not as a fresh success.
+- A probe without a pending record (crash, state reset) is measured from its
+  signed send time when it is younger than ``lost_after``; an older one is
+  never counted.
+- ``oldest_pending`` is the age of the oldest pending probe sent after the
+  newest probe that came back (older ones were overtaken).
+"""
+
+from dataclasses import dataclass, field
+
+# How long ids are remembered, beyond lost_after, and how many at most.
+LOST_MEMORY = 7 * 24 * 3600.0
+MAX_REMEMBERED = 5000
+
+
+@dataclass
+class Arrival:
+    """A verified probe found in the mailbox."""
+
+    probe: object          # probe.Probe
+    internaldate: float    # server arrival time, epoch seconds (whole second) or None
+    ref: object = None     # transport reference for clean-up (e.g. IMAP UID)
+
+
+@dataclass
+class Outcome:
+    """What one collection amounted to."""
+
+    rtts: list = field(default_factory=list)        # (probe id, rtt seconds)
+    late: list = field(default_factory=list)        # (probe id, seconds since sent)
+    lost_now: list = field(default_factory=list)    # probe ids declared lost now
+    cleanup: list = field(default_factory=list)     # refs of processed probes
+    notes: list = field(default_factory=list)       # lines for -v
+    oldest_pending: float = 0.0
+
+    @property
+    def rtt(self):
+        """Slowest round trip completed in this run, or None."""
+        return max((r for _i, r in self.rtts), default=None)
+
+
+def arrival_time(sent, internaldate, collected):
+    """Best upper bound for when a probe arrived: (epoch seconds, note or None).
+
+    INTERNALDATE has whole seconds: the arrival lies in [idate, idate + 1).
+    It is plausible unless that second lies wholly before the send time or
+    after the collection time; then the collection time is the upper bound.
+    """
+    if internaldate is None:
+        return collected, "no INTERNALDATE; collection time used as arrival time"
+    if internaldate + 1 <= sent or internaldate > collected:
+        return collected, (
+            "INTERNALDATE %.0f implausible for send time %.3f (clock skew?); "
+            "collection time used as arrival time" % (internaldate, sent)
+        )
+    return min(internaldate + 1.0, collected), None
+
+
+def reconcile(state, arrivals, collected, lost_after, collection_ok=True):
+    """Update *state* with *arrivals* found at time *collected*; an Outcome.
+
+    When the collection failed (*collection_ok* false) nothing is declared
+    lost: the probes may be waiting in a mailbox that could not be read.
+    """
+    out = Outcome()
+    for arr in sorted(arrivals, key=lambda a: (a.probe.sent_ms, a.probe.probe_id)):
+        _take(state, arr, collected, lost_after, out)
+    if collection_ok:
+        for pid, sent_ms in sorted(state.pending.items(), key=lambda kv: kv[1]):
+            if collected - sent_ms / 1000.0 > lost_after:
+                del state.pending[pid]
+                state.lost[pid] = sent_ms
+                state.totals["lost"] += 1
+                out.lost_now.append(pid)
+                out.notes.append("probe %s declared lost (sent %.0fs ago)" % (pid, collected - sent_ms / 1000.0))
+    out.oldest_pending = oldest_pending(state, collected)
+    prune(state, collected, lost_after)
+    return out
+
+
+def _take(state, arr, collected, lost_after, out):
+    p = arr.probe
+    pid, sent = p.probe_id, p.sent
+    if pid in state.counted:
+        out.cleanup.append(arr.ref)
+        out.notes.append("probe %s: duplicate of a probe already counted, not counted again" % pid)
+        return
+    if pid in state.lost:
+        del state.lost[pid]
+        state.counted[pid] = p.sent_ms
+        state.totals["late"] += 1
+        out.late.append((pid, collected - sent))
+        out.cleanup.append(arr.ref)
+        _returned(state, p)
+        out.notes.append("probe %s arrived late, after it was declared lost (sent %.0fs ago)" % (pid, collected - sent))
+        return
+    if pid in state.pending:
+        del state.pending[pid]
+    elif 0 <= collected - sent <= lost_after:
+        state.totals["sent"] += 1
+        out.notes.append("probe %s had no pending record; measured from its signed send time" % pid)
+    else:
+        out.cleanup.append(arr.ref)
+        out.notes.append(
+            "probe %s ignored: sent %.0fs ago, outside the %.0fs window, no pending record"
+            % (pid, collected - sent, lost_after)
+        )
+        return
+    arrival, note = arrival_time(sent, arr.internaldate, collected)
+    if note:
+        out.notes.append("probe %s: %s" % (pid, note))
+    rtt = max(0.0, arrival - sent)
+    state.counted[pid] = p.sent_ms
+    state.totals["returned"] += 1
+    state.last_success = max(state.last_success or 0.0, arrival)
+    _returned(state, p)
+    out.rtts.append((pid, rtt))
+    out.cleanup.append(arr.ref)
+    out.notes.append("probe %s returned, round trip %.3fs" % (pid, rtt))
+
+
+def _returned(state, p):
+    if state.newest_returned_ms is None or p.sent_ms > state.newest_returned_ms:
+        state.newest_returned_ms = p.sent_ms
+
+
+def oldest_pending(state, now):
+    """Age of the oldest probe in flight that no newer returned probe overtook."""
+    floor = state.newest_returned_ms if state.newest_returned_ms is not None else -1
+    ages = [now - ms / 1000.0 for ms in state.pending.values() if ms > floor]
+    return max([0.0] + ages)
+
+
+def prune(state, now, lost_after):
+    """Forget counted and lost ids once they can no longer matter."""
+    keep_counted = now - 2 * lost_after
+    keep_lost = now - max(2 * lost_after, LOST_MEMORY)
+    for table, horizon in ((state.counted, keep_counted), (state.lost, keep_lost)):
+        for pid in [k for k, ms in table.items() if ms / 1000.0 < horizon]:
+            del table[pid]
+        if len(table) > MAX_REMEMBERED:
+            for pid, _ms in sorted(table.items(), key=lambda kv: kv[1])[: len(table) - MAX_REMEMBERED]:
+                del table[pid]
+
+
+def record_sent(state, probe):
+    """Remember a probe about to be sent (written ahead of the SMTP dialogue)."""
+    state.pending[probe.probe_id] = probe.sent_ms
+    state.totals["sent"] += 1
+
+
+def forget_unsent(state, probe):
+    """Undo record_sent for a probe that was definitely not accepted."""
+    if state.pending.pop(probe.probe_id, None) is not None:
+        state.totals["sent"] -= 1

@@ -1,0 +1,216 @@
+"""Probe format: build a signed probe mail and recognise one that came back.
+
+A probe carries a token::
+
+    MRTP1.<profile key>.<probe id>.<send time in ms>.<signature>
+
+- profile key: 12 hex digits of SHA-256 over the profile name, so that a
+  server-side ``SEARCH SUBJECT "MRTP1.<key>"`` finds one profile's probes only;
+- probe id: 16 random hex digits;
+- send time: the monitor's clock, integer milliseconds since the epoch;
+- signature: HMAC-SHA256 (first 128 bits, hex) over version, profile name,
+  id and send time, keyed with the profile's secret.
+
+The token stands in the Subject (it survives forwards and automatic replies
+that keep only the subject: prefixes, RFC 2047 encoding and folding do not
+hurt it) and in the header ``X-Mail-Roundtrip``.  Everything here is pure:
+no I/O, no clock (the caller passes times in).
+"""
+
+import email.header
+import email.message
+import email.utils
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+VERSION = "MRTP1"
+HEADER = "X-Mail-Roundtrip"
+# Headers fetched from the server to recognise a probe (keep this list short:
+# it is what each returned probe costs in bytes).
+FETCH_HEADERS = ("Subject", HEADER)
+
+_TOKEN_RE = re.compile(
+    r"MRTP1\.([0-9a-f]{12})\.([0-9a-f]{16})\.([0-9]{10,15})\.([0-9a-f]{32})(?![0-9a-f])",
+    re.IGNORECASE,
+)
+# Bound the text examined, so a hostile 1 MB header costs little.
+MAX_HEADER_CHARS = 64 * 1024
+
+
+def profile_key(profile):
+    """The 12-hex-digit key that marks one profile's probes (not secret)."""
+    return hashlib.sha256(profile.encode("utf-8")).hexdigest()[:12]
+
+
+def search_key(profile):
+    """The string a server-side subject search looks for."""
+    return "%s.%s" % (VERSION, profile_key(profile))
+
+
+def _signature(secret, profile, probe_id, sent_ms):
+    msg = "|".join((VERSION, profile, probe_id, str(sent_ms))).encode("utf-8")
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One probe: who sent it (profile), its id and its send time."""
+
+    profile: str
+    probe_id: str
+    sent_ms: int
+
+    @property
+    def sent(self):
+        """Send time in seconds since the epoch."""
+        return self.sent_ms / 1000.0
+
+    def token(self, secret):
+        return "%s.%s.%s.%d.%s" % (
+            VERSION,
+            profile_key(self.profile),
+            self.probe_id,
+            self.sent_ms,
+            _signature(secret, self.profile, self.probe_id, self.sent_ms),
+        )
+
+
+def new_probe(profile, now):
+    """A fresh probe for *profile*, sent at *now* (epoch seconds)."""
+    return Probe(profile, secrets.token_hex(8), int(round(now * 1000)))
+
+
+@dataclass(frozen=True)
+class Token:
+    """A token as found in a mail, not yet verified."""
+
+    key: str
+    probe_id: str
+    sent_ms: int
+    signature: str
+
+    def verify(self, secret, profile):
+        """The Probe if this token is a genuine one of *profile*, else None."""
+        if self.key != profile_key(profile):
+            return None
+        expected = _signature(secret, profile, self.probe_id, self.sent_ms)
+        if not hmac.compare_digest(expected, self.signature):
+            return None
+        return Probe(profile, self.probe_id, self.sent_ms)
+
+
+def find_tokens(text):
+    """All well-formed tokens in *text* (a decoded header value)."""
+    found = []
+    for m in _TOKEN_RE.finditer(text[:MAX_HEADER_CHARS]):
+        key, pid, sent, sig = m.groups()
+        found.append(Token(key.lower(), pid.lower(), int(sent), sig.lower()))
+    return found
+
+
+def decode_header_value(raw):
+    """Decode an RFC 2047 encoded, possibly folded header value to text.
+
+    Never raises: undecodable parts are replaced, so hostile input (8-bit,
+    invalid UTF-8, unknown charsets) is read as far as it can be.
+    """
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    raw = raw[:MAX_HEADER_CHARS]
+    unfolded = re.sub(r"\r?\n[ \t]+", " ", raw)
+    try:
+        parts = email.header.decode_header(unfolded)
+    except Exception:  # malformed encoded words: fall back to the raw text
+        return unfolded
+    out = []
+    for value, charset in parts:
+        if isinstance(value, str):
+            out.append(value)
+            continue
+        try:
+            out.append(value.decode(charset or "ascii", "replace"))
+        except LookupError:  # unknown charset name
+            out.append(value.decode("utf-8", "replace"))
+    return "".join(out)
+
+
+def header_values(header_block, names=FETCH_HEADERS):
+    """Values of the named headers in a raw header block (bytes or str).
+
+    Tolerates 8-bit bytes, invalid UTF-8, bare LF line ends and folding.
+    Returns a list of (lower-case name, decoded value).
+    """
+    if isinstance(header_block, bytes):
+        header_block = header_block.decode("utf-8", "replace")
+    wanted = {n.lower() for n in names}
+    values = []
+    current = None
+    for line in re.split(r"\r?\n", header_block):
+        if line[:1] in (" ", "\t") and current is not None:
+            current[1].append(line)
+            continue
+        current = None
+        name, sep, value = line.partition(":")
+        if sep and name.strip().lower() in wanted:
+            current = (name.strip().lower(), [value])
+            values.append(current)
+    return [(n, decode_header_value("\n".join(v).strip())) for n, v in values]
+
+
+def tokens_in_headers(header_block):
+    """Every token in the probe headers of a mail, header first, then Subject."""
+    tokens = []
+    pairs = header_values(header_block)
+    pairs.sort(key=lambda p: p[0] != HEADER.lower())
+    for _name, value in pairs:
+        for tok in find_tokens(value):
+            if tok not in tokens:
+                tokens.append(tok)
+    return tokens
+
+
+def recognise(header_block, secret, profile):
+    """Verify a returned mail's headers.
+
+    Returns (probe, reason): the genuine Probe of *profile* and None, or
+    None and a short reason why the mail is not one (for ``-v``).
+    """
+    tokens = tokens_in_headers(header_block)
+    if not tokens:
+        return None, "no probe token"
+    key = profile_key(profile)
+    for tok in tokens:
+        probe = tok.verify(secret, profile)
+        if probe is not None:
+            return probe, None
+    if all(t.key != key for t in tokens):
+        return None, "token of another profile"
+    return None, "bad signature (forged or tampered token)"
+
+
+def build_message(probe, secret, mail_from, rcpt_to, hostname, now):
+    """The probe as a proper mail (email.message.EmailMessage).
+
+    Date, Message-ID, From, To and a short plain-text body saying what it
+    is: empty bodies and missing Message-IDs score as spam.
+    """
+    token = probe.token(secret)
+    msg = email.message.EmailMessage()
+    msg["From"] = mail_from
+    msg["To"] = rcpt_to
+    msg["Subject"] = "Mail round-trip probe %s" % token
+    msg["Date"] = email.utils.formatdate(now, localtime=False)
+    domain = mail_from.rpartition("@")[2] or hostname
+    msg["Message-ID"] = "<%s.%d@%s>" % (probe.probe_id, probe.sent_ms, domain)
+    msg[HEADER] = token
+    msg.set_content(
+        "This is an automatic test message from check_mail_roundtrip,\n"
+        "a monitoring check run on %s (check profile %r).\n\n"
+        "It tests that mail from %s to %s is delivered and measures how\n"
+        "long delivery takes. The check removes it when it comes back.\n"
+        "Please do not reply to it.\n" % (hostname, probe.profile, mail_from, rcpt_to)
+    )
+    return msg

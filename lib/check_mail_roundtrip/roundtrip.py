@@ -1,0 +1,130 @@
+"""One invocation, in order: lock, collect, reconcile, clean up, send, save.
+
+- The state is saved before any probe is removed from the mailbox (a crash
+  in between leaves a probe that the next run recognises as counted), and
+  the next probe is recorded as pending before the SMTP dialogue starts
+  (a probe that went out is never forgotten).
+- A failure while collecting does not stop sending, nor the other way round:
+  each becomes a StepFailure in the report.
+- Returns a :class:`Report`; printing and states are the check module's job.
+"""
+
+import email.policy
+import os
+import time
+from dataclasses import dataclass, field
+
+from . import ledger, smtp
+from .failure import StepFailure
+from .imap import open_collector
+from .probe import build_message, new_probe, recognise, search_key
+from .secret import load_or_create
+from .state import StateError, StateStore
+
+# Share of the remaining budget the lock wait and the collection may use.
+LOCK_SHARE = 0.25
+COLLECT_SHARE = 0.5
+
+
+@dataclass
+class Report:
+    """What one run found and did."""
+
+    unknown: str = None             # the run could not work at all (lock, state dir)
+    state_problem: str = None       # damaged state kept aside
+    failures: list = field(default_factory=list)   # StepFailure, in order
+    outcome: ledger.Outcome = None
+    pending: int = 0
+    since_last_success: float = None
+    first_probe: bool = False
+    sent: smtp.SendResult = None
+    notes: list = field(default_factory=list)
+
+
+def run(settings, budget, clock=time.time):
+    """Perform one invocation for *settings* within *budget*; a Report."""
+    report = Report()
+    store = StateStore(settings.state_dir, settings.profile)
+    try:
+        store.acquire(budget.remaining() * LOCK_SHARE)
+    except StateError as exc:
+        report.unknown = str(exc)
+        return report
+    with store:
+        try:
+            _locked_run(settings, budget, clock, store, report)
+        except StateError as exc:
+            report.unknown = str(exc)
+    return report
+
+
+def _locked_run(settings, budget, clock, store, report):
+    secret = load_or_create(settings.secret_file or os.path.join(settings.state_dir, "secret"))
+    state, report.state_problem = store.load()
+    report.first_probe = not (state.pending or state.counted or state.lost or state.last_success)
+    report.notes.append("state file %s" % store.path)
+
+    collected_at = _collect(settings, budget, clock, store, state, secret, report)
+    report.since_last_success = (
+        collected_at - state.last_success if state.last_success is not None else None
+    )
+    _send(settings, budget, clock, store, state, secret, report)
+    report.pending = len(state.pending)
+
+
+def _collect(settings, budget, clock, store, state, secret, report):
+    """Collect and reconcile; the state is saved before anything is removed."""
+    profile = settings.profile
+    try:
+        with open_collector(
+            settings.imap, settings.folder, budget.share(COLLECT_SHARE), readonly=settings.keep
+        ) as collector:
+            fetched = collector.fetch(collector.find(search_key(profile)))
+            collected_at = clock()
+            arrivals = []
+            for item in fetched:
+                probe, reason = recognise(item.headers, secret, profile)
+                if probe is None:
+                    report.notes.append("message UID %s ignored: %s" % (item.ref, reason))
+                else:
+                    arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref))
+            report.outcome = ledger.reconcile(state, arrivals, collected_at, settings.lost_after)
+            report.notes.extend(report.outcome.notes)
+            if report.outcome.cleanup or report.outcome.lost_now:
+                store.save(state)
+            if not settings.keep:
+                collector.remove(report.outcome.cleanup)
+            report.notes.extend(collector.notes)
+            return collected_at
+    except StepFailure as failure:
+        report.failures.append(failure)
+    if report.outcome is None:  # nothing read: nothing may be declared lost
+        collected_at = clock()
+        report.outcome = ledger.reconcile(state, [], collected_at, settings.lost_after, collection_ok=False)
+        report.notes.extend(report.outcome.notes)
+        return collected_at
+    return clock()
+
+
+def _send(settings, budget, clock, store, state, secret, report):
+    """Record the next probe as pending, send it, forget it only if refused."""
+    now = clock()
+    probe = new_probe(settings.profile, now)
+    ledger.record_sent(state, probe)
+    store.save(state)
+    message = build_message(probe, secret, settings.mail_from, settings.rcpt_to, settings.hostname, now)
+    text = message.as_string(policy=email.policy.SMTP)
+    result = smtp.send(
+        text, settings.mail_from, settings.rcpt_to, settings.smtp,
+        budget.share(1.0), local_hostname=settings.hostname,
+    )
+    report.sent = result
+    if result.status == smtp.FAILED:
+        ledger.forget_unsent(state, probe)
+        store.save(state)
+        report.failures.append(result.failure)
+    elif result.status == smtp.UNCERTAIN:
+        report.failures.append(result.failure)
+        report.notes.append("probe %s kept as pending: it may still arrive" % probe.probe_id)
+    else:
+        report.notes.append("probe %s sent: %s" % (probe.probe_id, result.reply))

@@ -1,0 +1,56 @@
+"""Signing secret: read it, or create it once (mode 0600) on first use.
+
+Creation is race-free: the secret is written to a temp file and linked into
+place, so two first runs at the same moment end up with the same secret.
+"""
+
+import os
+import secrets
+
+from .state import StateError
+
+MIN_BYTES = 16
+
+
+def load_or_create(path):
+    """The secret's bytes; created with 32 random bytes if *path* is missing."""
+    try:
+        return _read(path)
+    except FileNotFoundError:
+        pass
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise StateError("directory of secret file %s does not exist" % path)
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # fails if another run created it meanwhile
+        except FileExistsError:
+            pass
+    except OSError as exc:
+        raise StateError("cannot create secret file %s: %s" % (path, exc.strerror or exc))
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+    return _read(path)
+
+
+def _read(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise StateError("cannot read secret file %s: %s" % (path, exc.strerror or exc))
+    with os.fdopen(fd, "rb") as f:
+        value = f.read(4096).strip()
+    if len(value) < MIN_BYTES:
+        raise StateError("secret file %s holds fewer than %d bytes" % (path, MIN_BYTES))
+    return value

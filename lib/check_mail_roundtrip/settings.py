@@ -1,0 +1,48 @@
+"""Run settings: plain values built once by the CLI and handed down.
+
+No module reads options from anywhere else; tests build Settings directly.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One server connection: where, how (TLS mode) and as whom."""
+
+    protocol: str            # "SMTP" or "IMAP" (names the steps in messages)
+    host: str
+    port: int
+    tls: str                 # "tls", "starttls" or "none"
+    user: str = None
+    password: str = field(default=None, repr=False)
+    ssl_context: object = field(default=None, repr=False, compare=False)
+
+    def secrets(self):
+        return [self.password] if self.password else []
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one run needs."""
+
+    profile: str
+    mail_from: str
+    rcpt_to: str
+    smtp: Endpoint
+    imap: Endpoint
+    folder: str = "INBOX"
+    state_dir: str = None
+    secret_file: str = None
+    warning: object = None          # nagiosplugin Range for rtt / oldest_pending
+    critical: object = None
+    lost_after: float = 3600.0
+    lost_warning: object = None     # Range for the lost count
+    lost_critical: object = None
+    stale_warning: object = None    # Range for since_last_success (None: not evaluated)
+    stale_critical: object = None
+    keep: bool = False
+    error_state: str = "critical"
+    timeout: float = 30.0
+    verbose: int = 0
+    hostname: str = "localhost"

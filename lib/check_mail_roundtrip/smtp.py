@@ -1,0 +1,141 @@
+"""SMTP transport: send one probe, and tell the outcomes apart.
+
+Steps, as named in the status line: ``SMTP connect`` (TCP and greeting),
+``SMTP TLS`` (implicit TLS or STARTTLS, certificate checked), ``SMTP auth``,
+``SMTP send`` (MAIL, RCPT, DATA).  A 4xx answer is a temporary rejection, a
+5xx a permanent one.  A connection lost after the message was handed over in
+DATA leaves the outcome uncertain: the probe may still arrive.
+"""
+
+import logging
+import smtplib
+import ssl
+from dataclasses import dataclass
+
+from .failure import StepFailure, describe, step
+from .trace import redactor
+
+log = logging.getLogger("check_mail_roundtrip.smtp")
+
+SENT, FAILED, UNCERTAIN = "sent", "failed", "uncertain"
+DEFAULT_PORTS = {"starttls": 25, "tls": 465, "none": 25}
+
+
+@dataclass
+class SendResult:
+    status: str                 # SENT, FAILED or UNCERTAIN
+    failure: StepFailure = None
+    reply: str = ""             # the server's answer to the message
+
+
+class _Tracing:
+    """smtplib's debug output goes to our logger, secrets redacted."""
+
+    redact = staticmethod(lambda s: s)
+
+    def _print_debug(self, *args):
+        log.debug("smtp: %s", self.redact(" ".join(str(a) for a in args)))
+
+
+class _SMTP(_Tracing, smtplib.SMTP):
+    pass
+
+
+class _SMTP_SSL(_Tracing, smtplib.SMTP_SSL):
+    pass
+
+
+def _connect(ep, deadline, local_hostname):
+    cls = _SMTP_SSL if ep.tls == "tls" else _SMTP
+    kwargs = {"context": ep.ssl_context} if ep.tls == "tls" else {}
+    conn = cls(local_hostname=local_hostname, timeout=deadline.left(), **kwargs)
+    conn.redact = redactor(ep.secrets())
+    conn.set_debuglevel(1 if log.isEnabledFor(logging.DEBUG) else 0)
+    try:
+        with step("SMTP connect"):
+            try:
+                conn.connect(ep.host, ep.port)
+            except ssl.SSLError as exc:
+                raise StepFailure("SMTP TLS", describe(exc)) from exc
+            deadline.arm(conn.sock)
+            code, text = conn.ehlo()
+            if code != 250:
+                code, text = conn.helo()
+                if code != 250:
+                    raise smtplib.SMTPHeloError(code, text)
+        if ep.tls == "starttls":
+            with step("SMTP TLS"):
+                if not conn.has_extn("starttls"):
+                    raise StepFailure("SMTP TLS", "server does not offer STARTTLS")
+                deadline.arm(conn.sock)
+                conn.starttls(context=ep.ssl_context)
+                deadline.arm(conn.sock)
+                conn.ehlo()
+        if ep.user:
+            with step("SMTP auth"):
+                if not conn.has_extn("auth"):
+                    raise StepFailure("SMTP auth", "server offers no AUTH (after %s)" % ep.tls)
+                deadline.arm(conn.sock)
+                conn.login(ep.user, ep.password or "")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _transaction(conn, deadline, mail_from, rcpt_to, data):
+    """MAIL, RCPT, DATA; returns the final reply or raises."""
+    for verb, call in (("MAIL", lambda: conn.mail(mail_from)), ("RCPT", lambda: conn.rcpt(rcpt_to))):
+        deadline.arm(conn.sock)
+        code, text = call()
+        if code >= 300:
+            _reject(verb, code, text)
+    deadline.arm(conn.sock)
+    code, text = conn.docmd("DATA")
+    if code != 354:
+        _reject("DATA", code, text)
+    handed_over = False
+    try:
+        deadline.arm(conn.sock)
+        conn.send(smtplib.quotedata(data).encode("utf-8") + b"\r\n.\r\n")
+        handed_over = True
+        code, text = conn.getreply()
+    except Exception as exc:
+        if handed_over:  # the server may have taken the message
+            return None, describe(exc)
+        raise
+    if code >= 300:
+        _reject("end of DATA", code, text)
+    return code, text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+
+
+def _reject(verb, code, text):
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    kind = "temporary rejection" if 400 <= code < 500 else "permanent rejection"
+    raise StepFailure("SMTP send", "%s at %s: %s %s" % (kind, verb, code, " ".join(text.split())))
+
+
+def send(message, mail_from, rcpt_to, ep, deadline, local_hostname=None):
+    """Send *message* (str, CRLF or LF line ends); a SendResult, never raises."""
+    try:
+        conn = _connect(ep, deadline, local_hostname)
+    except StepFailure as failure:
+        return SendResult(FAILED, failure)
+    try:
+        with step("SMTP send"):
+            code, text = _transaction(conn, deadline, mail_from, rcpt_to, message)
+        if code is None:
+            return SendResult(
+                UNCERTAIN,
+                StepFailure("SMTP send", "connection lost after DATA, outcome unknown: %s" % text),
+            )
+        return SendResult(SENT, None, "%s %s" % (code, " ".join(text.split())))
+    except StepFailure as failure:
+        return SendResult(FAILED, failure)
+    finally:
+        try:
+            conn.sock and conn.sock.settimeout(0.5)
+            conn.quit()
+        except Exception:
+            conn.close()

@@ -1,0 +1,251 @@
+"""State store: one JSON file per profile, locked, written atomically.
+
+- The file is replaced atomically (temp file in the same directory, fsync,
+  rename, fsync of the directory), so a crash never leaves it half-written.
+- An exclusive ``flock`` on a separate ``.lock`` file serialises runs of one
+  profile; waiting for it is bounded.
+- A missing file starts fresh.  A damaged one (unreadable, not JSON, wrong
+  shape, newer schema, a directory or a symlink at its place) is renamed
+  aside under a timestamped name and the run goes on with a fresh state,
+  reporting what happened.  Symlinks are never followed.
+- The directory is created 0700, files 0600.
+"""
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+SCHEMA = 1
+_COUNTERS = ("sent", "returned", "lost", "late")
+
+
+class StateError(Exception):
+    """The state cannot be used at all (no directory, cannot write)."""
+
+
+class LockTimeout(StateError):
+    """Another run holds the profile's lock."""
+
+
+@dataclass
+class State:
+    """What one profile remembers between runs.
+
+    Times are epoch seconds (floats); probe send times are integer ms as in
+    the probe token.
+    """
+
+    profile: str
+    pending: dict = field(default_factory=dict)   # id -> sent_ms, in flight
+    counted: dict = field(default_factory=dict)   # id -> sent_ms, returned and counted
+    lost: dict = field(default_factory=dict)      # id -> sent_ms, declared lost
+    last_success: float = None                    # arrival time of the newest success
+    newest_returned_ms: int = None                # send time of the newest probe back
+    totals: dict = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
+
+    def to_json(self):
+        return {
+            "schema": SCHEMA,
+            "profile": self.profile,
+            "pending": self.pending,
+            "counted": self.counted,
+            "lost": self.lost,
+            "last_success": self.last_success,
+            "newest_returned_ms": self.newest_returned_ms,
+            "totals": self.totals,
+        }
+
+    @classmethod
+    def from_json(cls, data, profile):
+        """Validate and convert; raises ValueError on anything unexpected."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        schema = data.get("schema")
+        if not isinstance(schema, int) or isinstance(schema, bool):
+            raise ValueError("no schema version")
+        if schema > SCHEMA:
+            raise ValueError("schema version %d is newer than this check (%d)" % (schema, SCHEMA))
+        if schema < 1:
+            raise ValueError("unknown schema version %d" % schema)
+        if data.get("profile") != profile:
+            raise ValueError("written for profile %r" % (data.get("profile"),))
+        state = cls(profile)
+        for name in ("pending", "counted", "lost"):
+            table = data.get(name, {})
+            if not isinstance(table, dict) or not all(
+                isinstance(k, str) and _is_int(v) for k, v in table.items()
+            ):
+                raise ValueError("field %r is not a table of probe ids" % name)
+            setattr(state, name, dict(table))
+        last = data.get("last_success")
+        if last is not None and not _is_number(last):
+            raise ValueError("field 'last_success' is not a number")
+        state.last_success = last
+        newest = data.get("newest_returned_ms")
+        if newest is not None and not _is_int(newest):
+            raise ValueError("field 'newest_returned_ms' is not a number")
+        state.newest_returned_ms = newest
+        totals = data.get("totals", {})
+        if not isinstance(totals, dict) or not all(_is_int(totals.get(k, 0)) for k in _COUNTERS):
+            raise ValueError("field 'totals' is not a table of counters")
+        state.totals = {k: totals.get(k, 0) for k in _COUNTERS}
+        return state
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def file_stem(profile):
+    """A safe, stable file name for a profile (readable part + hash)."""
+    readable = re.sub(r"[^A-Za-z0-9_.@+-]+", "_", profile).strip("._")[:60]
+    digest = hashlib.sha256(profile.encode("utf-8")).hexdigest()[:10]
+    return "%s-%s" % (readable or "profile", digest)
+
+
+def ensure_directory(directory):
+    """Create the state directory 0700 if missing; it must be a real directory."""
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise StateError("cannot create state directory %s: %s" % (directory, exc.strerror or exc))
+    if not os.path.isdir(directory):
+        raise StateError("state directory %s is not a directory" % directory)
+
+
+def write_atomically(path, data, mode=0o600):
+    """Replace *path* with *data* (bytes): temp file, fsync, rename, fsync dir."""
+    directory = os.path.dirname(path) or "."
+    tmp = "%s.tmp-%d-%d" % (path, os.getpid(), time.monotonic_ns())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class StateStore:
+    """The state file of one profile in *directory*."""
+
+    def __init__(self, directory, profile):
+        self.directory = directory
+        self.profile = profile
+        stem = file_stem(profile)
+        self.path = os.path.join(directory, stem + ".json")
+        self.lock_path = os.path.join(directory, stem + ".lock")
+        self._lock_fd = None
+
+    # -- locking -----------------------------------------------------------
+    def acquire(self, timeout):
+        """Take the exclusive lock, waiting at most *timeout* seconds."""
+        ensure_directory(self.directory)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise StateError("cannot open lock file %s: %s" % (self.lock_path, exc.strerror or exc))
+        deadline = time.monotonic() + max(0.0, timeout)
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_fd = fd
+                return
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    os.close(fd)
+                    raise LockTimeout(
+                        "another run of this check holds the lock %s (waited %.1fs)"
+                        % (self.lock_path, timeout)
+                    )
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.2)
+
+    def release(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing drops the flock
+            self._lock_fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    # -- reading and writing -------------------------------------------------
+    def load(self):
+        """Read the state: (State, problem or None).
+
+        A damaged file is kept aside and a fresh state returned, with a
+        message saying so as *problem*.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return State(self.profile), None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                reason = "is a symlink (not followed)"
+            elif exc.errno == errno.EISDIR:
+                reason = "is a directory"
+            else:
+                reason = "cannot be read (%s)" % (exc.strerror or exc)
+            return State(self.profile), self._set_aside(reason)
+        try:
+            with os.fdopen(fd, "rb") as f:
+                if not os.path.isfile(self.path):
+                    raise ValueError("not a regular file")
+                raw = f.read(16 * 1024 * 1024 + 1)
+            if len(raw) > 16 * 1024 * 1024:
+                raise ValueError("larger than 16 MiB")
+            data = json.loads(raw.decode("utf-8"))
+            return State.from_json(data, self.profile), None
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, json.JSONDecodeError) or isinstance(exc, UnicodeDecodeError):
+                reason = "is not valid JSON (%s)" % reason
+            elif isinstance(exc, OSError):
+                reason = "cannot be read (%s)" % (exc.strerror or exc)
+            return State(self.profile), self._set_aside(reason)
+
+    def _set_aside(self, reason):
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        aside = "%s.damaged-%s-%d" % (self.path, stamp, os.getpid())
+        try:
+            os.rename(self.path, aside)
+        except OSError as exc:
+            raise StateError(
+                "state file %s %s and cannot be moved aside: %s"
+                % (self.path, reason, exc.strerror or exc)
+            )
+        return "state file %s; kept aside as %s, started afresh" % (reason, os.path.basename(aside))
+
+    def save(self, state):
+        """Write the state atomically (the lock must be held)."""
+        data = json.dumps(state.to_json(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+        try:
+            write_atomically(self.path, data)
+        except OSError as exc:
+            raise StateError("cannot write state file %s: %s" % (self.path, exc.strerror or exc))
