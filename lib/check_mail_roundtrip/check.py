@@ -28,9 +28,14 @@ def plain(value, seconds=True):
 
 def threshold_field(rng):
     """The perfdata field for a Range: a plain number for 0:N, else empty."""
-    if rng is None or rng.invert or rng.start != 0 or math.isinf(rng.end):
-        return ""
-    return plain(rng.end) if isinstance(rng.end, float) and rng.end != int(rng.end) else str(int(rng.end))
+    if rng is None or rng.invert or rng.start != 0 or math.isinf(rng.end) or rng.end <= 0:
+        return ""  # a zero line is no use in a graph either
+    return number(rng.end)
+
+
+def number(value):
+    """An integer-valued number without decimals, others as plain decimals."""
+    return str(int(value)) if float(value).is_integer() else plain(value)
 
 
 def violation(rng, unit="s"):
@@ -104,7 +109,7 @@ class Figure(nagiosplugin.ScalarContext):
     def performance(self, metric, resource):
         warn = threshold_field(self.warning) if self.evaluated else ""
         crit = threshold_field(self.critical) if self.evaluated else ""
-        minimum = "" if metric.min is None else plain(metric.min, self.seconds)
+        minimum = "" if metric.min is None else number(metric.min)
         return Performance(metric.name, plain(metric.value, self.seconds), metric.uom or "",
                            warn, crit, minimum, "")
 

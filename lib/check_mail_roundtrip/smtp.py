@@ -49,6 +49,7 @@ def _connect(ep, deadline, local_hostname):
     cls = _SMTP_SSL if ep.tls == "tls" else _SMTP
     kwargs = {"context": ep.ssl_context} if ep.tls == "tls" else {}
     conn = cls(local_hostname=local_hostname, timeout=deadline.left(), **kwargs)
+    conn._host = ep.host  # smtplib names the TLS server from this (SNI, hostname check)
     conn.redact = redactor(ep.secrets())
     conn.set_debuglevel(1 if log.isEnabledFor(logging.DEBUG) else 0)
     try:
