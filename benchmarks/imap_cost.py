@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""What one steady-state run costs on the IMAP side, as the mailbox grows.
+
+    sudo python3 benchmarks/imap_cost.py                 # 0, 10 000, 100 000 messages
+    sudo python3 benchmarks/imap_cost.py --sizes 0 5000 --repeat 5
+
+Starts a private mail lab (tests/lab, needs root), and for each size puts
+that many other messages in the monitor INBOX, then runs the real
+``check_mail_roundtrip`` command (a subprocess) with a returned probe
+waiting to be collected, i.e. the run a monitoring system makes every few
+minutes.  The check talks IMAPS to a small byte-counting TCP relay on
+127.0.0.1 that forwards to the lab (TLS passes through unchanged), so the
+figures are the bytes that really crossed the wire, handshake included.
+
+Printed per size (medians over --repeat runs):
+  bytes in     bytes read from the IMAP server during one check run
+  bytes out    bytes the check sent to the IMAP server
+  bare in      bytes of a bare TLS + LOGIN + SELECT + LOGOUT session
+  wall         wall time of the whole check invocation (interpreter start-up,
+               IMAP, SMTP, state file included)
+  select       the server's own time to open the folder (imaplib SELECT alone)
+  wall-select  wall time less the server's SELECT cost
+and the ratios 100k/0 (the largest size over the smallest).  Goal: the
+bytes ratio at most 1.2, i.e. the check never downloads the mailbox.
+
+Not a timed test and not run by CI: it prints figures.  A few minutes.
+"""
+
+import argparse
+import imaplib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.lab import MailLab, install  # noqa: E402
+
+COMMAND = os.path.join(ROOT, "check_mail_roundtrip")
+USER = "monitor@lab.test"
+GOAL = 1.2
+
+
+class CountingRelay:
+    """A TCP relay 127.0.0.1:<port> -> target that counts the bytes each way.
+
+    Bounded: every socket has a timeout, at most *max_conns* connections are
+    relayed, and close() ends the threads within a few seconds.
+    """
+
+    def __init__(self, target, timeout=60.0, max_conns=200):
+        self.target = target
+        self.timeout = timeout
+        self.max_conns = max_conns
+        self.conns = []                 # [{"down": n, "up": n, "threads": [...]}]
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, name="relay-accept", daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while not self.stopping.is_set():
+            try:
+                client, _addr = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if len(self.conns) >= self.max_conns:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=self.timeout)
+            except OSError:
+                client.close()
+                continue
+            client.settimeout(self.timeout)
+            rec = {"down": 0, "up": 0, "threads": []}
+            for src, dst, key in ((server, client, "down"), (client, server, "up")):
+                t = threading.Thread(target=self._pump, args=(src, dst, rec, key), daemon=True)
+                rec["threads"].append(t)
+            with self.lock:
+                self.conns.append(rec)
+            for t in rec["threads"]:
+                t.start()
+
+    def _pump(self, src, dst, rec, key):
+        try:
+            while not self.stopping.is_set():
+                try:
+                    data = src.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    break
+                with self.lock:
+                    rec[key] += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+                try:
+                    s.shutdown(how)
+                except OSError:
+                    pass
+
+    def mark(self):
+        with self.lock:
+            return len(self.conns)
+
+    def since(self, mark, wait=5.0):
+        """(bytes down, bytes up, connections) of the connections after *mark*."""
+        with self.lock:
+            recs = self.conns[mark:]
+        end = time.monotonic() + wait
+        for rec in recs:
+            for t in rec["threads"]:
+                t.join(max(0.0, end - time.monotonic()))
+        with self.lock:
+            return sum(r["down"] for r in recs), sum(r["up"] for r in recs), len(recs)
+
+    def close(self):
+        self.stopping.set()
+        self.listener.close()
+        self.thread.join(2)
+        for rec in self.conns:
+            for t in rec["threads"]:
+                t.join(2)
+
+
+def imap_session(lab, port):
+    conn = imaplib.IMAP4_SSL(lab.host, port, ssl_context=lab.ssl_context(), timeout=60)
+    conn.login(USER, lab.users[USER])
+    return conn
+
+
+def wait_for_probe(lab, timeout=30.0):
+    """Poll (server-side search, directly at the lab) until a probe is in the INBOX."""
+    deadline = time.monotonic() + timeout
+    conn = imap_session(lab, lab.ports["imaps"])
+    try:
+        while True:
+            conn.select("INBOX", readonly=True)
+            typ, data = conn.uid("SEARCH", None, "SUBJECT", "MRTP1.")
+            if typ == "OK" and data and data[0].split():
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("no probe arrived in the monitor INBOX within %ss" % timeout)
+            time.sleep(0.2)
+    finally:
+        conn.logout()
+
+
+def select_cost(lab, relay, repeat):
+    """(median SELECT seconds, median bytes of a bare login+select session)."""
+    times, sizes = [], []
+    for _ in range(repeat):
+        mark = relay.mark()
+        conn = imap_session(lab, relay.port)
+        t0 = time.perf_counter()
+        typ, _data = conn.select("INBOX", readonly=True)
+        times.append(time.perf_counter() - t0)
+        conn.logout()
+        if typ != "OK":
+            raise RuntimeError("SELECT INBOX failed: %s" % typ)
+        sizes.append(relay.since(mark)[0])
+    return statistics.median(times), statistics.median(sizes)
+
+
+class Check:
+    def __init__(self, lab, relay, state_dir):
+        self.relay = relay
+        self.env = dict(os.environ, CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD=lab.users[USER])
+        self.env.pop("CHECK_MAIL_ROUNDTRIP_STATE_DIR", None)
+        self.argv = [
+            sys.executable, COMMAND, "-H", lab.host,
+            "--smtp-port", str(lab.ports["smtp"]),
+            "--imap-port", str(relay.port), "--ca-file", lab.ca_file,
+            "--from", USER, "--state-dir", state_dir, "-t", "60",
+        ]
+
+    def __call__(self):
+        mark = self.relay.mark()
+        t0 = time.perf_counter()
+        p = subprocess.run(self.argv, capture_output=True, text=True, env=self.env,
+                           stdin=subprocess.DEVNULL, timeout=120)
+        wall = time.perf_counter() - t0
+        down, up, conns = self.relay.since(mark)
+        return {"rc": p.returncode, "line": p.stdout.split("\n", 1)[0], "stderr": p.stderr,
+                "wall": wall, "down": down, "up": up, "conns": conns}
+
+
+def fill_to(lab, have, want, chunk=10000):
+    """Add filler messages until the INBOX holds *want* others (in chunks)."""
+    t0 = time.monotonic()
+    while have < want:
+        n = min(chunk, want - have)
+        lab.fill(USER, n)
+        have += n
+    return time.monotonic() - t0
+
+
+def measure(lab, relay, check, size, repeat):
+    check()                      # settle: collect whatever is there, send a probe
+    runs = []
+    for _ in range(repeat):
+        wait_for_probe(lab)
+        r = check()
+        if r["rc"] != 0 or "round trip" not in r["line"]:
+            raise RuntimeError("steady-state run with %d messages did not collect a probe:\n%s\n%s"
+                               % (size, r["line"], r["stderr"][-2000:]))
+        runs.append(r)
+    sel, bare = select_cost(lab, relay, max(3, repeat))
+    med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+    return {
+        "size": size, "down": med("down"), "up": med("up"), "wall": med("wall"),
+        "select": sel, "bare": bare, "conns": max(r["conns"] for r in runs),
+        "line": runs[-1]["line"],
+    }
+
+
+def fmt_int(n):
+    return "{:,}".format(int(n)).replace(",", " ")
+
+
+def report(rows):
+    head = ("messages", "bytes in", "bytes out", "bare in", "wall s", "select s", "wall-select s")
+    table = [head]
+    for r in rows:
+        table.append((fmt_int(r["size"]), fmt_int(r["down"]), fmt_int(r["up"]), fmt_int(r["bare"]),
+                      "%.3f" % r["wall"], "%.4f" % r["select"], "%.3f" % (r["wall"] - r["select"])))
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    print("\n".join(lines))
+    lo, hi = rows[0], rows[-1]
+    ratio = lambda key: hi[key] / lo[key] if lo[key] else float("nan")  # noqa: E731
+    label = "%s/%s" % (short(hi["size"]), short(lo["size"]))
+    print()
+    print("ratio %s  bytes in %.3f (goal <= %.1f: %s)  bytes out %.3f  wall %.2f  select %.1f  wall-select %.2f"
+          % (label, ratio("down"), GOAL, "met" if ratio("down") <= GOAL else "NOT MET", ratio("up"),
+             ratio("wall"), ratio("select"),
+             (hi["wall"] - hi["select"]) / (lo["wall"] - lo["select"])))
+    print()
+    for r in rows:
+        print("%8s: %s" % (fmt_int(r["size"]), r["line"]))
+
+
+def short(n):
+    return "%dk" % (n // 1000) if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[0, 10000, 100000],
+                    help="numbers of other messages in the INBOX, ascending (default: 0 10000 100000)")
+    ap.add_argument("--repeat", type=int, default=3, help="measured runs per size (default: 3)")
+    args = ap.parse_args()
+    sizes = sorted(args.sizes)
+    if os.geteuid() != 0:
+        sys.exit("imap_cost: the mail lab needs root (Postfix and Dovecot switch users)")
+    install(verbose=False)
+    lab = MailLab()
+    relay = None
+    t_start = time.monotonic()
+    try:
+        lab.start()
+        relay = CountingRelay((lab.host, lab.ports["imaps"]))
+        with tempfile.TemporaryDirectory(prefix="imap-cost-") as tmp:
+            check = Check(lab, relay, os.path.join(tmp, "state"))
+            rows, have = [], 0
+            for size in sizes:
+                took = fill_to(lab, have, size)
+                have = size
+                total, _unseen = lab.count(USER)
+                print("%s other messages in the INBOX (%d in all, filled in %.1fs); measuring..."
+                      % (fmt_int(size), total, took), file=sys.stderr, flush=True)
+                rows.append(measure(lab, relay, check, size, args.repeat))
+        print()
+        print("IMAP cost of one steady-state check run (a returned probe waiting), "
+              "median of %d runs; lab on %s, IMAPS through a counting relay"
+              % (args.repeat, lab.host))
+        print()
+        report(rows)
+        print("\n(benchmark took %.0fs)" % (time.monotonic() - t_start))
+    finally:
+        if relay is not None:
+            relay.close()
+        lab.stop()
+
+
+if __name__ == "__main__":
+    main()
