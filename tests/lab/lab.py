@@ -767,7 +767,7 @@ service pop3-login {{
         _run(["sievec", "-c", self.dovecot_conf, self._p("sieve", name)])
 
     def _start_daemons(self):
-        _run(["postfix", "-c", self.postfix_dir, "check"], timeout=30)
+        # "postfix start" runs the integrity checks and creates the queue folders
         err = self._p("log", "dovecot-start.err")
         with open(err, "w") as fh:
             res = subprocess.run(["dovecot", "-c", self.dovecot_conf],

@@ -1,0 +1,41 @@
+"""pytest fixtures for the mail lab (imported by tests/conftest.py).
+
+lab_session  one running MailLab for the whole pytest session
+lab          the same lab, reset() before each test (no faults, empty mailboxes)
+
+If the lab cannot be installed or started the tests that use it fail with
+the reason and the tail of the Postfix/Dovecot logs; they are never skipped.
+"""
+
+import os
+
+import pytest
+
+from .lab import MailLab, install
+
+
+@pytest.fixture(scope="session")
+def lab_session():
+    lab = MailLab(keep=bool(os.environ.get("LAB_KEEP")))
+    try:
+        if os.geteuid() == 0:
+            install(verbose=False)
+        lab.start()
+    except Exception as exc:  # noqa: BLE001  (any reason must fail the tests, loudly)
+        logs = lab.logs(40)
+        lab.stop(keep=True)
+        pytest.fail("mail lab could not start: %s\n%s" % (exc, logs), pytrace=False)
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
+@pytest.fixture
+def lab(lab_session):
+    try:
+        lab_session.reset()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail("mail lab reset failed: %s\n%s" % (exc, lab_session.logs(40)),
+                    pytrace=False)
+    return lab_session
