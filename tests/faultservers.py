@@ -1,0 +1,434 @@
+"""Small loopback servers that misbehave on purpose, for the network fault tests.
+
+Every server binds 127.0.0.1 on a free port, serves in daemon threads and is
+stopped by the test (use it as a context manager).  Every loop is bounded:
+the accept loop by a number of connections and a lifetime, each connection
+by a lifetime and a byte limit, every wait by a short socket timeout that
+re-checks the stop flag.  Nothing here talks to anything but loopback.
+
+    with FaultServer(tarpit) as srv:          # accepts, never answers
+        check("--imap-host", "127.0.0.1", "--imap-port", str(srv.port))
+
+Handlers get a :class:`Conn` and do one scripted thing: greet and reset on
+the first command, greet in plain text where TLS is expected, speak SMTP from
+a script of replies (:class:`SMTPScript`), or relay to a real server with a
+delay (:class:`DelayProxy`).
+"""
+
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+
+HOST = "127.0.0.1"
+POLL = 0.1              # seconds between checks of the stop flag
+CONN_LIFETIME = 30.0    # a connection is closed after this long whatever happens
+MAX_LINE = 64 * 1024
+MAX_DATA = 4 * 1024 * 1024
+
+
+def free_port():
+    """A loopback port that nothing listens on (bound, then released)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def server_context(cert_file, key_file):
+    """A server-side SSLContext presenting *cert_file*."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
+class Closed(Exception):
+    """The peer went away, the server is stopping, or a limit was reached."""
+
+
+class Conn:
+    """One accepted connection, with bounded line reading."""
+
+    def __init__(self, sock, server):
+        self.sock = sock
+        self.server = server
+        self.buf = b""
+        self.until = time.monotonic() + min(CONN_LIFETIME, server.lifetime)
+        sock.settimeout(POLL)
+
+    def _alive(self):
+        if self.server.stopping.is_set() or time.monotonic() > self.until:
+            raise Closed()
+
+    def _recv(self):
+        while True:
+            self._alive()
+            try:
+                data = self.sock.recv(65536)
+            except (socket.timeout, ssl.SSLWantReadError):
+                continue
+            except OSError:
+                raise Closed()
+            if not data:
+                raise Closed()
+            return data
+
+    def readline(self):
+        """One line (bytes, with its line end); Closed at EOF or a limit."""
+        while b"\n" not in self.buf:
+            if len(self.buf) > MAX_LINE:
+                raise Closed()
+            self.buf += self._recv()
+        line, _, self.buf = self.buf.partition(b"\n")
+        self.server.received.append(line.rstrip(b"\r").decode("utf-8", "replace"))
+        return line + b"\n"
+
+    def read_until(self, marker, limit=MAX_DATA):
+        """Bytes up to and including *marker*."""
+        while marker not in self.buf:
+            if len(self.buf) > limit:
+                raise Closed()
+            self.buf += self._recv()
+        head, _, self.buf = self.buf.partition(marker)
+        return head + marker
+
+    def drain(self):
+        """Read and discard until the peer closes or the connection's time is up."""
+        try:
+            while True:
+                self.buf = b""
+                self._recv()
+        except Closed:
+            pass
+
+    def hold(self):
+        """Say nothing and wait (a tarpit) until stopped or the lifetime ends."""
+        self.drain()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self._alive()
+        self.sock.settimeout(5.0)
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            raise Closed()
+        finally:
+            self.sock.settimeout(POLL)
+
+    def reply(self, text, delay=0.0):
+        """Send *text* as one CRLF-terminated line (or several, '\\n'-separated)."""
+        self.sleep(delay)
+        self.send("".join(line + "\r\n" for line in text.split("\n")))
+
+    def sleep(self, seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self._alive()
+            time.sleep(min(POLL, max(0.0, end - time.monotonic())))
+
+    def reset(self):
+        """Abort the connection with a TCP RST (SO_LINGER 0)."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close()
+
+    def starttls(self, ctx):
+        """Switch to TLS (server side); Closed if the handshake fails."""
+        self.sock.settimeout(5.0)
+        try:
+            self.sock = ctx.wrap_socket(self.sock, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
+            self.server.errors.append("TLS handshake: %s" % exc)
+            raise Closed()
+        self.sock.settimeout(POLL)
+        self.buf = b""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class FaultServer:
+    """Listen on 127.0.0.1:<free port> and run *handler(conn)* per connection.
+
+    tls: a server SSLContext for implicit TLS (handshake on accept).
+    max_connections, lifetime: bounds of the accept loop.
+    received: every line read from clients; errors: handshake failures etc.
+    """
+
+    def __init__(self, handler, tls=None, max_connections=20, lifetime=60.0):
+        self.handler = handler
+        self.tls = tls
+        self.max_connections = max_connections
+        self.lifetime = lifetime
+        self.stopping = threading.Event()
+        self.received = []
+        self.errors = []
+        self.accepted = 0
+        self._conns = []
+        self._threads = []
+        self._lock = threading.Lock()
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((HOST, 0))
+        self.listener.listen(16)
+        self.listener.settimeout(POLL)
+        self.host, self.port = self.listener.getsockname()
+        self._acceptor = None
+
+    def start(self):
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
+                                          name="fault-accept-%d" % self.port)
+        self._acceptor.start()
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            c.close()
+        for t in [self._acceptor] + self._threads:
+            if t is not None:
+                t.join(timeout=2.0)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _accept_loop(self):
+        end = time.monotonic() + self.lifetime
+        while not self.stopping.is_set() and time.monotonic() < end \
+                and self.accepted < self.max_connections:
+            try:
+                sock, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            t = threading.Thread(target=self._serve, args=(sock,), daemon=True,
+                                 name="fault-conn-%d" % self.port)
+            self._threads.append(t)
+            t.start()
+
+    def _serve(self, sock):
+        conn = Conn(sock, self)
+        with self._lock:
+            self._conns.append(conn)
+        try:
+            if self.tls is not None:
+                conn.starttls(self.tls)
+            self.handler(conn)
+        except Closed:
+            pass
+        except Exception as exc:  # noqa: BLE001  (a broken handler must not hang a test)
+            self.errors.append("handler: %r" % exc)
+        finally:
+            conn.close()
+
+
+# -- simple handlers ----------------------------------------------------------------
+
+def tarpit(conn):
+    """Accept and never say a word."""
+    conn.hold()
+
+
+def greet_then_reset(greeting):
+    """Send *greeting*, read the first command, then abort with a RST."""
+    def handler(conn):
+        conn.reply(greeting)
+        conn.readline()
+        conn.reset()
+    return handler
+
+
+def greet_then_close(greeting):
+    """Send *greeting*, read the first command, then close (FIN) without a reply."""
+    def handler(conn):
+        conn.reply(greeting)
+        conn.readline()
+        conn.close()
+    return handler
+
+
+def plain_greeting(greeting):
+    """A plain-text server: greet at once (where the client expects a TLS handshake)."""
+    def handler(conn):
+        conn.reply(greeting)
+        conn.drain()
+    return handler
+
+
+class IMAPScript:
+    """A tiny IMAP server: greeting, CAPABILITY, STARTTLS, LOGOUT; BAD for the rest.
+
+    Enough to reach the TLS handshake (implicit with FaultServer(tls=...), or
+    STARTTLS with *starttls* = a server SSLContext).
+    """
+
+    def __init__(self, starttls=None, greeting="* OK [CAPABILITY IMAP4rev1] fault server ready"):
+        self.starttls = starttls
+        self.greeting = greeting
+
+    def __call__(self, conn):
+        conn.reply(self.greeting)
+        for _ in range(100):
+            line = conn.readline().decode("utf-8", "replace").strip()
+            tag, _, rest = line.partition(" ")
+            cmd = rest.split(" ", 1)[0].upper()
+            if cmd == "CAPABILITY":
+                caps = "IMAP4rev1" + (" STARTTLS LOGINDISABLED" if self.starttls else "")
+                conn.reply("* CAPABILITY %s\n%s OK CAPABILITY completed" % (caps, tag))
+            elif cmd == "STARTTLS" and self.starttls:
+                conn.reply("%s OK Begin TLS negotiation now" % tag)
+                conn.starttls(self.starttls)
+            elif cmd == "LOGOUT":
+                conn.reply("* BYE fault server logging out\n%s OK LOGOUT completed" % tag)
+                return
+            else:
+                conn.reply("%s BAD command not supported here" % tag)
+
+
+class SMTPScript:
+    """An SMTP server that answers from a script.
+
+    replies: {verb: reply} overriding the defaults; verbs are the commands
+    (EHLO, HELO, STARTTLS, AUTH, MAIL, RCPT, DATA, RSET, NOOP, QUIT) and
+    "GREETING" and "DOT" (the answer to the end of the message).  A reply is
+    the text to send ('\\n' between lines of a multi-line reply) or one of
+    CLOSE (close without answering), RESET (abort with RST), SILENT (never
+    answer).  starttls: a server SSLContext; STARTTLS is then offered.
+    auth: mechanisms to offer ("PLAIN LOGIN"), none by default.
+    delay: seconds to wait before every reply (a slow server).
+    messages: the message data received (up to the final dot).
+    """
+
+    CLOSE, RESET, SILENT = "<close>", "<reset>", "<silent>"
+
+    DEFAULTS = {
+        "GREETING": "220 fault.test ESMTP fault server",
+        "HELO": "250 fault.test",
+        "STARTTLS": "220 2.0.0 Ready to start TLS",
+        "AUTH": "235 2.7.0 Authentication successful",
+        "MAIL": "250 2.1.0 Ok",
+        "RCPT": "250 2.1.5 Ok",
+        "DATA": "354 End data with <CR><LF>.<CR><LF>",
+        "DOT": "250 2.0.0 Ok: queued as FAULT1",
+        "RSET": "250 2.0.0 Ok",
+        "NOOP": "250 2.0.0 Ok",
+        "QUIT": "221 2.0.0 Bye",
+    }
+
+    def __init__(self, replies=None, starttls=None, auth=None, delay=0.0):
+        self.replies = dict(self.DEFAULTS, **(replies or {}))
+        self.starttls = starttls
+        self.auth = auth
+        self.delay = delay
+        self.messages = []
+
+    def _ehlo(self, tls_active):
+        ext = ["fault.test", "PIPELINING", "SIZE 10240000", "8BITMIME"]
+        if self.starttls and not tls_active:
+            ext.append("STARTTLS")
+        if self.auth:
+            ext.append("AUTH " + self.auth)
+        return "\n".join(("250-" if i < len(ext) - 1 else "250 ") + e for i, e in enumerate(ext))
+
+    def _answer(self, conn, verb, default=None):
+        """Send the scripted reply for *verb*; False when the dialogue must end."""
+        text = self.replies.get(verb, default)
+        if text == self.CLOSE:
+            conn.close()
+            return False
+        if text == self.RESET:
+            conn.reset()
+            return False
+        if text == self.SILENT:
+            conn.hold()
+            return False
+        conn.reply(text, self.delay)
+        return True
+
+    def __call__(self, conn):
+        if not self._answer(conn, "GREETING"):
+            return
+        tls_active = False
+        for _ in range(100):
+            line = conn.readline().decode("utf-8", "replace").strip()
+            verb = line.split(" ", 1)[0].upper()
+            if verb == "EHLO":
+                if not self._answer(conn, "EHLO", self._ehlo(tls_active)):
+                    return
+            elif verb == "STARTTLS" and self.starttls and not tls_active:
+                if not self._answer(conn, "STARTTLS"):
+                    return
+                if self.replies["STARTTLS"].startswith("220"):
+                    conn.starttls(self.starttls)
+                    tls_active = True
+            elif verb == "DATA":
+                if not self._answer(conn, "DATA"):
+                    return
+                if self.replies["DATA"].startswith("354"):
+                    self.messages.append(conn.read_until(b"\r\n.\r\n"))
+                    if not self._answer(conn, "DOT"):
+                        return
+            elif verb in self.replies and verb != "GREETING":
+                if not self._answer(conn, verb):
+                    return
+                if verb == "QUIT":
+                    return
+            else:
+                conn.reply("502 5.5.2 Error: command not recognized", self.delay)
+
+
+class DelayProxy:
+    """Relay to a real server (*target_port* on loopback), holding every chunk
+    from the server back by *delay* seconds: a slow server."""
+
+    def __init__(self, target_port, delay):
+        self.target_port = target_port
+        self.delay = delay
+
+    def __call__(self, conn):
+        up = socket.create_connection((HOST, self.target_port), timeout=5.0)
+        up.settimeout(POLL)
+        try:
+            if conn.buf:
+                up.sendall(conn.buf)
+                conn.buf = b""
+            for _ in range(100000):
+                conn._alive()
+                ready, _, _ = select.select([conn.sock, up], [], [], POLL)
+                if conn.sock in ready:
+                    data = conn.sock.recv(65536)
+                    if not data:
+                        return
+                    up.sendall(data)
+                if up in ready:
+                    data = up.recv(65536)
+                    if not data:
+                        return
+                    conn.sleep(self.delay)
+                    conn.send(data)
+        except OSError:
+            return
+        finally:
+            up.close()
