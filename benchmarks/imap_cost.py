@@ -19,7 +19,10 @@ Printed per size (medians over --repeat runs):
   wall         wall time of the whole check invocation (interpreter start-up,
                IMAP, SMTP, state file included)
   select       the server's own time to open the folder (imaplib SELECT alone)
+  search       the server's time for a subject search like the check's own
+               (imaplib UID SEARCH SUBJECT alone, after SELECT)
   wall-select  wall time less the server's SELECT cost
+  rest         wall time less SELECT and SEARCH: what the check itself costs
 and the ratios 100k/0 (the largest size over the smallest).  Goal: the
 bytes ratio at most 1.2, i.e. the check never downloads the mailbox.
 
@@ -164,20 +167,34 @@ def wait_for_probe(lab, timeout=30.0):
         conn.logout()
 
 
-def select_cost(lab, relay, repeat):
-    """(median SELECT seconds, median bytes of a bare login+select session)."""
-    times, sizes = [], []
+def server_cost(lab, relay, repeat):
+    """Medians of: SELECT seconds, SEARCH seconds, bytes of a bare session.
+
+    SELECT alone is the server's cost of opening the folder; the SEARCH is
+    the check's own kind of query (a subject search for a profile key, here
+    one no message has), timed in a separate session so the SELECT's bytes
+    stay those of a bare login + SELECT + logout.
+    """
+    selects, searches, sizes = [], [], []
     for _ in range(repeat):
         mark = relay.mark()
         conn = imap_session(lab, relay.port)
         t0 = time.perf_counter()
         typ, _data = conn.select("INBOX", readonly=True)
-        times.append(time.perf_counter() - t0)
+        selects.append(time.perf_counter() - t0)
         conn.logout()
         if typ != "OK":
             raise RuntimeError("SELECT INBOX failed: %s" % typ)
         sizes.append(relay.since(mark)[0])
-    return statistics.median(times), statistics.median(sizes)
+        conn = imap_session(lab, lab.ports["imaps"])
+        conn.select("INBOX", readonly=True)
+        t0 = time.perf_counter()
+        typ, _data = conn.uid("SEARCH", None, "SUBJECT", "MRTP1.000000000000")
+        searches.append(time.perf_counter() - t0)
+        conn.logout()
+        if typ != "OK":
+            raise RuntimeError("UID SEARCH failed: %s" % typ)
+    return statistics.median(selects), statistics.median(searches), statistics.median(sizes)
 
 
 class Check:
@@ -223,11 +240,11 @@ def measure(lab, relay, check, size, repeat):
             raise RuntimeError("steady-state run with %d messages did not collect a probe:\n%s\n%s"
                                % (size, r["line"], r["stderr"][-2000:]))
         runs.append(r)
-    sel, bare = select_cost(lab, relay, max(3, repeat))
+    sel, search, bare = server_cost(lab, relay, max(3, repeat))
     med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
     return {
         "size": size, "down": med("down"), "up": med("up"), "wall": med("wall"),
-        "select": sel, "bare": bare, "conns": max(r["conns"] for r in runs),
+        "select": sel, "search": search, "bare": bare, "conns": max(r["conns"] for r in runs),
         "line": runs[-1]["line"],
     }
 
@@ -237,11 +254,13 @@ def fmt_int(n):
 
 
 def report(rows):
-    head = ("messages", "bytes in", "bytes out", "bare in", "wall s", "select s", "wall-select s")
+    head = ("messages", "bytes in", "bytes out", "bare in", "wall s", "select s", "search s",
+            "wall-select s", "rest s")
     table = [head]
     for r in rows:
         table.append((fmt_int(r["size"]), fmt_int(r["down"]), fmt_int(r["up"]), fmt_int(r["bare"]),
-                      "%.3f" % r["wall"], "%.4f" % r["select"], "%.3f" % (r["wall"] - r["select"])))
+                      "%.3f" % r["wall"], "%.4f" % r["select"], "%.4f" % r["search"],
+                      "%.3f" % (r["wall"] - r["select"]), "%.3f" % rest(r)))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -250,13 +269,19 @@ def report(rows):
     ratio = lambda key: hi[key] / lo[key] if lo[key] else float("nan")  # noqa: E731
     label = "%s/%s" % (short(hi["size"]), short(lo["size"]))
     print()
-    print("ratio %s  bytes in %.3f (goal <= %.1f: %s)  bytes out %.3f  wall %.2f  select %.1f  wall-select %.2f"
+    print("ratios %s: bytes in %.3f (goal <= %.1f: %s), bytes out %.3f, wall %.2f, select %.1f, "
+          "search %.1f, wall-select %.2f, rest %.2f"
           % (label, ratio("down"), GOAL, "met" if ratio("down") <= GOAL else "NOT MET", ratio("up"),
-             ratio("wall"), ratio("select"),
-             (hi["wall"] - hi["select"]) / (lo["wall"] - lo["select"])))
+             ratio("wall"), ratio("select"), ratio("search"),
+             (hi["wall"] - hi["select"]) / (lo["wall"] - lo["select"]), rest(hi) / rest(lo)))
     print()
     for r in rows:
         print("%8s: %s" % (fmt_int(r["size"]), r["line"]))
+
+
+def rest(r):
+    """Wall time less the server's SELECT and SEARCH cost."""
+    return r["wall"] - r["select"] - r["search"]
 
 
 def short(n):

@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""check_mail_roundtrip as a new admin sees it, against a private mail lab.
+
+    sudo python3 demo/demo.py            # about half a minute
+    sudo python3 demo/demo.py --keep-lab # leave the lab running afterwards
+
+Starts the project's mail lab (Postfix + Dovecot on 127.0.0.1, see
+tests/lab; needs root), then runs the real command the way a monitoring
+system would, printing every command line and its output:
+
+1. the first run: nothing to collect yet, the first probe goes out (OK);
+2. the next run: the probe came back, round trip and perfdata (OK), and
+   the same with -v;
+3. a fault: the mail server holds every mail for 8 seconds.  With -w 3 -c 6
+   the probe in flight turns the check WARNING, then CRITICAL, while nothing
+   has come back yet; when the mail is released the slow round trips are
+   reported (CRITICAL), and the next run is OK again.
+
+Passwords reach the check through the environment, never the command line.
+The lab is stopped and removed at the end (unless --keep-lab).
+"""
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.lab import MailLab, install  # noqa: E402
+
+USER = "monitor@lab.test"
+ENV_PASSWORD = "CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD"
+DELAY = 8
+STATES = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
+
+def say(text=""):
+    print(text, flush=True)
+
+
+def title(text):
+    say()
+    say("=" * 78)
+    say(text)
+    say("=" * 78)
+
+
+def show(argv, env_note=None):
+    line = " ".join(shlex.quote(a) for a in argv)
+    say("$ %s%s" % (env_note + " " if env_note else "", line))
+
+
+class Demo:
+    def __init__(self, lab, state_dir):
+        self.lab = lab
+        self.env = dict(os.environ, **{ENV_PASSWORD: lab.users[USER]})
+        self.env.pop("CHECK_MAIL_ROUNDTRIP_STATE_DIR", None)
+        self.base = [
+            "./check_mail_roundtrip",
+            "-H", lab.host,
+            "--smtp-port", str(lab.ports["smtp"]),      # Postfix, STARTTLS
+            "--imap-port", str(lab.ports["imaps"]),     # Dovecot, IMAPS
+            "--ca-file", os.path.relpath(lab.ca_file, ROOT) if lab.ca_file.startswith(ROOT) else lab.ca_file,
+            "--from", USER,
+            "--state-dir", state_dir,
+        ]
+
+    def check(self, *extra):
+        argv = self.base + list(extra)
+        show(argv)
+        p = subprocess.run([sys.executable] + argv, cwd=ROOT, env=self.env, capture_output=True,
+                           text=True, stdin=subprocess.DEVNULL, timeout=90)
+        out = p.stdout.rstrip("\n")
+        say(out)
+        if p.stderr.strip():
+            say("[stderr] " + p.stderr.strip())
+        say("[exit code %d: %s]" % (p.returncode, STATES.get(p.returncode, "?")))
+        return p.returncode, out
+
+    def lab_cli(self, *args):
+        argv = ["python3", "-m", "tests.lab", *args, "--dir", self.lab.dir]
+        show(argv)
+        p = subprocess.run([sys.executable] + argv[1:], cwd=ROOT, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=60)
+        if p.stdout.strip():
+            say(p.stdout.strip())
+        if p.returncode != 0:
+            raise RuntimeError("lab command failed: %s" % p.stderr.strip())
+
+    def wait_for_probes(self, n=1, timeout=30.0):
+        t0 = time.monotonic()
+        self.lab.wait_for(USER, lambda msgs: sum("MRTP1." in m["subject"] for m in msgs) >= n,
+                          timeout=timeout)
+        say("(%d probe%s now in the monitor INBOX, after %.1fs of waiting)"
+            % (n, "" if n == 1 else "s", time.monotonic() - t0))
+
+    def pause(self, seconds, why):
+        say("(waiting %ds: %s)" % (seconds, why))
+        time.sleep(seconds)
+
+
+def expect(result, state, what):
+    rc, out = result
+    if STATES.get(rc) != state:
+        raise RuntimeError("demo: expected %s for %s, got exit code %d:\n%s" % (state, what, rc, out))
+
+
+def run(lab, state_dir):
+    d = Demo(lab, state_dir)
+    say("Lab: Postfix SMTP on %s:%d, Dovecot IMAPS on %s:%d, CA %s"
+        % (lab.host, lab.ports["smtp"], lab.host, lab.ports["imaps"], lab.ca_file))
+    say("Mailbox %s; the check sends probes to it and collects them from it." % USER)
+    say()
+    say("The IMAP password goes in the environment, not on the command line:")
+    say("$ export %s='********'   # %s's lab password" % (ENV_PASSWORD, USER))
+
+    title("1. First run: nothing to collect yet; the first probe goes out")
+    expect(d.check(), "OK", "the first run")
+
+    title("2. Next run: the probe came back; round trip time and perfdata")
+    d.wait_for_probes()
+    expect(d.check(), "OK", "the round trip")
+    say()
+    say("The same with -v: what was found, and where the state lives")
+    d.wait_for_probes()
+    expect(d.check("-v"), "OK", "the round trip with -v")
+
+    title("3. A fault: the server holds every mail for %d seconds (thresholds -w 3 -c 6)" % DELAY)
+    d.wait_for_probes()
+    d.lab_cli("fault", "delay", str(DELAY))
+    say()
+    say("This run still collects the probe that came back before the fault; its")
+    say("successor is held by the server:")
+    expect(d.check("-w", "3", "-c", "6"), "OK", "the run before the delay bites")
+    say()
+    d.pause(4, "the probe has now been in flight longer than -w 3")
+    expect(d.check("-w", "3", "-c", "6"), "WARNING", "a probe in flight > 3s")
+    say()
+    d.pause(3, "and now longer than -c 6")
+    expect(d.check("-w", "3", "-c", "6"), "CRITICAL", "a probe in flight > 6s")
+    say()
+    say("The fault is cleared and the held mail delivered; the slow round trips")
+    say("are reported when the probes come back:")
+    d.lab_cli("fault", "release")
+    d.wait_for_probes(3)
+    expect(d.check("-w", "3", "-c", "6"), "CRITICAL", "the slow round trips")
+    say()
+    say("Mail flows normally again:")
+    d.wait_for_probes()
+    expect(d.check("-w", "3", "-c", "6"), "OK", "the recovery")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--keep-lab", action="store_true", help="leave the lab running afterwards")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("demo: the mail lab needs root (Postfix and Dovecot switch users); run it with sudo")
+    install(verbose=False)  # Postfix, Dovecot, openssl: a no-op when present
+    lab = MailLab(keep=args.keep_lab)
+    title("Starting the mail lab (Postfix + Dovecot on 127.0.0.1, private config)")
+    lab.start()
+    state_dir = tempfile.mkdtemp(prefix="cmr-demo-state-")
+    ok = False
+    try:
+        run(lab, state_dir)
+        ok = True
+    finally:
+        if args.keep_lab:
+            say()
+            say("The lab keeps running in %s (state in %s); stop it with:" % (lab.dir, state_dir))
+            say("$ python3 -m tests.lab stop --dir %s" % lab.dir)
+        else:
+            lab.stop()
+            subprocess.run(["rm", "-rf", "--", state_dir], check=False)
+            say()
+            say("Lab stopped and removed.")
+    if ok:
+        say("Demo finished.")
+
+
+if __name__ == "__main__":
+    main()
