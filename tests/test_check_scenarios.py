@@ -1,0 +1,237 @@
+"""The check against the lab under faults: whole status lines and exit codes.
+
+Every scenario runs the real command (tests/checkrun.py) against the private
+Postfix + Dovecot lab on 127.0.0.1.  Times are kept small (thresholds of a few
+seconds) and every wait is bounded.
+"""
+
+import email.header
+import imaplib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from check_mail_roundtrip.probe import profile_key
+from tests.checkrun import COMMAND, Checker
+
+MONITOR = "monitor@lab.test"
+PROBE_SUBJECT = "Mail round-trip probe MRTP1."
+NUM = r"\d+(?:\.\d+)?"          # a plain decimal as check.plain() prints it
+AGO = r"\d+[smhd]"              # check.ago()
+
+
+class Check(Checker):
+    """Checker with an explicit profile name, options, and a choice of state dir and CA."""
+
+    def __init__(self, lab, tmp_path, *options, name="scenario", state_dir=None, ca=True, **kw):
+        super().__init__(lab, tmp_path, **kw)
+        if state_dir is not None:
+            i = self.args.index("--state-dir")
+            self.state_dir = self.args[i + 1] = str(state_dir)
+        if not ca:
+            i = self.args.index("--ca-file")
+            del self.args[i:i + 2]
+        self.name = name
+        self.key = profile_key(name)
+        self.args += ["--name", name, *options]
+
+    def ours(self, msgs):
+        """The messages of *msgs* that carry this profile's probe token."""
+        return [m for m in msgs if "MRTP1.%s." % self.key in subject(m)]
+
+
+def subject(m):
+    """The decoded Subject of a lab.messages() entry (probes use RFC 2047 words)."""
+    return str(email.header.make_header(email.header.decode_header(m["subject"])))
+
+
+def has(msgs, probe_id):
+    return any(probe_id in subject(m) for m in msgs)
+
+
+def sent_id(r):
+    """The id of the probe a run sent (from its -v notes)."""
+    m = re.search(r"^probe ([0-9a-f]{16}) sent: 250 ", r.stdout, re.M)
+    assert m, r
+    return m.group(1)
+
+
+def closed_port():
+    """A loopback port nobody listens on (bound, then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def sleep_until(t):
+    time.sleep(max(0.0, t - time.monotonic()))
+
+
+def perf(lost=0, oldest=r"0\.0", pending=1, rtt=None, since=None, w=120, c=600, lostw=""):
+    """A regex for the whole perfdata part (labels in nagiosplugin's order)."""
+    text = r"lost=%s;%s;;0 oldest_pending=%ss;%s;%s;0 pending=%s;;;0" % (lost, lostw, oldest, w, c, pending)
+    if rtt is not None:
+        text += r" rtt=%ss;%s;%s;0" % (rtt, w, c)
+    if since is not None:
+        text += r" since_last_success=%ss;;;0" % since
+    return text
+
+
+def line(state, text, perfdata):
+    return r"MAIL_ROUNDTRIP %s - %s \| %s" % (state, text, perfdata)
+
+
+def status_line(r):
+    """The status line; with -v nagiosplugin moves the perfdata after the long output."""
+    if "|" in r.line or "|" not in r.stdout:
+        return r.line
+    return "%s | %s" % (r.line, r.perfdata)
+
+
+def assert_line(r, rc, pattern):
+    assert r.rc == rc, r
+    assert re.fullmatch(pattern, status_line(r)), "%s\n   pattern: %s" % (r, pattern)
+
+
+def round_trip(check, *extra, pending=1, p={}):
+    """Wait for one of the check's probes, run: a plain OK round trip."""
+    check.lab.wait_for(MONITOR, lambda msgs: len(check.ours(msgs)) >= 1)
+    r = check(*extra)
+    assert_line(r, 0, line(
+        "OK", r"round trip %ss, %d in flight, last success %s ago" % (NUM, pending, AGO),
+        perf(pending=pending, rtt=NUM, since=NUM, **p)))
+    return r
+
+
+# -- delay -------------------------------------------------------------------
+
+def test_delay_warns_then_goes_critical_in_flight_then_reports_the_rtt(lab, tmp_path):
+    check = Check(lab, tmp_path, "-w", "2", "-c", "4", "--lost-after", "60")
+    p = dict(w=2, c=4)
+    lab.delay(6)
+    t0 = time.monotonic()
+    r = check("-v")
+    assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf(**p)))
+    first = sent_id(r)
+
+    sleep_until(t0 + 2.6)
+    r = check()
+    assert_line(r, 1, line(
+        "WARNING", r"probe in flight for (%s)s > 2s, no probe back this run, 2 in flight, no success yet" % NUM,
+        perf(oldest=r"(%s)" % NUM, pending=2, **p)))
+    assert 2 < r.perf["oldest_pending"] < 4, r
+
+    sleep_until(t0 + 4.6)
+    r = check()
+    assert_line(r, 2, line(
+        "CRITICAL", r"probe in flight for %ss > 4s, no probe back this run, 3 in flight, no success yet" % NUM,
+        perf(oldest=NUM, pending=3, **p)))
+    assert 4 < r.perf["oldest_pending"] < 6, r
+
+    # the first probe arrives after 6 s: its round trip is reported
+    lab.wait_for(MONITOR, lambda msgs: has(msgs, first), timeout=15)
+    r = check("-v")
+    assert_line(r, 2, line(
+        "CRITICAL", r"round trip %ss > 4s, probe in flight for %ss > 4s, 3 in flight, last success %s ago"
+        % (NUM, NUM, AGO),
+        perf(oldest=NUM, pending=3, rtt=NUM, since=NUM, **p)))
+    assert r.perf["rtt"] >= 6, r
+    assert "probe %s returned, round trip" % first in r.stdout, r
+
+    # the mail path is healthy again: a fresh probe comes back fast and the
+    # check is OK, although older probes are still stuck (overtaken)
+    lab.delay(0)
+    r = check("-v")
+    fresh = sent_id(r)
+    lab.wait_for(MONITOR, lambda msgs: has(msgs, fresh))
+    r = check()
+    assert_line(r, 0, line(
+        "OK", r"round trip (%s)s, 4 in flight, last success %s ago" % (NUM, AGO),
+        perf(pending=4, rtt=NUM, since=NUM, **p)))
+    assert r.perf["rtt"] < 2, r
+
+
+# -- drop, lost, late ----------------------------------------------------------
+
+LOST_VIOLATION = r"1 probe lost(?: [^,]+)?"   # the wording of "> 0" is not pinned down
+
+
+def test_dropped_probe_is_critical_in_flight_then_declared_lost(lab, tmp_path):
+    check = Check(lab, tmp_path, "-w", "2", "-c", "3", "--lost-after", "5")
+    p = dict(w=2, c=3)
+    lab.drop()
+    t0 = time.monotonic()
+    r = check("-v")
+    assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf(**p)))
+    dropped = sent_id(r)
+
+    lab.delay(0)  # mail flows again; the first probe is gone for good
+    sleep_until(t0 + 3.5)
+    r = check()
+    assert_line(r, 2, line(
+        "CRITICAL", r"probe in flight for (%s)s > 3s, no probe back this run, 2 in flight, no success yet" % NUM,
+        perf(oldest=r"(%s)" % NUM, pending=2, **p)))
+    assert 3 < r.perf["oldest_pending"] < 5, r
+
+    # a newer probe comes back: the dropped one is overtaken (OK), not yet lost
+    round_trip(check, pending=2, p=p)
+
+    sleep_until(t0 + 5.5)
+    lab.wait_for(MONITOR, lambda msgs: len(check.ours(msgs)) >= 1)
+    r = check("-v")
+    # BUG: any violation of a count range for "lost" crashes the check with
+    # "MAIL_ROUNDTRIP UNKNOWN: TypeError: not all arguments converted during
+    # string formatting": check.violation() formats "outside range %s" % rng,
+    # and nagiosplugin.Range is a tuple, so %-formatting unpacks it.  With the
+    # default --lost-warning 0 every lost probe ends in UNKNOWN instead of WARNING.
+    assert_line(r, 1, line(
+        "WARNING", r"%s, round trip %ss, 1 in flight, last success %s ago" % (LOST_VIOLATION, NUM, AGO),
+        perf(lost=1, pending=1, rtt=NUM, since=NUM, **p)))
+    assert "probe %s declared lost" % dropped in r.stdout, r
+
+    # lost once: the next run does not count it again, and it is not pending
+    r = round_trip(check, p=p)
+    assert r.perf["lost"] == 0 and r.perf["pending"] == 1, r
+
+
+def test_probe_arriving_after_it_was_declared_lost_is_late_not_a_success(lab, tmp_path):
+    # --lost-warning 1 (0:1) keeps one lost probe OK: this test is about the
+    # late arrival, not the alert (see the BUG in the test above)
+    check = Check(lab, tmp_path, "-w", "2", "-c", "3", "--lost-after", "4", "--lost-warning", "1")
+    p = dict(w=2, c=3, lostw=1)
+    lab.hold()
+    t0 = time.monotonic()
+    r = check("-v")
+    assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf(**p)))
+    late = sent_id(r)
+
+    sleep_until(t0 + 4.5)
+    r = check("-v")
+    # lost, and no longer pending: the one in flight is the probe just sent
+    assert_line(r, 0, line(
+        "OK", r"no probe back this run, 1 probe lost, 1 in flight, no success yet",
+        perf(lost=1, pending=1, **p)))
+    assert "probe %s declared lost" % late in r.stdout, r
+    second = sent_id(r)
+
+    lab.release()
+    lab.wait_for(MONITOR, lambda msgs: has(msgs, late) and has(msgs, second))
+    r = check("-v")
+    # only the second probe counts as a round trip (the late one would be > 4 s)
+    assert_line(r, 0, line(
+        "OK", r"round trip %ss, 1 lost probe came back late, 1 in flight, last success %s ago" % (NUM, AGO),
+        perf(pending=1, rtt=NUM, since=NUM, **p)))
+    assert r.perf["rtt"] < 2, r
+    assert "probe %s arrived late" % late in r.stdout, r
+    assert "probe %s returned" % second in r.stdout, r
+    assert "probe %s returned" % late not in r.stdout, r
+    # both were cleaned up from the mailbox
+    left = lab.messages(MONITOR)
+    assert not has(left, late) and not has(left, second), left
