@@ -21,6 +21,7 @@ The lab is stopped and removed at the end (unless --keep-lab).
 """
 
 import argparse
+import email.header
 import os
 import shlex
 import subprocess
@@ -94,7 +95,7 @@ class Demo:
 
     def wait_for_probes(self, n=1, timeout=30.0):
         t0 = time.monotonic()
-        self.lab.wait_for(USER, lambda msgs: sum("MRTP1." in m["subject"] for m in msgs) >= n,
+        self.lab.wait_for(USER, lambda msgs: sum(is_probe(m["subject"]) for m in msgs) >= n,
                           timeout=timeout)
         say("(%d probe%s now in the monitor INBOX, after %.1fs of waiting)"
             % (n, "" if n == 1 else "s", time.monotonic() - t0))
@@ -102,6 +103,15 @@ class Demo:
     def pause(self, seconds, why):
         say("(waiting %ds: %s)" % (seconds, why))
         time.sleep(seconds)
+
+
+def is_probe(subject):
+    """Does a raw (possibly RFC 2047 encoded) Subject carry a probe token?"""
+    try:
+        subject = str(email.header.make_header(email.header.decode_header(subject)))
+    except Exception:  # noqa: BLE001  (undecodable: look at it as it is)
+        pass
+    return "MRTP1." in subject
 
 
 def expect(result, state, what):
