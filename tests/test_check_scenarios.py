@@ -235,3 +235,96 @@ def test_probe_arriving_after_it_was_declared_lost_is_late_not_a_success(lab, tm
     # both were cleaned up from the mailbox
     left = lab.messages(MONITOR)
     assert not has(left, late) and not has(left, second), left
+
+
+# -- a server that cannot be reached or refuses us ---------------------------------
+
+def test_imap_down_is_critical_and_the_probe_is_still_sent(lab, tmp_path):
+    check = Check(lab, tmp_path)
+    assert check().rc == 0
+    lab.wait_for(MONITOR, 1)
+    lab.imap_down()
+    r = check("-v")
+    assert_line(r, 2, line(
+        "CRITICAL", r"IMAP connect failed: connection refused, no probe back this run, "
+                    r"oldest in flight %ss, 2 in flight, no success yet" % NUM,
+        perf(oldest=NUM, pending=2)))
+    second = sent_id(r)
+    # the probe went out: both are in the mailbox now
+    msgs = lab.wait_for(MONITOR, lambda msgs: has(msgs, second))
+    assert len(check.ours(msgs)) == 2, msgs
+
+    lab.imap_up()
+    r = check()
+    assert_line(r, 0, line(
+        "OK", r"2 round trips, slowest %ss, 1 in flight, last success %s ago" % (NUM, AGO),
+        perf(rtt=NUM, since=NUM)))
+
+
+def test_smtp_down_is_critical_and_collection_is_still_done(lab, tmp_path):
+    check = Check(lab, tmp_path)
+    r = check("-v")
+    assert r.rc == 0, r
+    first = sent_id(r)
+    lab.wait_for(MONITOR, 1)
+    r = check("--smtp-port", str(closed_port()))
+    assert_line(r, 2, line(
+        "CRITICAL", r"SMTP connect failed: connection refused, round trip %ss, 0 in flight, last success %s ago"
+        % (NUM, AGO),
+        perf(pending=0, rtt=NUM, since=NUM)))
+    # the returned probe was collected and removed; nothing new went out
+    time.sleep(0.5)
+    assert not has(lab.messages(MONITOR), first)
+    assert lab.count(MONITOR) == (0, 0)
+
+
+def test_wrong_imap_password(lab, tmp_path):
+    check = Check(lab, tmp_path)
+    r = check(env={"CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD": "not-the-password"})
+    # the probe still went out
+    assert r.perf == {"lost": 0, "oldest_pending": 0, "pending": 1}, r
+    # BUG: the server's words arrive as a Python bytes repr:
+    # "IMAP login failed: b'[AUTHENTICATIONFAILED] Authentication failed.'".
+    # imapclient's login() raises LoginError(str(e)) where e.args[0] is bytes,
+    # and failure.describe() takes args[0] as it is.
+    assert_line(r, 2, line(
+        "CRITICAL", r"IMAP login failed: \[AUTHENTICATIONFAILED\] Authentication failed\., "
+                    r"first probe sent, 1 in flight",
+        perf()))
+
+
+def password_file(tmp_path, password, name="smtp.pw"):
+    path = tmp_path / name
+    path.write_text(password + "\n")
+    return str(path)
+
+
+def test_wrong_smtp_password(lab, tmp_path):
+    check = Check(lab, tmp_path, "--smtp-user", MONITOR,
+                  "--smtp-password-file", password_file(tmp_path, "not-the-password"), smtp="submission")
+    r = check()
+    assert_line(r, 2, line(
+        "CRITICAL", r"SMTP auth failed: 535 5\.7\.8 [^|]+, no probe out yet, 0 in flight",
+        perf(pending=0)))
+    assert lab.count(MONITOR) == (0, 0)
+
+
+def test_untrusted_certificate_fails_on_both_sides_without_fallback(lab, tmp_path):
+    # no --ca-file: the system store does not know the lab CA
+    check = Check(lab, tmp_path, ca=False)
+    r = check()
+    assert_line(r, 2, line(
+        "CRITICAL", r"IMAP TLS failed: certificate verify failed: [^,|]+, "
+                    r"SMTP TLS failed: certificate verify failed: [^,|]+, no probe out yet, 0 in flight",
+        perf(pending=0)))
+    # nothing went out in clear text instead
+    time.sleep(0.5)
+    assert lab.count(MONITOR) == (0, 0)
+    assert lab.queue() == []
+
+
+def test_insecure_is_an_explicit_opt_out(lab, tmp_path):
+    check = Check(lab, tmp_path, "--insecure", ca=False)
+    r = check()
+    assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf()))
+    round_trip(check)
