@@ -14,6 +14,7 @@ connection was lost after DATA may still arrive and stays pending.
 All runs of one test share one profile (--name), so one state file.
 """
 
+import base64
 import glob
 import json
 import os
@@ -28,6 +29,11 @@ HOST = "127.0.0.1"
 NAME = "netfaults"
 PERF_SENT = r"lost=0;;;0 oldest_pending=0\.0s;120;600;0 pending=1;;;0"
 PERF_UNSENT = r"lost=0;;;0 oldest_pending=0\.0s;120;600;0 pending=0;;;0"
+# smtplib turns a socket error while reading a reply into SMTPServerDisconnected
+# "Connection unexpectedly closed: <error>"; the check passes that on (see
+# test_bug_smtp_socket_errors_are_told_as_connection_closed).  Optional here so
+# these tests keep passing once the words are fixed.
+CLOSED = r"(?:Connection unexpectedly closed: )?"
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -71,8 +77,13 @@ def imap_failure(step_and_words, state="CRITICAL"):
 
 def smtp_failure(step_and_words, state="CRITICAL", pending=0):
     perf = PERF_UNSENT if pending == 0 else PERF_SENT
-    rest = "no probe out yet" if pending == 0 else "no probe out yet, 1 in flight"
+    rest = "no probe out yet, %d in flight" % pending
     return r"MAIL_ROUNDTRIP %s - %s, %s \| %s" % (state, step_and_words, rest, perf)
+
+
+def sent_mail_from(srv):
+    """Did the client get as far as MAIL FROM?"""
+    return any(x.upper().startswith("MAIL FROM") for x in srv.received)
 
 
 def next_run_collects(lab, check):
@@ -134,7 +145,7 @@ def test_imap_connection_closed_on_first_command(lab, tmp_path):
     check = checker(lab, tmp_path)
     with fs.FaultServer(fs.greet_then_close("* OK fault server ready")) as srv:
         r = check(*imap_at(srv.port, "none"), "-t", "6")
-    assert_line(r, imap_failure("IMAP connect failed: socket error: EOF"), budget=6)
+    assert_line(r, imap_failure("IMAP connect failed: command: CAPABILITY => socket error: EOF"), budget=6)
     next_run_collects(lab, check)
 
 
@@ -245,9 +256,9 @@ def test_smtp_connection_reset_on_first_command(lab, tmp_path):
     with fs.FaultServer(fs.greet_then_reset("220 fault.test ESMTP")) as srv:
         r = check(*smtp_at(srv.port), "-t", "6")
     assert_line(r, smtp_failure(
-        r"SMTP connect failed: Connection unexpectedly closed: \[Errno 104\] Connection reset by peer"),
+        r"SMTP connect failed: " + CLOSED + r"(?:\[Errno 104\] )?[Cc]onnection reset by peer"),
         budget=6)
-    assert srv.received[0].startswith("EHLO"), srv.received
+    assert srv.received[0].upper().startswith("EHLO"), srv.received
     next_run_sends_first(check)
 
 
@@ -257,7 +268,7 @@ def test_smtp_tarpit_times_out_inside_the_budget(lab, tmp_path, error_state, sta
     check = checker(lab, tmp_path)
     with fs.FaultServer(fs.tarpit) as srv:
         r = check(*smtp_at(srv.port), "-t", "5", "--error-state", error_state)
-    assert_line(r, smtp_failure("SMTP connect failed: timed out", state), rc=rc, budget=5)
+    assert_line(r, smtp_failure("SMTP connect failed: " + CLOSED + "timed out", state), rc=rc, budget=5)
     next_run_sends_first(check)
 
 
@@ -266,7 +277,7 @@ def test_smtp_tarpit_at_rcpt(lab, tmp_path):
     script = fs.SMTPScript({"RCPT": fs.SMTPScript.SILENT})
     with fs.FaultServer(script) as srv:
         r = check(*smtp_at(srv.port), "-t", "5")
-    assert_line(r, smtp_failure("SMTP send failed: timed out"), budget=5)
+    assert_line(r, smtp_failure("SMTP send failed: " + CLOSED + "timed out"), budget=5)
     next_run_sends_first(check)
 
 
@@ -284,7 +295,7 @@ def test_smtp_too_slow_server_times_out_cleanly(lab, tmp_path):
     check = checker(lab, tmp_path)
     with fs.FaultServer(fs.SMTPScript(delay=2.0)) as srv:
         r = check(*smtp_at(srv.port), "-t", "5")
-    assert_line(r, smtp_failure("SMTP connect failed: timed out"), budget=5)
+    assert_line(r, smtp_failure("SMTP connect failed: " + CLOSED + "timed out"), budget=5)
     next_run_sends_first(check)
 
 
@@ -301,7 +312,7 @@ def test_smtp_starttls_not_offered(lab, tmp_path):
     with fs.FaultServer(fs.SMTPScript()) as srv:
         r = check(*smtp_at(srv.port, "starttls"), "-t", "6")
     assert_line(r, smtp_failure("SMTP TLS failed: server does not offer STARTTLS"), budget=6)
-    assert not any(x.startswith("MAIL") for x in srv.received), srv.received
+    assert not sent_mail_from(srv), srv.received
     next_run_sends_first(check)
 
 
@@ -313,7 +324,7 @@ def test_smtp_starttls_refused(lab, tmp_path):
         r = check(*smtp_at(srv.port, "starttls"), "-t", "6")
     assert_line(r, smtp_failure("SMTP TLS failed: 454 4.7.0 TLS not available due to local problem"),
                 budget=6)
-    assert not any(x.startswith("MAIL") for x in srv.received), srv.received
+    assert not sent_mail_from(srv), srv.received
     next_run_sends_first(check)
 
 
@@ -345,7 +356,7 @@ def test_smtp_starttls_certificate_for_the_wrong_name(lab, tmp_path, certs, host
     with fs.FaultServer(script) as srv:
         r = check(*smtp_at(srv.port, "starttls", host), "-t", "6")
     assert_line(r, smtp_failure("SMTP TLS failed: certificate verify failed: " + words), budget=6)
-    assert not any(x.startswith("MAIL") for x in srv.received), srv.received
+    assert not sent_mail_from(srv), srv.received
     next_run_sends_first(check)
 
 
@@ -392,10 +403,16 @@ def test_smtp_auth_rejected(lab, tmp_path):
     with fs.FaultServer(script) as srv:
         r = check(*smtp_at(srv.port), "--smtp-user", "monitor@lab.test", "-t", "6", "-vvv",
                   env={"CHECK_MAIL_ROUNDTRIP_SMTP_PASSWORD": password})
-    assert_line(r, smtp_failure(
-        "SMTP auth failed: 535 5.7.8 Error: authentication failed: bad credentials"), budget=6)
-    assert password not in r.stdout + r.stderr
-    assert not any(x.startswith("MAIL") for x in srv.received), srv.received
+    # with -vvv the trace follows the first line and the perfdata comes last
+    head, perf = smtp_failure(
+        "SMTP auth failed: 535 5.7.8 Error: authentication failed: bad credentials").split(r" \| ")
+    assert_line(r, head, budget=6)
+    assert re.search(r"\| " + perf + r"\n$", r.stdout), r
+    assert any(x.upper().startswith("AUTH PLAIN") for x in srv.received), srv.received
+    blob = base64.b64encode(b"\0monitor@lab.test\0" + password.encode()).decode()
+    for secret in (password, blob, base64.b64encode(password.encode()).decode()):
+        assert secret not in r.stdout + r.stderr
+    assert not sent_mail_from(srv), srv.received
     next_run_sends_first(check)
 
 
@@ -439,8 +456,8 @@ def test_smtp_rejection_is_not_pending(lab, tmp_path, verb, reply, words):
 
 @pytest.mark.parametrize("after_data, words", [
     (fs.SMTPScript.CLOSE, "Connection unexpectedly closed"),
-    (fs.SMTPScript.RESET, r"Connection unexpectedly closed: \[Errno 104\] Connection reset by peer"),
-    (fs.SMTPScript.SILENT, "timed out"),
+    (fs.SMTPScript.RESET, CLOSED + r"(?:\[Errno 104\] )?[Cc]onnection reset by peer"),
+    (fs.SMTPScript.SILENT, CLOSED + "timed out"),
 ])
 def test_smtp_connection_lost_after_data_keeps_the_probe_pending(lab, tmp_path, after_data, words):
     check = checker(lab, tmp_path)
@@ -464,3 +481,23 @@ def test_smtp_connection_lost_after_data_keeps_the_probe_pending(lab, tmp_path, 
                    r"pending=2;;;0", rc=0)
     st = state_of(check)
     assert probe_id in st["pending"] and len(st["pending"]) == 2, st
+
+
+# == known bugs ==========================================================================
+
+# BUG: smtplib reports a socket error while reading a reply as
+# SMTPServerDisconnected("Connection unexpectedly closed: <error>"), and
+# failure.describe() passes that text on.  A silent server (tarpit) thus reads
+# "SMTP connect failed: Connection unexpectedly closed: timed out" although
+# nothing was closed, a reset reads "... closed: [Errno 104] Connection reset by
+# peer", and StepFailure.timeout stays False for a timeout.  The IMAP side says
+# "timed out" / "connection reset by peer"; SMTP should use the same words.
+@pytest.mark.parametrize("handler, words", [
+    (fs.tarpit, "timed out"),
+    (fs.greet_then_reset("220 fault.test ESMTP"), "connection reset by peer"),
+])
+def test_bug_smtp_socket_errors_are_told_as_connection_closed(lab, tmp_path, handler, words):
+    check = checker(lab, tmp_path)
+    with fs.FaultServer(handler) as srv:
+        r = check(*smtp_at(srv.port), "-t", "4")
+    assert_line(r, smtp_failure("SMTP connect failed: " + words), budget=4)
