@@ -432,3 +432,14 @@ class DelayProxy:
             return
         finally:
             up.close()
+
+
+def drip(prefix, interval=0.3, filler=b"x"):
+    """Send *prefix*, then one byte of *filler* every *interval* seconds and never
+    a line end (a slowloris): every read succeeds, the line never completes."""
+    def handler(conn):
+        conn.send(prefix)
+        for _ in range(100000):
+            conn.sleep(interval)
+            conn.send(filler)
+    return handler

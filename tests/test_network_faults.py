@@ -501,3 +501,50 @@ def test_bug_smtp_socket_errors_are_told_as_connection_closed(lab, tmp_path, han
     with fs.FaultServer(handler) as srv:
         r = check(*smtp_at(srv.port), "-t", "4")
     assert_line(r, smtp_failure("SMTP connect failed: " + words), budget=4)
+
+
+def test_both_sides_tarpitted_still_end_inside_the_budget(lab, tmp_path):
+    check = checker(lab, tmp_path)
+    with fs.FaultServer(fs.tarpit) as imap_srv, fs.FaultServer(fs.tarpit) as smtp_srv:
+        r = check(*imap_at(imap_srv.port), *smtp_at(smtp_srv.port), "-t", "6")
+    assert_line(r, r"MAIL_ROUNDTRIP CRITICAL - IMAP connect failed: timed out, SMTP connect failed: "
+                   + CLOSED + r"timed out, no probe out yet, 0 in flight \| " + PERF_UNSENT, budget=6)
+    next_run_sends_first(check)
+
+
+# BUG: the per-step deadline only sets each socket operation's timeout; a
+# server that drip-feeds one byte of a never-ending reply every 0.3 s satisfies
+# every read, so the step never times out by itself.  The run is stopped by
+# nagiosplugin's SIGALRM at ceil(-t) instead, which (a) step() catches as an
+# ordinary exception and reports as "SMTP connect failed: 5s" (the Timeout's
+# text), (b) is already past -t, and (c) on the IMAP side leaves no budget
+# for sending, so smtp._connect's deadline.left() (outside any step) raises
+# BudgetExhausted: the run crashes with "UNKNOWN: ...BudgetExhausted" and
+# leaves a probe "pending" in the state that was never sent (a false loss
+# later).
+def test_bug_drip_fed_imap_reply_overruns_the_budget(lab, tmp_path):
+    check = checker(lab, tmp_path)
+    with fs.FaultServer(fs.drip(b"* OK ")) as srv:
+        r = check(*imap_at(srv.port, "none"), "-t", "5")
+    assert_line(r, imap_failure("IMAP connect failed: timed out"), budget=5)
+    next_run_collects(lab, check)
+
+
+# BUG: see test_bug_drip_fed_imap_reply_overruns_the_budget.
+def test_bug_drip_fed_smtp_reply_overruns_the_budget(lab, tmp_path):
+    check = checker(lab, tmp_path)
+    with fs.FaultServer(fs.drip(b"220 ")) as srv:
+        r = check(*smtp_at(srv.port), "-t", "5")
+    assert_line(r, smtp_failure("SMTP connect failed: timed out"), budget=5)
+    next_run_sends_first(check)
+
+
+# BUG: after a connection lost after DATA the probe is kept pending (right),
+# but a first run then says "no probe out yet, 1 in flight": the probe may
+# well be out.  check.Summary._no_return only knows "sent" and not "uncertain".
+def test_bug_uncertain_first_probe_is_not_called_unsent(lab, tmp_path):
+    check = checker(lab, tmp_path)
+    with fs.FaultServer(fs.SMTPScript({"DOT": fs.SMTPScript.CLOSE})) as srv:
+        r = check(*smtp_at(srv.port), "-t", "5")
+    assert r.rc == 2 and r.perf["pending"] == 1, r
+    assert "no probe out yet" not in r.line, r
