@@ -328,3 +328,169 @@ def test_insecure_is_an_explicit_opt_out(lab, tmp_path):
     r = check()
     assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf()))
     round_trip(check)
+
+
+# -- what is not ours stays untouched ------------------------------------------------
+
+def imap_session(lab, user=MONITOR):
+    conn = imaplib.IMAP4_SSL(lab.host, lab.ports["imaps"], ssl_context=lab.ssl_context(), timeout=10)
+    conn.login(user, lab.users[user])
+    conn.select("INBOX")
+    return conn
+
+
+def store_flags(lab, flags_by_subject):
+    """Set flags (e.g. "\\\\Deleted") on the messages whose Subject is given."""
+    conn = imap_session(lab)
+    try:
+        for m in lab.messages(MONITOR):
+            flags = flags_by_subject.get(subject(m))
+            if flags:
+                typ, _ = conn.uid("STORE", str(m["uid"]), "+FLAGS", "(%s)" % flags)
+                assert typ == "OK"
+    finally:
+        conn.logout()
+
+
+def flags(m):
+    """A message's stored flags; \\Recent is per session (any SELECT clears it), not stored."""
+    return frozenset(m["flags"] - {"\\Recent"})
+
+
+def others(check, msgs):
+    return {m["uid"]: (m["subject"], m["message_id"], flags(m))
+            for m in msgs if m not in check.ours(msgs)}
+
+
+def test_other_messages_stay_untouched(lab, tmp_path):
+    check = Check(lab, tmp_path)
+    lab.fill(MONITOR, 5)
+    lab.fill(MONITOR, 5, seen=True)
+    lab.send(subject="unseen mail")
+    lab.send(subject="to be deleted")
+    lab.send(subject="flagged and answered")
+    # found by the server-side search for this profile, but no token at all
+    lab.send(subject="Re: what is MRTP1.%s about?" % check.key)
+    lab.wait_for(MONITOR, 14)
+    store_flags(lab, {"to be deleted": "\\Deleted", "flagged and answered": "\\Flagged \\Answered"})
+    before = others(check, lab.messages(MONITOR))
+    assert len(before) == 14
+    kinds = sorted(sorted(f) for _s, _i, f in before.values())
+    assert kinds.count([]) == 7 and kinds.count(["\\Seen"]) == 5, kinds
+    assert ["\\Deleted"] in kinds and ["\\Answered", "\\Flagged"] in kinds, kinds
+
+    r = check("-v")
+    assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf()))
+    for _ in range(3):
+        r = round_trip(check, "-v")
+        assert re.search(r"^message UID \d+ ignored: no probe token$", r.stdout, re.M), r
+
+    after = lab.messages(MONITOR)
+    assert others(check, after) == before
+    assert len(check.ours(after)) <= 1  # only the probe in flight
+
+
+def forged_subject(key, sent_ms):
+    """A probe subject of the right shape with a random (bad) signature."""
+    return "Mail round-trip probe MRTP1.%s.%s.%d.%s" % (key, os.urandom(8).hex(), sent_ms, os.urandom(16).hex())
+
+
+def test_forged_probe_is_neither_counted_nor_deleted(lab, tmp_path):
+    check = Check(lab, tmp_path)
+    r = check()
+    assert r.rc == 0, r
+    # right shape, right profile key, sent 100 s ago, bad signature
+    forged = forged_subject(check.key, int((time.time() - 100) * 1000))
+    lab.send(subject=forged)
+    lab.wait_for(MONITOR, 2)
+    r = round_trip(check, "-v")  # one round trip, a few ms: not the forged 100 s
+    assert r.perf["rtt"] < 5, r
+    assert re.search(r"^message UID \d+ ignored: bad signature \(forged or tampered token\)$",
+                     r.stdout, re.M), r
+    r = round_trip(check, "-v")  # seen again, ignored again, never deleted
+    assert "ignored: bad signature" in r.stdout, r
+    left = [m for m in lab.messages(MONITOR) if subject(m) == forged]
+    assert len(left) == 1 and flags(left[0]) == set(), left
+
+
+def test_two_profiles_sharing_a_mailbox_keep_to_their_own_probes(lab, tmp_path):
+    a = Check(lab, tmp_path, name="a")
+    b = Check(lab, tmp_path, name="b")  # same state directory, same secret
+    for check in (a, b):
+        r = check()
+        assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf()))
+    lab.wait_for(MONITOR, lambda msgs: a.ours(msgs) and b.ours(msgs))
+
+    r = round_trip(a, "-v")
+    assert "ignored" not in r.stdout, r
+    msgs = lab.messages(MONITOR)
+    assert len(b.ours(msgs)) == 1, msgs  # b's probe is still there
+
+    r = round_trip(b, "-v")
+    assert "ignored" not in r.stdout, r
+    for _ in range(2):
+        round_trip(a)
+        round_trip(b)
+
+
+# -- TLS variants and --keep ------------------------------------------------------
+
+@pytest.mark.parametrize("imap, smtp, auth", [
+    ("imap", "smtp", False),          # IMAP STARTTLS
+    ("imaps", "smtps", True),         # SMTP implicit TLS + AUTH
+    ("imaps", "submission", True),    # submission STARTTLS + AUTH
+])
+def test_tls_variants(lab, tmp_path, imap, smtp, auth):
+    options = ["--smtp-user", MONITOR, "--smtp-password-file",
+               password_file(tmp_path, lab.users[MONITOR])] if auth else []
+    check = Check(lab, tmp_path, *options, imap=imap, smtp=smtp)
+    r = check()
+    assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf()))
+    round_trip(check)
+
+
+def test_keep_leaves_probes_and_does_not_count_them_again(lab, tmp_path):
+    check = Check(lab, tmp_path, "--keep")
+    r = check("-v")
+    assert r.rc == 0, r
+    first = sent_id(r)
+    r = round_trip(check, "-v")
+    second = sent_id(r)
+    msgs = lab.wait_for(MONITOR, lambda msgs: has(msgs, second))
+    kept = [m for m in msgs if first in subject(m)]
+    assert len(kept) == 1 and flags(kept[0]) == set(), msgs  # still there, still unseen
+
+    r = round_trip(check, "-v")  # the second counts, the first is a duplicate now
+    assert "probe %s: duplicate of a probe already counted, not counted again" % first in r.stdout, r
+    assert "probe %s returned" % second in r.stdout, r
+    assert len(check.ours(lab.messages(MONITOR))) >= 2
+
+    # without --keep, the duplicates are cleaned up like any processed probe
+    check.args.remove("--keep")
+    r = check()
+    assert_line(r, 0, line(
+        "OK", r"round trip %ss, 1 in flight, last success %s ago" % (NUM, AGO), perf(rtt=NUM, since=NUM)))
+    msgs = lab.messages(MONITOR)
+    assert not has(msgs, first) and not has(msgs, second), msgs
+
+
+# -- usage errors --------------------------------------------------------------
+
+@pytest.mark.parametrize("drop, extra, message", [
+    ("--from", [], r"--from is required"),
+    (None, ["-w", "abc"], r"argument -w/--warning: not a Nagios range: 'abc' \(.+\)"),
+    (None, ["-c", "10:5"], r"argument -c/--critical: not a Nagios range: '10:5' \(.+\)"),
+    (None, ["-c", "10", "--lost-after", "5"],
+     r"--lost-after \(5s\) must exceed the critical threshold \(10s\)"),
+    (None, ["-c", "10", "--lost-after", "10"],
+     r"--lost-after \(10s\) must exceed the critical threshold \(10s\)"),
+])
+def test_usage_errors_are_unknown(lab, tmp_path, drop, extra, message):
+    check = Check(lab, tmp_path)
+    if drop:
+        i = check.args.index(drop)
+        del check.args[i:i + 2]
+    r = check(*extra)
+    assert r.rc == 3, r
+    assert re.fullmatch(r"MAIL_ROUNDTRIP UNKNOWN - usage error: %s \(see --help\)\n" % message, r.stdout), r
+    assert not os.path.exists(check.state_dir), r  # nothing was done
