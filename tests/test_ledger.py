@@ -1,0 +1,349 @@
+"""Tests for the ledger (lib/check_mail_roundtrip/ledger.py); its docstring is
+the specification.  Pure logic: no I/O, no clock, no lab fixture."""
+
+import itertools
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from check_mail_roundtrip import ledger
+from check_mail_roundtrip.ledger import (
+    LOST_MEMORY,
+    MAX_REMEMBERED,
+    Arrival,
+    arrival_time,
+    forget_unsent,
+    oldest_pending,
+    prune,
+    reconcile,
+    record_sent,
+)
+from check_mail_roundtrip.probe import Probe
+from check_mail_roundtrip.state import State
+
+T0 = 1_700_000_000.0
+LOST_AFTER = 3600.0
+_ids = itertools.count(1)
+
+
+def probe(sent, pid=None):
+    return Probe("p", pid or "%016x" % next(_ids), int(round(sent * 1000)))
+
+
+def arrive(p, idate=None, ref=None):
+    return Arrival(p, idate, ref if ref is not None else p.probe_id)
+
+
+def sent(state, at):
+    p = probe(at)
+    record_sent(state, p)
+    return p
+
+
+def balanced(state):
+    t = state.totals
+    return t["sent"] == t["returned"] + len(state.pending) + t["lost"]
+
+
+# -- the basic cases ----------------------------------------------------------------
+
+def test_first_success():
+    st_ = State("p")
+    p = sent(st_, T0)
+    out = reconcile(st_, [arrive(p, idate=T0 + 4)], T0 + 60, LOST_AFTER)
+    assert out.rtts == [(p.probe_id, 5.0)]          # upper bound of INTERNALDATE's second
+    assert out.rtt == 5.0
+    assert out.cleanup == [p.probe_id]
+    assert st_.pending == {} and p.probe_id in st_.counted
+    assert st_.totals == {"sent": 1, "returned": 1, "lost": 0, "late": 0}
+    assert st_.last_success == T0 + 5
+    assert st_.newest_returned_ms == p.sent_ms
+    assert out.oldest_pending == 0.0
+
+
+def test_duplicate_in_same_run_and_in_later_run_counted_once():
+    st_ = State("p")
+    p = sent(st_, T0)
+    out = reconcile(st_, [arrive(p, T0 + 1, "uid1"), arrive(p, T0 + 2, "uid2")], T0 + 60, LOST_AFTER)
+    assert len(out.rtts) == 1
+    assert sorted(out.cleanup) == ["uid1", "uid2"]     # both copies removed
+    assert any("duplicate" in n for n in out.notes)
+    out2 = reconcile(st_, [arrive(p, T0 + 3, "uid3")], T0 + 120, LOST_AFTER)
+    assert out2.rtts == [] and out2.late == [] and out2.cleanup == ["uid3"]
+    assert st_.totals == {"sent": 1, "returned": 1, "lost": 0, "late": 0}
+    assert balanced(st_)
+
+
+def test_late_arrival_after_lost():
+    st_ = State("p")
+    p = sent(st_, T0)
+    out = reconcile(st_, [], T0 + LOST_AFTER + 1, LOST_AFTER)
+    assert out.lost_now == [p.probe_id]
+    assert p.probe_id in st_.lost and not st_.pending
+    out = reconcile(st_, [arrive(p, T0 + 100)], T0 + 2 * LOST_AFTER, LOST_AFTER)
+    assert out.rtts == []                                # not a fresh success
+    assert out.late == [(p.probe_id, 2 * LOST_AFTER)]
+    assert out.cleanup == [p.probe_id]
+    assert p.probe_id in st_.counted and p.probe_id not in st_.lost
+    assert st_.totals == {"sent": 1, "returned": 0, "lost": 1, "late": 1}
+    assert balanced(st_)
+    # and a further copy is a duplicate
+    out = reconcile(st_, [arrive(p)], T0 + 2 * LOST_AFTER + 5, LOST_AFTER)
+    assert out.late == [] and out.rtts == []
+
+
+def test_probe_without_pending_record_within_lost_after_is_counted():
+    st_ = State("p")
+    p = probe(T0)
+    out = reconcile(st_, [arrive(p, T0 + 9)], T0 + LOST_AFTER, LOST_AFTER)
+    assert out.rtts == [(p.probe_id, 10.0)]
+    assert any("no pending record" in n for n in out.notes)
+    assert st_.totals == {"sent": 1, "returned": 1, "lost": 0, "late": 0}
+    assert balanced(st_)
+
+
+@pytest.mark.parametrize("age", [LOST_AFTER + 0.01, 10 * LOST_AFTER, -5.0])
+def test_probe_without_pending_record_outside_window_is_ignored(age):
+    st_ = State("p")
+    p = probe(T0)
+    out = reconcile(st_, [arrive(p, T0)], T0 + age, LOST_AFTER)
+    assert out.rtts == [] and out.late == []
+    assert out.cleanup == [p.probe_id]
+    assert p.probe_id not in st_.counted
+    assert st_.totals == {"sent": 0, "returned": 0, "lost": 0, "late": 0}
+
+
+def test_pending_declared_lost_only_after_lost_after_and_only_when_collection_ok():
+    st_ = State("p")
+    p = sent(st_, T0)
+    assert reconcile(st_, [], T0 + LOST_AFTER, LOST_AFTER).lost_now == []          # not yet
+    assert reconcile(st_, [], T0 + LOST_AFTER + 1, LOST_AFTER, collection_ok=False).lost_now == []
+    assert p.probe_id in st_.pending
+    out = reconcile(st_, [], T0 + LOST_AFTER + 1, LOST_AFTER, collection_ok=True)
+    assert out.lost_now == [p.probe_id]
+    assert st_.totals["lost"] == 1 and balanced(st_)
+
+
+def test_pending_probe_returning_after_lost_after_but_before_declared_lost_is_a_success():
+    # Arrivals are taken before the sweep: it was never declared lost.
+    st_ = State("p")
+    p = sent(st_, T0)
+    out = reconcile(st_, [arrive(p, T0 + LOST_AFTER + 50)], T0 + LOST_AFTER + 60, LOST_AFTER)
+    assert out.rtts == [(p.probe_id, LOST_AFTER + 51)] and out.lost_now == []
+
+
+def test_oldest_pending_ignores_overtaken_probes_and_is_zero_when_nothing_in_flight():
+    st_ = State("p")
+    assert oldest_pending(st_, T0) == 0.0
+    a, b, c = sent(st_, T0), sent(st_, T0 + 300), sent(st_, T0 + 600)
+    assert oldest_pending(st_, T0 + 700) == 700
+    out = reconcile(st_, [arrive(b, T0 + 310)], T0 + 700, LOST_AFTER)
+    # a was overtaken by b: only c counts
+    assert out.oldest_pending == 100
+    assert a.probe_id in st_.pending
+    out = reconcile(st_, [arrive(c, T0 + 650)], T0 + 800, LOST_AFTER)
+    assert out.oldest_pending == 0.0
+    # a pending probe in the future (clock stepped back) is no negative age
+    st2 = State("p")
+    sent(st2, T0 + 100)
+    assert oldest_pending(st2, T0) == 0.0
+
+
+# -- arrival_time ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "sent_at, idate, collected, expected, noted",
+    [
+        (100.5, 100.0, 200.0, 101.0, False),    # same second as the send: plausible, rtt 0.5
+        (100.0, 150.0, 200.0, 151.0, False),
+        (100.0, 199.5, 200.0, 200.0, False),    # bound by the collection time
+        (100.0, 200.0, 200.0, 200.0, False),
+        (100.0, 99.0, 200.0, 200.0, True),      # wholly before the send
+        (100.0, 50.0, 200.0, 200.0, True),
+        (100.0, 200.5, 200.0, 200.0, True),     # after the collection
+        (100.0, None, 200.0, 200.0, True),
+    ],
+)
+def test_arrival_time(sent_at, idate, collected, expected, noted):
+    arrival, note = arrival_time(sent_at, idate, collected)
+    assert arrival == expected
+    assert (note is not None) == noted
+    if idate is not None and noted:
+        assert "implausible" in note
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.floats(0, 1e6), st.one_of(st.none(), st.integers(0, 10**6).map(float)), st.floats(0, 1e6))
+def test_arrival_time_bounds(sent_at, idate, collected):
+    arrival, note = arrival_time(sent_at, idate, collected)
+    assert arrival <= collected
+    if note is None:
+        assert arrival == min(idate + 1, collected)
+        if collected >= sent_at:
+            assert arrival - sent_at >= 0
+    else:
+        assert arrival == collected
+
+
+def test_rtt_never_negative_with_skewed_clock():
+    st_ = State("p")
+    p = sent(st_, T0 + 30)            # monitor clock ahead of the collection time
+    out = reconcile(st_, [arrive(p, T0)], T0 + 10, LOST_AFTER)
+    assert out.rtts == [(p.probe_id, 0.0)]
+
+
+# -- prune --------------------------------------------------------------------------------
+
+def test_prune_keeps_counted_ids_at_least_lost_after():
+    st_ = State("p")
+    now = T0 + 10 * LOST_AFTER
+    st_.counted = {"recent": int((now - LOST_AFTER - 1) * 1000), "edge": int((now - 2 * LOST_AFTER + 1) * 1000),
+                   "old": int((now - 2 * LOST_AFTER - 1) * 1000)}
+    st_.lost = {"lost-recent": int((now - LOST_MEMORY + 10) * 1000), "lost-old": int((now - LOST_MEMORY - 10) * 1000)}
+    prune(st_, now, LOST_AFTER)
+    assert set(st_.counted) == {"recent", "edge"}
+    assert set(st_.lost) == {"lost-recent"}
+    # with a long lost_after (6 d), lost ids are kept 2 * lost_after (12 d)
+    day = 86400.0
+    st_.lost = {"8d": int((now - 8 * day) * 1000), "12d-": int((now - 12 * day + 10) * 1000),
+                "12d+": int((now - 12 * day - 10) * 1000)}
+    prune(st_, now, 6 * day)
+    assert set(st_.lost) == {"8d", "12d-"}
+
+
+def test_prune_bounds_table_sizes_keeping_the_newest():
+    st_ = State("p")
+    n = MAX_REMEMBERED + 700
+    st_.counted = {"c%05d" % i: int((T0 + i) * 1000) for i in range(n)}
+    st_.lost = {"l%05d" % i: int((T0 + i) * 1000) for i in range(n)}
+    prune(st_, T0 + n, LOST_AFTER * 100)
+    assert len(st_.counted) == MAX_REMEMBERED and len(st_.lost) == MAX_REMEMBERED
+    assert "c%05d" % (n - 1) in st_.counted and "c00000" not in st_.counted
+    assert min(st_.counted.values()) == int((T0 + 700) * 1000)
+
+
+def test_duplicate_after_prune_is_not_counted_again():
+    st_ = State("p")
+    p = sent(st_, T0)
+    reconcile(st_, [arrive(p, T0 + 5)], T0 + 10, LOST_AFTER)
+    reconcile(st_, [], T0 + 3 * LOST_AFTER, LOST_AFTER)          # counted id pruned
+    assert p.probe_id not in st_.counted
+    out = reconcile(st_, [arrive(p, T0 + 5)], T0 + 3 * LOST_AFTER + 1, LOST_AFTER)
+    assert out.rtts == [] and out.late == []
+    assert st_.totals["returned"] == 1
+
+
+# -- record_sent / forget_unsent --------------------------------------------------------
+
+def test_record_sent_and_forget_unsent_keep_totals_consistent():
+    st_ = State("p")
+    a, b = sent(st_, T0), sent(st_, T0 + 1)
+    assert st_.totals["sent"] == 2 and len(st_.pending) == 2
+    forget_unsent(st_, a)
+    assert st_.totals["sent"] == 1 and set(st_.pending) == {b.probe_id}
+    forget_unsent(st_, a)                                      # twice: no change
+    forget_unsent(st_, probe(T0 + 2))                          # never recorded: no change
+    assert st_.totals["sent"] == 1 and balanced(st_)
+    reconcile(st_, [arrive(b, T0 + 3)], T0 + 5, LOST_AFTER)
+    forget_unsent(st_, b)                                      # already back: no change
+    assert st_.totals == {"sent": 1, "returned": 1, "lost": 0, "late": 0}
+
+
+# -- property: any sequence of operations ---------------------------------------------
+
+class LedgerMachine(RuleBasedStateMachine):
+    """Sends, refusals, time steps and collections in any order.
+
+    Invariant derived from the code (every branch that touches a counter):
+      record_sent           sent+1, pending+1
+      forget_unsent         sent-1, pending-1     (only if still pending)
+      _take, pending        pending-1, returned+1
+      _take, no record      sent+1, returned+1    (within lost_after only)
+      _take, was lost       late+1                (lost stays counted: a late
+                                                   probe is one of the lost)
+      sweep                 pending-1, lost+1
+    hence   totals["sent"] == totals["returned"] + len(pending) + totals["lost"]
+    and     totals["late"] <= totals["lost"].
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.state = State("p")
+        self.now = T0
+        self.lost_after = LOST_AFTER
+        self.probes = []          # every probe that exists as a mail (sent or foreign)
+        self.refused = []
+        self.counted_ids = []     # ids reported in rtts or late, over all runs
+
+    @initialize(lost_after=st.sampled_from([60.0, 600.0, 3600.0]))
+    def setup(self, lost_after):
+        self.lost_after = lost_after
+
+    @rule()
+    def send(self):
+        p = probe(self.now)
+        record_sent(self.state, p)
+        self.probes.append(p)
+
+    @precondition(lambda self: self.state.pending)
+    @rule(data=st.data())
+    def refuse(self, data):
+        pid = data.draw(st.sampled_from(sorted(self.state.pending)))
+        p = next(p for p in self.probes if p.probe_id == pid)
+        forget_unsent(self.state, p)
+        self.refused.append(p)      # may still show up (a lying server): allowed
+
+    @rule(back=st.floats(0, 5000))
+    def foreign_probe(self, back):
+        # A probe of this profile the state knows nothing of (crash, reset).
+        self.probes.append(probe(self.now - back))
+
+    @rule(step=st.one_of(st.floats(0, 100), st.floats(0, 10000)))
+    def advance(self, step):
+        self.now += step
+
+    @rule(data=st.data(), ok=st.booleans())
+    def collect(self, data, ok):
+        arrivals = []
+        if self.probes:
+            chosen = data.draw(st.lists(st.sampled_from(self.probes), max_size=6))   # duplicates, any order
+            for p in chosen:
+                idate = data.draw(st.one_of(st.none(), st.floats(-100, 20000).map(lambda d: float(int(p.sent + d)))))
+                arrivals.append(Arrival(p, idate, object()))
+        before = dict(self.state.totals)
+        out = reconcile(self.state, arrivals, self.now, self.lost_after, collection_ok=ok)
+        for pid, rtt in out.rtts:
+            assert rtt >= 0, (pid, rtt)
+        for pid, _age in out.late:
+            assert pid not in [q for q, _ in out.rtts]
+        new = [pid for pid, _ in out.rtts] + [pid for pid, _ in out.late]
+        for pid in new:
+            assert pid not in self.counted_ids, "probe %s counted twice" % pid
+        self.counted_ids.extend(new)
+        assert len(out.cleanup) == len(arrivals)        # every copy is dealt with
+        assert out.oldest_pending >= 0
+        if not ok:
+            assert out.lost_now == [] and self.state.totals["lost"] == before["lost"]
+        assert self.state.totals["returned"] - before["returned"] == len(out.rtts)
+        assert self.state.totals["late"] - before["late"] == len(out.late)
+
+    @invariant()
+    def books_balance(self):
+        t = self.state.totals
+        assert t["sent"] == t["returned"] + len(self.state.pending) + t["lost"], t
+        assert 0 <= t["late"] <= t["lost"]
+        assert min(t.values()) >= 0
+
+    @invariant()
+    def tables_disjoint(self):
+        p, c, l = set(self.state.pending), set(self.state.counted), set(self.state.lost)
+        assert not (p & c) and not (p & l) and not (c & l)
+
+
+LedgerMachine.TestCase.settings = settings(
+    max_examples=300, stateful_step_count=30, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+test_ledger_any_sequence = LedgerMachine.TestCase
