@@ -135,36 +135,36 @@ def test_delay_warns_then_goes_critical_in_flight_then_reports_the_rtt(lab, tmp_
         perf(oldest=NUM, pending=3, **p)))
     assert 4 < r.perf["oldest_pending"] < 6, r
 
-    # the first probe arrives after 6 s: its round trip is reported
+    # the first probe arrives after 6 s; then the mail path is healthy again
+    # (the two probes sent meanwhile stay stuck in the hold queue)
     lab.wait_for(MONITOR, lambda msgs: has(msgs, first), timeout=15)
+    lab.delay(0)
     r = check("-v")
+    # the probe sent at 2.6 s is now about 4 s in flight: either side of -c
     assert_line(r, 2, line(
-        "CRITICAL", r"round trip %ss > 4s, probe in flight for %ss > 4s, 3 in flight, last success %s ago"
+        "CRITICAL", r"round trip %ss > 4s, probe in flight for %ss > [24]s, 3 in flight, last success %s ago"
         % (NUM, NUM, AGO),
         perf(oldest=NUM, pending=3, rtt=NUM, since=NUM, **p)))
     assert r.perf["rtt"] >= 6, r
     assert "probe %s returned, round trip" % first in r.stdout, r
-
-    # the mail path is healthy again: a fresh probe comes back fast and the
-    # check is OK, although older probes are still stuck (overtaken)
-    lab.delay(0)
-    r = check("-v")
     fresh = sent_id(r)
+
+    # a fresh probe comes back fast: OK again, the stuck ones are overtaken
     lab.wait_for(MONITOR, lambda msgs: has(msgs, fresh))
     r = check()
     assert_line(r, 0, line(
-        "OK", r"round trip (%s)s, 4 in flight, last success %s ago" % (NUM, AGO),
-        perf(pending=4, rtt=NUM, since=NUM, **p)))
+        "OK", r"round trip %ss, 3 in flight, last success %s ago" % (NUM, AGO),
+        perf(pending=3, rtt=NUM, since=NUM, **p)))
     assert r.perf["rtt"] < 2, r
 
 
 # -- drop, lost, late ----------------------------------------------------------
 
-LOST_VIOLATION = r"1 probe lost(?: [^,]+)?"   # the wording of "> 0" is not pinned down
+LOST_VIOLATION = r"1 probe lost > 0"   # like "> 2s" for the other figures
 
 
 def test_dropped_probe_is_critical_in_flight_then_declared_lost(lab, tmp_path):
-    check = Check(lab, tmp_path, "-w", "2", "-c", "3", "--lost-after", "5")
+    check = Check(lab, tmp_path, "-w", "2", "-c", "3", "--lost-after", "7")
     p = dict(w=2, c=3)
     lab.drop()
     t0 = time.monotonic()
@@ -178,12 +178,12 @@ def test_dropped_probe_is_critical_in_flight_then_declared_lost(lab, tmp_path):
     assert_line(r, 2, line(
         "CRITICAL", r"probe in flight for (%s)s > 3s, no probe back this run, 2 in flight, no success yet" % NUM,
         perf(oldest=r"(%s)" % NUM, pending=2, **p)))
-    assert 3 < r.perf["oldest_pending"] < 5, r
+    assert 3 < r.perf["oldest_pending"] < 7, r
 
     # a newer probe comes back: the dropped one is overtaken (OK), not yet lost
     round_trip(check, pending=2, p=p)
 
-    sleep_until(t0 + 5.5)
+    sleep_until(t0 + 7.5)
     lab.wait_for(MONITOR, lambda msgs: len(check.ours(msgs)) >= 1)
     r = check("-v")
     # BUG: any violation of a count range for "lost" crashes the check with
@@ -413,9 +413,11 @@ def test_forged_probe_is_neither_counted_nor_deleted(lab, tmp_path):
     assert len(left) == 1 and flags(left[0]) == set(), left
 
 
-def test_two_profiles_sharing_a_mailbox_keep_to_their_own_probes(lab, tmp_path):
+@pytest.mark.parametrize("shared_state", [True, False], ids=["shared-state-dir", "own-state-dirs"])
+def test_two_profiles_sharing_a_mailbox_keep_to_their_own_probes(lab, tmp_path, shared_state):
     a = Check(lab, tmp_path, name="a")
-    b = Check(lab, tmp_path, name="b")  # same state directory, same secret
+    # shared: same state directory, so the same secret; else each its own
+    b = Check(lab, tmp_path, name="b", state_dir=None if shared_state else tmp_path / "state-b")
     for check in (a, b):
         r = check()
         assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf()))
@@ -476,7 +478,9 @@ def test_keep_leaves_probes_and_does_not_count_them_again(lab, tmp_path):
 
 # -- usage errors --------------------------------------------------------------
 
-@pytest.mark.parametrize("drop, extra, message", [
+@pytest.mark.parametrize("drop, extra, message", ids=[
+    "missing-from", "bad-range", "reversed-range", "lost-after-below-critical", "lost-after-equal-critical",
+], argvalues=[
     ("--from", [], r"--from is required"),
     (None, ["-w", "abc"], r"argument -w/--warning: not a Nagios range: 'abc' \(.+\)"),
     (None, ["-c", "10:5"], r"argument -c/--critical: not a Nagios range: '10:5' \(.+\)"),
