@@ -26,11 +26,19 @@ def plain(value, seconds=True):
     return text + "0" if text.endswith(".") else text
 
 
+def _upper_bound(rng):
+    """N for a plain 0:N range, else None."""
+    if rng is None or rng.invert or rng.start != 0 or math.isinf(rng.end):
+        return None
+    return rng.end
+
+
 def threshold_field(rng):
     """The perfdata field for a Range: a plain number for 0:N, else empty."""
-    if rng is None or rng.invert or rng.start != 0 or math.isinf(rng.end) or rng.end <= 0:
+    end = _upper_bound(rng)
+    if end is None or end <= 0:
         return ""  # a zero line is no use in a graph either
-    return number(rng.end)
+    return number(end)
 
 
 def number(value):
@@ -40,8 +48,8 @@ def number(value):
 
 def violation(rng, unit="s"):
     """'> 120s' for a 0:N range, else 'outside range X'."""
-    field = threshold_field(rng)
-    return "> %s%s" % (field, unit) if field else "outside range %s" % rng
+    end = _upper_bound(rng)
+    return "> %s%s" % (number(end), unit) if end is not None else "outside range %s" % (rng,)
 
 
 def ago(seconds):
@@ -173,11 +181,11 @@ class Summary(nagiosplugin.Summary):
 
     def _line(self, results):
         by_name = {r.metric.name: r for r in results if r.metric is not None}
-        problems = sorted((r for r in results if r.state != Ok), key=lambda r: -int(r.state))
-        parts = [self._phrase(r, problem=True) for r in problems]
-        shown = {id(r) for r in problems}
         resource = _resource(results)
         report = resource.report if resource is not None else None
+        problems = sorted((r for r in results if r.state != Ok), key=lambda r: -int(r.state))
+        parts = [self._phrase(r, problem=True, report=report) for r in problems]
+        shown = {id(r) for r in problems}
         if report is None or report.unknown:
             return ", ".join(parts)
         for name in ("rtt", "oldest_pending", "lost", "late", "pending", "since_last_success"):
@@ -196,6 +204,8 @@ class Summary(nagiosplugin.Summary):
     def _no_return(report):
         if report.first_probe and report.sent is not None and report.sent.status == "sent":
             return "first probe sent"
+        if report.first_probe and report.sent is not None and report.sent.status == "uncertain":
+            return "first probe may be out"
         if report.first_probe:
             return "no probe out yet"
         return "no probe back this run"

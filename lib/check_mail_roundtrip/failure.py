@@ -5,12 +5,16 @@ into a :class:`StepFailure` naming the step ("SMTP connect", "IMAP login",
 ...) and carrying the server's own words where there are any.
 """
 
+import ast
 import contextlib
 import imaplib
 import poplib
+import re
 import smtplib
 import socket
 import ssl
+
+import nagiosplugin
 
 
 class StepFailure(Exception):
@@ -29,6 +33,8 @@ class BudgetExhausted(Exception):
 
 def describe(exc):
     """A short, single-line text for *exc*, the server's reply where known."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected) and isinstance(exc.__context__, OSError):
+        return describe(exc.__context__)  # smtplib's wrapper of a socket error
     if isinstance(exc, smtplib.SMTPResponseException):
         text = exc.smtp_error
         if isinstance(text, bytes):
@@ -59,9 +65,20 @@ def describe(exc):
         text = exc.args[0] if exc.args else str(exc)
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
-        return _one_line(str(text))
+        return _one_line(_unwrap_bytes_repr(str(text)))
     text = str(exc) or type(exc).__name__
     return _one_line(text)
+
+
+def _unwrap_bytes_repr(text):
+    """imapclient passes some server replies on as "b'...'": show the words."""
+    m = re.fullmatch(r"b(['\"])(.*)\1", text, re.S)
+    if not m:
+        return text
+    try:
+        return ast.literal_eval(text).decode("utf-8", "replace")
+    except (ValueError, SyntaxError, AttributeError):
+        return m.group(2)
 
 
 def _one_line(text, limit=300):
@@ -71,15 +88,21 @@ def _one_line(text, limit=300):
 
 
 def is_timeout(exc):
+    if isinstance(exc, smtplib.SMTPServerDisconnected) and exc.__context__ is not None:
+        exc = exc.__context__
     return isinstance(exc, (socket.timeout, TimeoutError, BudgetExhausted))
 
 
 @contextlib.contextmanager
-def step(name):
-    """Run a block as step *name*; any failure becomes a StepFailure."""
+def step(name, deadline):
+    """Run a block as step *name* that must end by *deadline* (a budget.Deadline).
+
+    Any failure becomes a StepFailure; nagiosplugin's own Timeout passes.
+    """
     try:
-        yield
-    except StepFailure:
+        with deadline.enforced():
+            yield
+    except (StepFailure, nagiosplugin.Timeout):
         raise
     except BudgetExhausted:
         raise StepFailure(name, "no time left in the run's budget", timeout=True)

@@ -59,7 +59,7 @@ class ImapCollector:
     # -- session -------------------------------------------------------------
     def __enter__(self):
         ep, deadline = self.ep, self.deadline
-        with step("IMAP connect"):
+        with step("IMAP connect", deadline):
             try:
                 self.client = imapclient.IMAPClient(
                     ep.host, port=ep.port, ssl=(ep.tls == "tls"),
@@ -70,19 +70,19 @@ class ImapCollector:
             self.client.normalise_times = False
         try:
             if ep.tls == "starttls":
-                with step("IMAP TLS"):
+                with step("IMAP TLS", self.deadline):
                     self._arm()
                     if not self.client.has_capability("STARTTLS"):
                         raise StepFailure("IMAP TLS", "server does not offer STARTTLS")
                     self.client.starttls(ep.ssl_context)
-            with step("IMAP login"):
+            with step("IMAP login", self.deadline):
                 self._arm()
                 user, password = ep.user or "", ep.password or ""
                 if (user + password).isascii():
                     self.client.login(user, password)
                 else:
                     self.client.plain_login(user, password)
-            with step("IMAP select"):
+            with step("IMAP select", self.deadline):
                 self._arm()
                 self.client.select_folder(self.folder, readonly=self.readonly)
         except BaseException:
@@ -112,7 +112,7 @@ class ImapCollector:
     # -- work ----------------------------------------------------------------
     def find(self, key):
         """UIDs of mails whose Subject contains *key* (newest MAX_FETCH)."""
-        with step("IMAP search"):
+        with step("IMAP search", self.deadline):
             self._arm()
             uids = sorted(self.client.search(["SUBJECT", key]))
         if len(uids) > MAX_FETCH:
@@ -124,7 +124,7 @@ class ImapCollector:
         """Probe headers and INTERNALDATE of *uids*, without setting \\Seen."""
         if not uids:
             return []
-        with step("IMAP fetch"):
+        with step("IMAP fetch", self.deadline):
             self._arm()
             data = self.client.fetch(uids, ["INTERNALDATE", "FLAGS", _HEADER_ITEM])
         out = []
@@ -147,7 +147,7 @@ class ImapCollector:
         """Delete exactly *uids*: \\Deleted, then UID EXPUNGE when possible."""
         if not uids or self.readonly:
             return
-        with step("IMAP delete"):
+        with step("IMAP delete", self.deadline):
             self._arm()
             self.client.add_flags(uids, [imapclient.DELETED], silent=True)
             if self.client.has_capability("UIDPLUS"):

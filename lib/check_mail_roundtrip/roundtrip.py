@@ -21,6 +21,10 @@ from .probe import build_message, new_probe, recognise, search_key
 from .secret import load_or_create
 from .state import StateError, StateStore
 
+# Long lines are not folded: the token must stay readable as plain text in
+# the Subject (no RFC 2047 encoding) for servers and filters that match on it.
+_WIRE = email.policy.SMTP.clone(max_line_length=998)
+
 # Share of the remaining budget the lock wait and the collection may use.
 LOCK_SHARE = 0.25
 COLLECT_SHARE = 0.5
@@ -113,7 +117,7 @@ def _send(settings, budget, clock, store, state, secret, report):
     ledger.record_sent(state, probe)
     store.save(state)
     message = build_message(probe, secret, settings.mail_from, settings.rcpt_to, settings.hostname, now)
-    text = message.as_string(policy=email.policy.SMTP)
+    text = message.as_string(policy=_WIRE)
     result = smtp.send(
         text, settings.mail_from, settings.rcpt_to, settings.smtp,
         budget.share(1.0), local_hostname=settings.hostname,

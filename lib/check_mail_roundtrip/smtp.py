@@ -48,12 +48,13 @@ class _SMTP_SSL(_Tracing, smtplib.SMTP_SSL):
 def _connect(ep, deadline, local_hostname):
     cls = _SMTP_SSL if ep.tls == "tls" else _SMTP
     kwargs = {"context": ep.ssl_context} if ep.tls == "tls" else {}
-    conn = cls(local_hostname=local_hostname, timeout=deadline.left(), **kwargs)
-    conn._host = ep.host  # smtplib names the TLS server from this (SNI, hostname check)
-    conn.redact = redactor(ep.secrets())
-    conn.set_debuglevel(1 if log.isEnabledFor(logging.DEBUG) else 0)
+    conn = None
     try:
-        with step("SMTP connect"):
+        with step("SMTP connect", deadline):
+            conn = cls(local_hostname=local_hostname, timeout=deadline.left(), **kwargs)
+            conn._host = ep.host  # smtplib names the TLS server from this (SNI, hostname check)
+            conn.redact = redactor(ep.secrets())
+            conn.set_debuglevel(1 if log.isEnabledFor(logging.DEBUG) else 0)
             try:
                 conn.connect(ep.host, ep.port)
             except ssl.SSLError as exc:
@@ -65,7 +66,7 @@ def _connect(ep, deadline, local_hostname):
                 if code != 250:
                     raise smtplib.SMTPHeloError(code, text)
         if ep.tls == "starttls":
-            with step("SMTP TLS"):
+            with step("SMTP TLS", deadline):
                 if not conn.has_extn("starttls"):
                     raise StepFailure("SMTP TLS", "server does not offer STARTTLS")
                 deadline.arm(conn.sock)
@@ -73,13 +74,14 @@ def _connect(ep, deadline, local_hostname):
                 deadline.arm(conn.sock)
                 conn.ehlo()
         if ep.user:
-            with step("SMTP auth"):
+            with step("SMTP auth", deadline):
                 if not conn.has_extn("auth"):
                     raise StepFailure("SMTP auth", "server offers no AUTH (after %s)" % ep.tls)
                 deadline.arm(conn.sock)
                 conn.login(ep.user, ep.password or "")
     except BaseException:
-        conn.close()
+        if conn is not None:
+            conn.close()
         raise
     return conn
 
@@ -124,7 +126,7 @@ def send(message, mail_from, rcpt_to, ep, deadline, local_hostname=None):
     except StepFailure as failure:
         return SendResult(FAILED, failure)
     try:
-        with step("SMTP send"):
+        with step("SMTP send", deadline):
             code, text = _transaction(conn, deadline, mail_from, rcpt_to, message)
         if code is None:
             return SendResult(

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 
@@ -171,6 +172,7 @@ class StateStore:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self._lock_fd = fd
+                self._remove_stale_temp_files()
                 return
             except BlockingIOError:
                 remaining = deadline - time.monotonic()
@@ -182,6 +184,19 @@ class StateStore:
                     )
                 time.sleep(min(delay, remaining))
                 delay = min(delay * 2, 0.2)
+
+    def _remove_stale_temp_files(self):
+        """Temp files of a run killed mid-write (only the lock holder writes)."""
+        prefix = os.path.basename(self.path) + ".tmp-"
+        try:
+            names = [n for n in os.listdir(self.directory) if n.startswith(prefix)]
+        except OSError:
+            return
+        for name in names[:100]:
+            try:
+                os.unlink(os.path.join(self.directory, name))
+            except OSError:
+                pass
 
     def release(self):
         if self._lock_fd is not None:
@@ -214,9 +229,14 @@ class StateStore:
                 reason = "cannot be read (%s)" % (exc.strerror or exc)
             return State(self.profile), self._set_aside(reason)
         try:
+            kind = os.fstat(fd).st_mode
+            if stat.S_ISDIR(kind):
+                os.close(fd)
+                return State(self.profile), self._set_aside("is a directory")
+            if not stat.S_ISREG(kind):
+                os.close(fd)
+                return State(self.profile), self._set_aside("is not a regular file")
             with os.fdopen(fd, "rb") as f:
-                if not os.path.isfile(self.path):
-                    raise ValueError("not a regular file")
                 raw = f.read(16 * 1024 * 1024 + 1)
             if len(raw) > 16 * 1024 * 1024:
                 raise ValueError("larger than 16 MiB")
@@ -228,6 +248,8 @@ class StateStore:
                 reason = "is not valid JSON (%s)" % reason
             elif isinstance(exc, OSError):
                 reason = "cannot be read (%s)" % (exc.strerror or exc)
+            else:
+                reason = "is damaged (%s)" % reason
             return State(self.profile), self._set_aside(reason)
 
     def _set_aside(self, reason):
