@@ -10,17 +10,14 @@ import imaplib
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
 from check_mail_roundtrip.probe import profile_key
-from tests.checkrun import COMMAND, Checker
+from tests.checkrun import Checker
 
 MONITOR = "monitor@lab.test"
-PROBE_SUBJECT = "Mail round-trip probe MRTP1."
 NUM = r"\d+(?:\.\d+)?"          # a plain decimal as check.plain() prints it
 AGO = r"\d+[smhd]"              # check.ago()
 
