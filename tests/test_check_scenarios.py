@@ -183,7 +183,7 @@ def test_dropped_probe_is_critical_in_flight_then_declared_lost(lab, tmp_path):
     sleep_until(t0 + 7.5)
     lab.wait_for(MONITOR, lambda msgs: len(check.ours(msgs)) >= 1)
     r = check("-v")
-    # BUG: any violation of a count range for "lost" crashes the check with
+    # Was a bug (fixed): any violation of a count range for "lost" crashes the check with
     # "MAIL_ROUNDTRIP UNKNOWN: TypeError: not all arguments converted during
     # string formatting": check.violation() formats "outside range %s" % rng,
     # and nagiosplugin.Range is a tuple, so %-formatting unpacks it.  With the
@@ -280,7 +280,7 @@ def test_wrong_imap_password(lab, tmp_path):
     r = check(env={"CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD": "not-the-password"})
     # the probe still went out
     assert r.perf == {"lost": 0, "oldest_pending": 0, "pending": 1}, r
-    # BUG: the server's words arrive as a Python bytes repr:
+    # Was a bug (fixed): the server's words arrive as a Python bytes repr:
     # "IMAP login failed: b'[AUTHENTICATIONFAILED] Authentication failed.'".
     # imapclient's login() raises LoginError(str(e)) where e.args[0] is bytes,
     # and failure.describe() takes args[0] as it is.

@@ -77,7 +77,8 @@ def imap_failure(step_and_words, state="CRITICAL"):
 
 def smtp_failure(step_and_words, state="CRITICAL", pending=0):
     perf = PERF_UNSENT if pending == 0 else PERF_SENT
-    rest = "no probe out yet, %d in flight" % pending
+    # a probe whose hand-over was cut short after DATA stays pending: it may be out
+    rest = ("no probe out yet" if pending == 0 else "first probe may be out") + ", %d in flight" % pending
     return r"MAIL_ROUNDTRIP %s - %s, %s \| %s" % (state, step_and_words, rest, perf)
 
 
@@ -483,9 +484,9 @@ def test_smtp_connection_lost_after_data_keeps_the_probe_pending(lab, tmp_path, 
     assert probe_id in st["pending"] and len(st["pending"]) == 2, st
 
 
-# == known bugs ==========================================================================
+# == fixed bugs, kept as regression tests ==========================================================================
 
-# BUG: smtplib reports a socket error while reading a reply as
+# Was a bug: smtplib reports a socket error while reading a reply as
 # SMTPServerDisconnected("Connection unexpectedly closed: <error>"), and
 # failure.describe() passes that text on.  A silent server (tarpit) thus reads
 # "SMTP connect failed: Connection unexpectedly closed: timed out" although
@@ -512,7 +513,7 @@ def test_both_sides_tarpitted_still_end_inside_the_budget(lab, tmp_path):
     next_run_sends_first(check)
 
 
-# BUG: the per-step deadline only sets each socket operation's timeout; a
+# Was a bug: the per-step deadline only sets each socket operation's timeout; a
 # server that drip-feeds one byte of a never-ending reply every 0.3 s satisfies
 # every read, so the step never times out by itself.  The run is stopped by
 # nagiosplugin's SIGALRM at ceil(-t) instead, which (a) step() catches as an
@@ -530,7 +531,7 @@ def test_bug_drip_fed_imap_reply_overruns_the_budget(lab, tmp_path):
     next_run_collects(lab, check)
 
 
-# BUG: see test_bug_drip_fed_imap_reply_overruns_the_budget.
+# Was a bug: see test_bug_drip_fed_imap_reply_overruns_the_budget.
 def test_bug_drip_fed_smtp_reply_overruns_the_budget(lab, tmp_path):
     check = checker(lab, tmp_path)
     with fs.FaultServer(fs.drip(b"220 ")) as srv:
@@ -539,7 +540,7 @@ def test_bug_drip_fed_smtp_reply_overruns_the_budget(lab, tmp_path):
     next_run_sends_first(check)
 
 
-# BUG: after a connection lost after DATA the probe is kept pending (right),
+# Was a bug: after a connection lost after DATA the probe is kept pending (right),
 # but a first run then says "no probe out yet, 1 in flight": the probe may
 # well be out.  check.Summary._no_return only knows "sent" and not "uncertain".
 def test_bug_uncertain_first_probe_is_not_called_unsent(lab, tmp_path):

@@ -344,7 +344,7 @@ def test_genuine_token_found_amid_hostile_encoded_words(ps, noise):
     assert recognise(block, secret, probe.profile) == (probe, None)
 
 
-# BUG: decode_header_value promises "Never raises", but an encoded word that
+# Was a bug (fixed): decode_header_value promises "Never raises", but an encoded word that
 # names the codec idna, punycode or undefined makes bytes.decode(charset,
 # "replace") raise UnicodeError (a ValueError, not the LookupError that is
 # caught).  A single mail with such a Subject containing the (public) search
@@ -378,7 +378,7 @@ def test_one_megabyte_subject_is_cheap_and_harmless():
         assert (got == probe) if found else (got is None and reason == NO_TOKEN)
 
 
-# BUG: a hostile 1 MB Subject of unterminated encoded words ("=?a?q? " over
+# Was a bug (fixed): a hostile 1 MB Subject of unterminated encoded words ("=?a?q? " over
 # and over) costs seconds, not "little": email.header.decode_header's
 # encoded-word regex scans to the end of the line for "?=" from every "=?",
 # which is quadratic in MAX_HEADER_CHARS (64 KiB: about 5 s per header here;
@@ -432,7 +432,7 @@ def test_build_message_is_a_proper_mail(probe, secret, now):
     assert recognise(header_part, secret, probe.profile) == (probe, None)
 
 
-# BUG: with a sender address without domain the Message-ID should use the
+# Was a bug (fixed): with a sender address without domain the Message-ID should use the
 # host name, but "monitor".rpartition("@")[2] is "monitor" (rpartition puts
 # the whole string last when there is no "@"), so `or hostname` never applies
 # and the Message-ID reads <id.ms@monitor>.

@@ -78,7 +78,12 @@ def _connect(ep, deadline, local_hostname):
                 if not conn.has_extn("auth"):
                     raise StepFailure("SMTP auth", "server offers no AUTH (after %s)" % ep.tls)
                 deadline.arm(conn.sock)
-                conn.login(ep.user, ep.password or "")
+                conn.user, conn.password = ep.user, ep.password or ""
+                if "plain" in conn.esmtp_features.get("auth", "").lower().split():
+                    # one attempt: smtplib's login() would retry with other mechanisms
+                    code, text = conn.auth("PLAIN", conn.auth_plain, initial_response_ok=True)
+                else:
+                    conn.login(ep.user, ep.password or "")
     except BaseException:
         if conn is not None:
             conn.close()

@@ -16,12 +16,18 @@ def redactor(secrets):
         raw = s.encode("utf-8")
         needles.add(base64.b64encode(raw).decode("ascii"))
     needles = sorted(needles, key=len, reverse=True)
+    in_auth = [False]  # the server's last reply was a 334 challenge
 
     def redact(text):
         for n in needles:
             text = text.replace(n, "****")
-        text = _AUTH_LINE.sub(lambda m: m.group(1) + " ****", text)
-        # AUTH PLAIN / LOGIN continuation lines: long base64 strings
-        return re.sub(r"[A-Za-z0-9+/]{16,}={0,2}", "****", text) if "334" in text or "AUTH" in text.upper() else text
+        if text.lstrip().lower().startswith("send:"):  # what the client says
+            text = _AUTH_LINE.sub(lambda m: m.group(1) + " ****", text)
+            if in_auth[0]:  # continuation of an AUTH dialogue
+                text = re.sub(r"'[A-Za-z0-9+/=]{4,}\\r\\n'", "'****\\r\\n'", text)
+        elif text.lstrip().lower().startswith("reply:"):
+            in_auth[0] = "334" in text
+        return text
 
     return redact
+
