@@ -5,7 +5,6 @@ transport arms the socket with the time left, so a silent or slow server can
 hold a step at most until its deadline and the check always ends by itself.
 """
 
-import contextlib
 import signal
 import threading
 import time
@@ -53,34 +52,58 @@ class Deadline:
         if sock is not None:
             sock.settimeout(self.left())
 
-    @contextlib.contextmanager
-    def enforced(self):
-        """Interrupt the block with TimeoutError once the deadline passes.
+    def alarm(self, on_expiry):
+        """An :class:`Alarm` that raises ``on_expiry()`` when this deadline passes."""
+        return Alarm(self, on_expiry)
 
-        A per-operation socket timeout does not stop a server that drip-feeds
-        its reply a byte at a time; a real-time interval timer does.  Main
-        thread only.  An outer alarm (nagiosplugin's ``-t``) that would fire
-        earlier is left alone; a later one is restored afterwards.
-        """
+
+class Alarm:
+    """Interrupt the main thread with an exception once a deadline passes.
+
+    A per-operation socket timeout does not stop a server that drip-feeds its
+    reply a byte at a time; a real-time interval timer does.  The handler
+    restores the previous timer before it raises, so no code path depends on
+    a ``finally`` clause to put things back.  An outer alarm (nagiosplugin's
+    ``-t``) that would fire earlier is left alone; a later one is restored
+    with the time it has left.  In other threads this does nothing.
+    """
+
+    def __init__(self, deadline, on_expiry):
+        self.deadline = deadline
+        self.on_expiry = on_expiry
+        self.active = False
+
+    def start(self):
         if threading.current_thread() is not threading.main_thread():
-            yield
             return
-        left = self.at - self.clock()
+        left = self.deadline.at - self.deadline.clock()
         outer_left, _interval = signal.getitimer(signal.ITIMER_REAL)
         if outer_left and outer_left <= left:
-            yield
             return
-
-        def expire(signum, frame):
-            raise TimeoutError("timed out")
-
-        outer_handler = signal.signal(signal.SIGALRM, expire)
-        started = time.monotonic()
+        self.outer_left = outer_left
+        self.started = time.monotonic()
+        self.outer_handler = signal.signal(signal.SIGALRM, self._expire)
+        self.active = True
         signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
-        try:
-            yield
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, outer_handler)
-            if outer_left:
-                signal.setitimer(signal.ITIMER_REAL, max(0.001, outer_left - (time.monotonic() - started)))
+
+    def stop(self):
+        if not self.active:
+            return
+        self.active = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.outer_handler)
+        if self.outer_left:
+            spent = time.monotonic() - self.started
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, self.outer_left - spent))
+
+    def _expire(self, signum, frame):
+        self.stop()
+        raise self.on_expiry()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False

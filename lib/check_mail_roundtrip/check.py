@@ -104,13 +104,14 @@ class RoundTrip(nagiosplugin.Resource):
 class Figure(nagiosplugin.ScalarContext):
     """A scalar with thresholds (or none) and plain-decimal perfdata."""
 
-    def __init__(self, name, warning=None, critical=None, seconds=True, evaluated=True):
+    def __init__(self, name, warning=None, critical=None, seconds=True, evaluated=True, zero_is_ok=False):
         super().__init__(name, warning, critical)
         self.seconds = seconds
         self.evaluated = evaluated
+        self.zero_is_ok = zero_is_ok  # 0 means "nothing to judge" (nothing in flight)
 
     def evaluate(self, metric, resource):
-        if not self.evaluated:
+        if not self.evaluated or (self.zero_is_ok and metric.value == 0):
             return self.result_cls(Ok, None, metric)
         return super().evaluate(metric, resource)
 
@@ -142,7 +143,7 @@ class Note(nagiosplugin.Context):
         self.state = state
 
     def evaluate(self, metric, resource):
-        return self.result_cls(self.state, str(metric.value), metric)
+        return self.result_cls(self.state, " ".join(str(metric.value).replace("|", "/").split()), metric)
 
 
 def contexts(settings):
@@ -150,7 +151,7 @@ def contexts(settings):
     stale = settings.stale_warning is not None or settings.stale_critical is not None
     return [
         Figure("rtt", w, c),
-        Figure("oldest_pending", w, c),
+        Figure("oldest_pending", w, c, zero_is_ok=True),
         Figure("since_last_success", settings.stale_warning, settings.stale_critical, evaluated=stale),
         Figure("pending", seconds=False, evaluated=False),
         Figure("lost", settings.lost_warning, settings.lost_critical, seconds=False),
@@ -208,6 +209,8 @@ class Summary(nagiosplugin.Summary):
             return "first probe may be out"
         if report.first_probe:
             return "no probe out yet"
+        if not report.collected:
+            return ""  # the mailbox could not be read: the failure says so
         return "no probe back this run"
 
     @staticmethod

@@ -24,6 +24,7 @@ SYSTEM_STATE_DIR = "/var/lib/check_mail_roundtrip"
 ENV_STATE_DIR = "CHECK_MAIL_ROUNDTRIP_STATE_DIR"
 ENV_SMTP_PASSWORD = "CHECK_MAIL_ROUNDTRIP_SMTP_PASSWORD"
 ENV_IMAP_PASSWORD = "CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD"
+MIN_TIMEOUT, MAX_TIMEOUT = 2.0, 3600.0
 
 
 class UsageError(Exception):
@@ -42,6 +43,13 @@ def _seconds(text):
         raise argparse.ArgumentTypeError("not a number of seconds: %r" % text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError("must be a positive number of seconds: %r" % text)
+    return value
+
+
+def _timeout(text):
+    value = _seconds(text)
+    if not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError("must be between %g and %g seconds: %r" % (MIN_TIMEOUT, MAX_TIMEOUT, text))
     return value
 
 
@@ -130,8 +138,9 @@ def parser():
     g.add_argument("--keep", action="store_true", help="leave returned probes in the mailbox (folder opened read-only)")
     g.add_argument("--error-state", choices=("critical", "unknown"), default="critical",
                    help="state for a failure to talk to a mail server (default: critical)")
-    g.add_argument("-t", "--timeout", type=_seconds, default=30.0, metavar="SECONDS",
-                   help="whole-run budget (default: 30); every step gets a share, the check always ends by itself")
+    g.add_argument("-t", "--timeout", type=_timeout, default=30.0, metavar="SECONDS",
+                   help="whole-run budget, 2 to 3600 (default: 30); every step gets a share, "
+                        "the check always ends by itself")
     g.add_argument("-v", "--verbose", action="count", default=0,
                    help="more output: -v lists what was found and ignored, -vvv adds a protocol trace (secrets redacted)")
     g.add_argument("-V", "--version", action="version", version="check_mail_roundtrip %s" % __version__)

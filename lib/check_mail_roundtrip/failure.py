@@ -6,7 +6,6 @@ into a :class:`StepFailure` naming the step ("SMTP connect", "IMAP login",
 """
 
 import ast
-import contextlib
 import imaplib
 import poplib
 import re
@@ -20,11 +19,11 @@ import nagiosplugin
 class StepFailure(Exception):
     """One named step failed; ``detail`` holds the server's or system's words."""
 
-    def __init__(self, step, detail, timeout=False):
+    def __init__(self, step, detail):
+        detail = _one_line(detail)
         super().__init__("%s failed: %s" % (step, detail))
         self.step = step
         self.detail = detail
-        self.timeout = timeout
 
 
 class BudgetExhausted(Exception):
@@ -52,7 +51,7 @@ def describe(exc):
     if isinstance(exc, ssl.SSLError):
         return _one_line("TLS error: %s" % (exc.reason or exc))
     if isinstance(exc, (socket.timeout, TimeoutError)):
-        return "timed out"
+        return _one_line(str(exc) or "timed out")
     if isinstance(exc, socket.gaierror):
         return _one_line("cannot resolve host name: %s" % exc.strerror)
     if isinstance(exc, ConnectionRefusedError):
@@ -87,24 +86,28 @@ def _one_line(text, limit=300):
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def is_timeout(exc):
-    if isinstance(exc, smtplib.SMTPServerDisconnected) and exc.__context__ is not None:
-        exc = exc.__context__
-    return isinstance(exc, (socket.timeout, TimeoutError, BudgetExhausted))
+class step:
+    """``with step(name, deadline):`` runs a block as one named step.
 
-
-@contextlib.contextmanager
-def step(name, deadline):
-    """Run a block as step *name* that must end by *deadline* (a budget.Deadline).
-
-    Any failure becomes a StepFailure; nagiosplugin's own Timeout passes.
+    The block must end by *deadline* (a budget.Deadline): when it passes, the
+    block is interrupted.  Any failure leaves as a StepFailure naming the
+    step; nagiosplugin's own Timeout passes unchanged.
     """
-    try:
-        with deadline.enforced():
-            yield
-    except (StepFailure, nagiosplugin.Timeout):
-        raise
-    except BudgetExhausted:
-        raise StepFailure(name, "no time left in the run's budget", timeout=True)
-    except Exception as exc:  # every failure must become a status line
-        raise StepFailure(name, describe(exc), timeout=is_timeout(exc)) from exc
+
+    def __init__(self, name, deadline):
+        self.name = name
+        self._alarm = deadline.alarm(lambda: StepFailure(name, "timed out"))
+
+    def __enter__(self):
+        self._alarm.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._alarm.stop()
+        if exc is None or isinstance(exc, (StepFailure, nagiosplugin.Timeout)):
+            return False
+        if isinstance(exc, BudgetExhausted):
+            raise StepFailure(self.name, "no time left in the run's budget") from exc
+        if isinstance(exc, Exception):  # every failure must become a status line
+            raise StepFailure(self.name, describe(exc)) from exc
+        return False

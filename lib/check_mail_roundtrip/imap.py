@@ -16,33 +16,35 @@ A collector is used as a context manager and offers ``find(key)``,
 same shape.
 """
 
-import logging
 import ssl
+import time
 from dataclasses import dataclass
 
 import imapclient
-from imapclient.exceptions import IMAPClientError
 
 from . import probe as probe_format
+from .budget import Deadline
 from .failure import StepFailure, describe, step
-
-log = logging.getLogger("check_mail_roundtrip.imap")
+from .net import lookup
 
 DEFAULT_PORTS = {"tls": 993, "starttls": 143, "none": 143}
+LOGOUT_SECONDS = 1.0  # a polite goodbye may take this long, then the connection is dropped
 # At most this many hits are read per run (the newest); more means the
 # mailbox is flooded with probes and the rest waits for the next runs.
 MAX_FETCH = 200
-_HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (%s)]" % " ".join(h.upper() for h in probe_format.FETCH_HEADERS)
+# Only the probe headers, and at most their first 8 KiB (a hostile mail with a
+# huge subject costs no more than a real probe).
+_HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (%s)]<0.8192>" % " ".join(
+    h.upper() for h in probe_format.FETCH_HEADERS)
 
 
 @dataclass
 class Fetched:
-    """One candidate mail: its reference, raw probe headers, arrival time."""
+    """One candidate mail: its reference, raw probe headers (at most 8 KiB), arrival time."""
 
     ref: int                    # UID
     headers: bytes
     internaldate: float         # epoch seconds, or None
-    flags: tuple = ()
 
 
 class ImapCollector:
@@ -60,6 +62,7 @@ class ImapCollector:
     def __enter__(self):
         ep, deadline = self.ep, self.deadline
         with step("IMAP connect", deadline):
+            lookup(ep.host, ep.port, deadline)
             try:
                 self.client = imapclient.IMAPClient(
                     ep.host, port=ep.port, ssl=(ep.tls == "tls"),
@@ -94,17 +97,17 @@ class ImapCollector:
         self._close()
 
     def _close(self):
-        if self.client is None:
+        client, self.client = self.client, None
+        if client is None:
             return
         try:
-            self.client.socket().settimeout(0.5)
-            self.client.logout()
-        except Exception:
+            with step("IMAP logout", Deadline(time.monotonic() + LOGOUT_SECONDS)):
+                client.logout()
+        except StepFailure:
             try:
-                self.client.shutdown()
-            except Exception:
+                client.shutdown()
+            except OSError:
                 pass
-        self.client = None
 
     def _arm(self):
         self.deadline.arm(self.client.socket())
@@ -126,7 +129,7 @@ class ImapCollector:
             return []
         with step("IMAP fetch", self.deadline):
             self._arm()
-            data = self.client.fetch(uids, ["INTERNALDATE", "FLAGS", _HEADER_ITEM])
+            data = self.client.fetch(uids, ["INTERNALDATE", _HEADER_ITEM])
         out = []
         for uid in uids:
             item = data.get(uid)
@@ -140,7 +143,7 @@ class ImapCollector:
             when = None
             if idate is not None and getattr(idate, "tzinfo", None) is not None:
                 when = idate.timestamp()
-            out.append(Fetched(uid, headers, when, tuple(item.get(b"FLAGS", ()))))
+            out.append(Fetched(uid, headers, when))
         return out
 
     def remove(self, uids):
@@ -165,5 +168,3 @@ def open_collector(endpoint, folder, deadline, readonly=False):
         return ImapCollector(endpoint, folder, deadline, readonly)
     raise ValueError("no collector for protocol %s" % endpoint.protocol)
 
-
-__all__ = ["ImapCollector", "Fetched", "open_collector", "IMAPClientError"]

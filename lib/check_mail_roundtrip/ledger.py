@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 # How long ids are remembered, beyond lost_after, and how many at most.
 LOST_MEMORY = 7 * 24 * 3600.0
 MAX_REMEMBERED = 5000
+# Clock difference between the monitor and the mail server (or a monitor
+# clock stepped back) tolerated before a time is taken as implausible.
+SKEW = 5.0
 
 
 @dataclass
@@ -50,17 +53,25 @@ def arrival_time(sent, internaldate, collected):
     """Best upper bound for when a probe arrived: (epoch seconds, note or None).
 
     INTERNALDATE has whole seconds: the arrival lies in [idate, idate + 1).
-    It is plausible unless that second lies wholly before the send time or
-    after the collection time; then the collection time is the upper bound.
+    It is plausible unless that second lies clearly (more than SKEW) before
+    the send time or after the collection time; then the collection time is
+    the upper bound.  Within SKEW the rtt is clamped at 0 by the caller.
     """
     if internaldate is None:
         return collected, "no INTERNALDATE; collection time used as arrival time"
-    if internaldate + 1 <= sent or internaldate > collected:
+    if internaldate + 1 <= sent - SKEW or internaldate > collected + SKEW:
         return collected, (
             "INTERNALDATE %.0f implausible for send time %.3f (clock skew?); "
             "collection time used as arrival time" % (internaldate, sent)
         )
-    return min(internaldate + 1.0, collected), None
+    note = None
+    if internaldate + 1 <= sent:
+        note = "INTERNALDATE %.0f before the send time %.3f: the mail server's clock is behind" % (
+            internaldate, sent)
+    elif internaldate > collected:
+        note = "INTERNALDATE %.0f after the collection time %.3f: the mail server's clock is ahead" % (
+            internaldate, collected)
+    return min(internaldate + 1.0, collected), note
 
 
 def reconcile(state, arrivals, collected, lost_after, collection_ok=True):
@@ -101,15 +112,17 @@ def _take(state, arr, collected, lost_after, out):
         _returned(state, p)
         out.notes.append("probe %s arrived late, after it was declared lost (sent %.0fs ago)" % (pid, collected - sent))
         return
+    floor = state.counted_floor_ms
     if pid in state.pending:
         del state.pending[pid]
-    elif 0 <= collected - sent <= lost_after:
+    elif -SKEW <= collected - sent <= lost_after and (floor is None or p.sent_ms > floor):
         state.totals["sent"] += 1
         out.notes.append("probe %s had no pending record; measured from its signed send time" % pid)
     else:
         out.cleanup.append(arr.ref)
         out.notes.append(
-            "probe %s ignored: sent %.0fs ago, outside the %.0fs window, no pending record"
+            "probe %s ignored: sent %.0fs ago, no pending record and outside the %.0fs window "
+            "(or older than what is remembered)"
             % (pid, collected - sent, lost_after)
         )
         return
@@ -146,8 +159,10 @@ def prune(state, now, lost_after):
         for pid in [k for k, ms in table.items() if ms / 1000.0 < horizon]:
             del table[pid]
         if len(table) > MAX_REMEMBERED:
-            for pid, _ms in sorted(table.items(), key=lambda kv: kv[1])[: len(table) - MAX_REMEMBERED]:
+            for pid, ms in sorted(table.items(), key=lambda kv: kv[1])[: len(table) - MAX_REMEMBERED]:
                 del table[pid]
+                if table is state.counted:  # never count a probe this old again
+                    state.counted_floor_ms = max(ms, state.counted_floor_ms or 0)
 
 
 def record_sent(state, probe):

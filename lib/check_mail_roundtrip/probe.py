@@ -30,8 +30,13 @@ from dataclasses import dataclass
 VERSION = "MRTP1"
 HEADER = "X-Mail-Roundtrip"
 # Headers fetched from the server to recognise a probe (keep this list short:
-# it is what each returned probe costs in bytes).
-FETCH_HEADERS = ("Subject", HEADER)
+# it is what each returned probe costs in bytes).  Content-Type tells a
+# delivery report (a bounce quoting the probe) from the probe itself.
+FETCH_HEADERS = ("Subject", HEADER, "Content-Type")
+_REPORT = re.compile(
+    r"multipart/report\b.*\breport-type\s*=\s*\"?(delivery-status|disposition-notification)",
+    re.IGNORECASE | re.DOTALL,
+)
 
 _TOKEN_RE = re.compile(
     r"MRTP1\.([0-9a-f]{12})\.([0-9a-f]{16})\.([0-9]{10,15})\.([0-9a-f]{32})(?![0-9a-f])",
@@ -166,12 +171,12 @@ def header_values(header_block, names=FETCH_HEADERS):
     return [(n, decode_header_value("\n".join(v).strip())) for n, v in values]
 
 
-def tokens_in_headers(header_block):
-    """Every token in the probe headers of a mail, header first, then Subject."""
+def tokens_in_headers(pairs):
+    """Every token in the probe headers (from header_values), header first, then Subject."""
     tokens = []
-    pairs = header_values(header_block)
-    pairs.sort(key=lambda p: p[0] != HEADER.lower())
-    for _name, value in pairs:
+    for name, value in sorted(pairs, key=lambda p: p[0] != HEADER.lower()):
+        if name == "content-type":
+            continue
         for tok in find_tokens(value):
             if tok not in tokens:
                 tokens.append(tok)
@@ -182,9 +187,14 @@ def recognise(header_block, secret, profile):
     """Verify a returned mail's headers.
 
     Returns (probe, reason): the genuine Probe of *profile* and None, or
-    None and a short reason why the mail is not one (for ``-v``).
+    None and a short reason why the mail is not one (for ``-v``).  A
+    delivery report (bounce, read receipt) quoting a probe is never the
+    probe coming back: counting it would report mail flowing when it does not.
     """
-    tokens = tokens_in_headers(header_block)
+    pairs = header_values(header_block)
+    if any(name == "content-type" and _REPORT.search(value) for name, value in pairs):
+        return None, "a delivery report (bounce) about a probe, not the probe itself"
+    tokens = tokens_in_headers(pairs)
     if not tokens:
         return None, "no probe token"
     key = profile_key(profile)

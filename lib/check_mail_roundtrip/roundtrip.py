@@ -41,6 +41,7 @@ class Report:
     pending: int = 0
     since_last_success: float = None
     first_probe: bool = False
+    collected: bool = False         # the mailbox was read (search and fetch worked)
     sent: smtp.SendResult = None
     notes: list = field(default_factory=list)
 
@@ -92,6 +93,7 @@ def _collect(settings, budget, clock, store, state, secret, report):
                     report.notes.append("message UID %s ignored: %s" % (item.ref, reason))
                 else:
                     arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref))
+            report.collected = True
             report.outcome = ledger.reconcile(state, arrivals, collected_at, settings.lost_after)
             report.notes.extend(report.outcome.notes)
             if report.outcome.cleanup or report.outcome.lost_now:

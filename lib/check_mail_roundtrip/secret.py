@@ -21,9 +21,9 @@ def load_or_create(path):
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
         raise StateError("directory of secret file %s does not exist" % path)
-    tmp = "%s.tmp-%d" % (path, os.getpid())
+    tmp = "%s.tmp-%d-%s" % (path, os.getpid(), secrets.token_hex(4))
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32) + "\n")
             f.flush()
@@ -45,7 +45,7 @@ def load_or_create(path):
 def _read(path):
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
+    except FileNotFoundError:  # the caller creates it
         raise
     except OSError as exc:
         raise StateError("cannot read secret file %s: %s" % (path, exc.strerror or exc))

@@ -7,18 +7,23 @@ Steps, as named in the status line: ``SMTP connect`` (TCP and greeting),
 DATA leaves the outcome uncertain: the probe may still arrive.
 """
 
+import base64
 import logging
 import smtplib
 import ssl
+import time
 from dataclasses import dataclass
 
+from .budget import Deadline
 from .failure import StepFailure, describe, step
+from .net import lookup
 from .trace import redactor
 
 log = logging.getLogger("check_mail_roundtrip.smtp")
 
 SENT, FAILED, UNCERTAIN = "sent", "failed", "uncertain"
 DEFAULT_PORTS = {"starttls": 25, "tls": 465, "none": 25}
+QUIT_SECONDS = 1.0  # a polite goodbye may take this long, then the connection is dropped
 
 
 @dataclass
@@ -51,14 +56,17 @@ def _connect(ep, deadline, local_hostname):
     conn = None
     try:
         with step("SMTP connect", deadline):
+            lookup(ep.host, ep.port, deadline)
             conn = cls(local_hostname=local_hostname, timeout=deadline.left(), **kwargs)
-            conn._host = ep.host  # smtplib names the TLS server from this (SNI, hostname check)
+            conn._host = ep.host  # Python 3.11's smtplib names the TLS server (SNI, hostname check) from this
             conn.redact = redactor(ep.secrets())
             conn.set_debuglevel(1 if log.isEnabledFor(logging.DEBUG) else 0)
             try:
-                conn.connect(ep.host, ep.port)
+                code, text = conn.connect(ep.host, ep.port)
             except ssl.SSLError as exc:
                 raise StepFailure("SMTP TLS", describe(exc)) from exc
+            if code != 220:  # e.g. 421 too many connections, 554 no service
+                raise smtplib.SMTPConnectError(code, text)
             deadline.arm(conn.sock)
             code, text = conn.ehlo()
             if code != 250:
@@ -78,12 +86,7 @@ def _connect(ep, deadline, local_hostname):
                 if not conn.has_extn("auth"):
                     raise StepFailure("SMTP auth", "server offers no AUTH (after %s)" % ep.tls)
                 deadline.arm(conn.sock)
-                conn.user, conn.password = ep.user, ep.password or ""
-                if "plain" in conn.esmtp_features.get("auth", "").lower().split():
-                    # one attempt: smtplib's login() would retry with other mechanisms
-                    code, text = conn.auth("PLAIN", conn.auth_plain, initial_response_ok=True)
-                else:
-                    conn.login(ep.user, ep.password or "")
+                _authenticate(conn, ep)
     except BaseException:
         if conn is not None:
             conn.close()
@@ -91,12 +94,30 @@ def _connect(ep, deadline, local_hostname):
     return conn
 
 
+def _authenticate(conn, ep):
+    """One AUTH attempt: PLAIN with UTF-8 credentials where offered, else smtplib's login()."""
+    password = ep.password or ""
+    if "plain" in conn.esmtp_features.get("auth", "").lower().split():
+        blob = base64.b64encode(("\0%s\0%s" % (ep.user, password)).encode("utf-8")).decode("ascii")
+        code, text = conn.docmd("AUTH", "PLAIN " + blob)
+        if code == 334:  # the server wants the response on its own line
+            code, text = conn.docmd(blob)
+        if code != 235:
+            raise smtplib.SMTPAuthenticationError(code, text)
+        return
+    try:
+        conn.login(ep.user, password)
+    except UnicodeError:  # smtplib encodes LOGIN/CRAM-MD5 credentials as ASCII
+        raise StepFailure("SMTP auth", "the server offers no AUTH PLAIN, and its mechanisms "
+                                       "take ASCII passwords only") from None
+
+
 def _transaction(conn, deadline, mail_from, rcpt_to, data):
     """MAIL, RCPT, DATA; returns the final reply or raises."""
     for verb, call in (("MAIL", lambda: conn.mail(mail_from)), ("RCPT", lambda: conn.rcpt(rcpt_to))):
         deadline.arm(conn.sock)
         code, text = call()
-        if code >= 300:
+        if not 200 <= code < 300:
             _reject(verb, code, text)
     deadline.arm(conn.sock)
     code, text = conn.docmd("DATA")
@@ -110,9 +131,11 @@ def _transaction(conn, deadline, mail_from, rcpt_to, data):
         code, text = conn.getreply()
     except Exception as exc:
         if handed_over:  # the server may have taken the message
-            return None, describe(exc)
+            return None, exc.detail if isinstance(exc, StepFailure) else describe(exc)
         raise
-    if code >= 300:
+    if code < 0:  # no parsable reply: the server may have taken the message
+        return None, "unreadable reply %r" % (text,)
+    if not 200 <= code < 300:
         _reject("end of DATA", code, text)
     return code, text.decode("utf-8", "replace") if isinstance(text, bytes) else text
 
@@ -120,7 +143,7 @@ def _transaction(conn, deadline, mail_from, rcpt_to, data):
 def _reject(verb, code, text):
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    kind = "temporary rejection" if 400 <= code < 500 else "permanent rejection"
+    kind = {4: "temporary rejection", 5: "permanent rejection"}.get(code // 100, "unexpected reply")
     raise StepFailure("SMTP send", "%s at %s: %s %s" % (kind, verb, code, " ".join(text.split())))
 
 
@@ -143,7 +166,7 @@ def send(message, mail_from, rcpt_to, ep, deadline, local_hostname=None):
         return SendResult(FAILED, failure)
     finally:
         try:
-            conn.sock and conn.sock.settimeout(0.5)
-            conn.quit()
-        except Exception:
+            with step("SMTP quit", Deadline(time.monotonic() + QUIT_SECONDS)):
+                conn.quit()
+        except StepFailure:
             conn.close()

@@ -15,6 +15,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import stat
@@ -47,6 +48,7 @@ class State:
     lost: dict = field(default_factory=dict)      # id -> sent_ms, declared lost
     last_success: float = None                    # arrival time of the newest success
     newest_returned_ms: int = None                # send time of the newest probe back
+    counted_floor_ms: int = None                  # counted ids this old were forgotten
     totals: dict = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
 
     def to_json(self):
@@ -58,6 +60,7 @@ class State:
             "lost": self.lost,
             "last_success": self.last_success,
             "newest_returned_ms": self.newest_returned_ms,
+            "counted_floor_ms": self.counted_floor_ms,
             "totals": self.totals,
         }
 
@@ -79,20 +82,23 @@ class State:
         for name in ("pending", "counted", "lost"):
             table = data.get(name, {})
             if not isinstance(table, dict) or not all(
-                isinstance(k, str) and _is_int(v) for k, v in table.items()
+                isinstance(k, str) and _is_time_ms(v) for k, v in table.items()
             ):
                 raise ValueError("field %r is not a table of probe ids" % name)
             setattr(state, name, dict(table))
         last = data.get("last_success")
-        if last is not None and not _is_number(last):
-            raise ValueError("field 'last_success' is not a number")
+        if last is not None and not (_is_number(last) and 0 <= last < _MAX_MS / 1000):
+            raise ValueError("field 'last_success' is not a time")
         state.last_success = last
-        newest = data.get("newest_returned_ms")
-        if newest is not None and not _is_int(newest):
-            raise ValueError("field 'newest_returned_ms' is not a number")
-        state.newest_returned_ms = newest
+        for name in ("newest_returned_ms", "counted_floor_ms"):
+            value = data.get(name)
+            if value is not None and not _is_time_ms(value):
+                raise ValueError("field %r is not a time" % name)
+            setattr(state, name, value)
         totals = data.get("totals", {})
-        if not isinstance(totals, dict) or not all(_is_int(totals.get(k, 0)) for k in _COUNTERS):
+        if not isinstance(totals, dict) or not all(
+            _is_int(totals.get(k, 0)) and abs(totals.get(k, 0)) < _MAX_MS for k in _COUNTERS
+        ):
             raise ValueError("field 'totals' is not a table of counters")
         state.totals = {k: totals.get(k, 0) for k in _COUNTERS}
         return state
@@ -103,7 +109,18 @@ def _is_int(v):
 
 
 def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_MAX_MS = 2 ** 53  # times beyond this are not times (and would overflow floats)
+
+
+def _is_time_ms(v):
+    return _is_int(v) and 0 <= v < _MAX_MS
+
+
+def _no_constants(name):
+    raise ValueError("%s is not a number" % name)
 
 
 def file_stem(profile):
@@ -240,7 +257,7 @@ class StateStore:
                 raw = f.read(16 * 1024 * 1024 + 1)
             if len(raw) > 16 * 1024 * 1024:
                 raise ValueError("larger than 16 MiB")
-            data = json.loads(raw.decode("utf-8"))
+            data = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
             return State.from_json(data, self.profile), None
         except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
             reason = str(exc) or type(exc).__name__
