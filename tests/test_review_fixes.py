@@ -184,3 +184,10 @@ def test_a_bounce_about_a_probe_is_neither_counted_nor_deleted(lab, tmp_path):
     assert re.search(r"ignored: a delivery report \(bounce\) about a probe, not the probe itself", r.stdout), r
     assert p.probe_id not in re.findall(r"^probe ([0-9a-f]{16}) returned", r.stdout, re.M)
     assert any((m["subject"] or "").startswith("Undeliverable:") for m in lab.messages(MONITOR))
+
+
+def test_nothing_in_flight_is_not_judged_against_a_lower_bound_range(lab, tmp_path):
+    r = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "lowbound", "-w", "10:")()
+    assert r.rc == 0, r
+    assert r.line == ("MAIL_ROUNDTRIP OK - first probe sent, 1 in flight "
+                      "| lost=0;;;0 oldest_pending=0.0s;;600;0 pending=1;;;0"), r
