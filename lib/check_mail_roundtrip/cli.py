@@ -70,6 +70,49 @@ def _port(text):
     return value
 
 
+# The two connections, described once; their options and Endpoints are made from this.
+SIDES = {
+    "smtp": {"protocol": "SMTP", "title": "sending (SMTP)", "ports": smtp.DEFAULT_PORTS,
+             "tls": ("starttls", "tls", "none"), "tls_help": "STARTTLS (default), implicit TLS, or no TLS",
+             "user_help": "SMTP AUTH user (default: no AUTH)", "env": ENV_SMTP_PASSWORD},
+    "imap": {"protocol": "IMAP", "title": "collecting (IMAP)", "ports": imap.DEFAULT_PORTS,
+             "tls": ("tls", "starttls", "none"), "tls_help": "implicit TLS (default), STARTTLS, or no TLS",
+             "user_help": "IMAP login (default: --from)", "env": ENV_IMAP_PASSWORD},
+}
+
+
+def _side_options(p, side):
+    """--X-host, --X-port, --X-tls, --X-user, --X-password-file for one side."""
+    d = SIDES[side]
+    by_port = {}
+    for mode in d["tls"]:
+        by_port.setdefault(d["ports"][mode], []).append(mode)
+    ports = ", ".join("%d for %s" % (port, "/".join(modes)) for port, modes in by_port.items())
+    g = p.add_argument_group(d["title"])
+    g.add_argument("--%s-host" % side, help="%s server (default: --host)" % d["protocol"])
+    g.add_argument("--%s-port" % side, type=_port, help="%s port (default: %s)" % (d["protocol"], ports))
+    g.add_argument("--%s-tls" % side, choices=d["tls"], default=d["tls"][0], help=d["tls_help"])
+    g.add_argument("--%s-user" % side, help=d["user_help"])
+    g.add_argument("--%s-password-file" % side, metavar="FILE",
+                   help="file whose first line is the %s password (or set %s)" % (d["protocol"], d["env"]))
+    return g
+
+
+def _endpoint(args, side, ctx, default_user=None):
+    """The Endpoint of one side from the parsed options."""
+    d = SIDES[side]
+
+    def opt(name):
+        return getattr(args, "%s_%s" % (side, name))
+
+    host = opt("host") or args.host
+    if not host:
+        raise UsageError("give -H/--host or --%s-host" % side)
+    password = _password(opt("password_file"), d["env"], d["protocol"])
+    return Endpoint(d["protocol"], host, opt("port") or d["ports"][opt("tls")], opt("tls"),
+                    opt("user") or default_user, password, ctx)
+
+
 def parser():
     p = _Parser(
         prog="check_mail_roundtrip",
@@ -89,22 +132,8 @@ def parser():
     )
     a = p.add_argument
     a("-H", "--host", help="mail server for both SMTP and IMAP unless --smtp-host/--imap-host say otherwise")
-    g = p.add_argument_group("sending (SMTP)")
-    g.add_argument("--smtp-host", help="SMTP server (default: --host)")
-    g.add_argument("--smtp-port", type=_port, help="SMTP port (default: 25 for starttls/none, 465 for tls)")
-    g.add_argument("--smtp-tls", choices=("starttls", "tls", "none"), default="starttls",
-                   help="STARTTLS (default), implicit TLS, or no TLS")
-    g.add_argument("--smtp-user", help="SMTP AUTH user (default: no AUTH)")
-    g.add_argument("--smtp-password-file", metavar="FILE",
-                   help="file whose first line is the SMTP password (or set %s)" % ENV_SMTP_PASSWORD)
-    g = p.add_argument_group("collecting (IMAP)")
-    g.add_argument("--imap-host", help="IMAP server (default: --host)")
-    g.add_argument("--imap-port", type=_port, help="IMAP port (default: 993 for tls, 143 otherwise)")
-    g.add_argument("--imap-tls", choices=("tls", "starttls", "none"), default="tls",
-                   help="implicit TLS (default), STARTTLS, or no TLS")
-    g.add_argument("--imap-user", help="IMAP login (default: --from)")
-    g.add_argument("--imap-password-file", metavar="FILE",
-                   help="file whose first line is the IMAP password (or set %s)" % ENV_IMAP_PASSWORD)
+    for side in SIDES:
+        g = _side_options(p, side)
     g.add_argument("--imap-folder", default="INBOX", help="folder where probes come back (default: INBOX)")
     g = p.add_argument_group("probe")
     g.add_argument("--from", dest="mail_from", metavar="ADDRESS", help="probe sender (required)")
@@ -165,10 +194,6 @@ def settings_from(args, checkout_state_dir=None):
     """Settings from parsed *args*; raises UsageError on a bad combination."""
     if not args.mail_from:
         raise UsageError("--from is required")
-    smtp_host = args.smtp_host or args.host
-    imap_host = args.imap_host or args.host
-    if not smtp_host or not imap_host:
-        raise UsageError("give -H/--host, or both --smtp-host and --imap-host")
     crit = args.critical
     if not crit.invert and crit.start == 0 and not math.isinf(crit.end) and args.lost_after <= crit.end:
         raise UsageError("--lost-after (%gs) must exceed the critical threshold (%gs)" % (args.lost_after, crit.end))
@@ -180,19 +205,15 @@ def settings_from(args, checkout_state_dir=None):
         ctx = client_context(args.ca_file, args.insecure)
     except Exception as exc:  # ssl.SSLError, OSError: a bad CA file
         raise UsageError("--ca-file %s: %s" % (args.ca_file, exc))
-    smtp_password = _password(args.smtp_password_file, ENV_SMTP_PASSWORD, "SMTP")
-    if args.smtp_user and not smtp_password:
+    smtp_ep = _endpoint(args, "smtp", ctx)
+    if smtp_ep.user and not smtp_ep.password:
         raise UsageError("--smtp-user needs a password: --smtp-password-file or $%s" % ENV_SMTP_PASSWORD)
-    imap_password = _password(args.imap_password_file, ENV_IMAP_PASSWORD, "IMAP")
-    if not imap_password:
+    imap_ep = _endpoint(args, "imap", ctx, default_user=args.mail_from)
+    if not imap_ep.password:
         raise UsageError("no IMAP password: give --imap-password-file or set $%s" % ENV_IMAP_PASSWORD)
     rcpt_to = args.rcpt_to or args.mail_from
-    smtp_ep = Endpoint("SMTP", smtp_host, args.smtp_port or smtp.DEFAULT_PORTS[args.smtp_tls], args.smtp_tls,
-                       args.smtp_user, smtp_password, ctx)
-    imap_ep = Endpoint("IMAP", imap_host, args.imap_port or imap.DEFAULT_PORTS[args.imap_tls], args.imap_tls,
-                       args.imap_user or args.mail_from, imap_password, ctx)
     profile = args.name or "%s>%s smtp:%s:%d imap:%s:%d/%s" % (
-        args.mail_from, rcpt_to, smtp_host, smtp_ep.port, imap_host, imap_ep.port, args.imap_folder)
+        args.mail_from, rcpt_to, smtp_ep.host, smtp_ep.port, imap_ep.host, imap_ep.port, args.imap_folder)
     return Settings(
         profile=profile, mail_from=args.mail_from, rcpt_to=rcpt_to, smtp=smtp_ep, imap=imap_ep,
         folder=args.imap_folder, state_dir=args.state_dir or default_state_dir(checkout_state_dir),
