@@ -140,7 +140,7 @@ def parser():
     g.add_argument("--to", dest="rcpt_to", metavar="ADDRESS",
                    help="probe recipient (default: --from); an echo or forwarding address for an external loop")
     g.add_argument("--name", help="profile name: separates probes and state of several checks sharing "
-                                  "one mailbox (default: derived from addresses, hosts and ports)")
+                                  "one mailbox (default: derived from addresses, hosts, ports and folder)")
     g = p.add_argument_group("TLS")
     g.add_argument("--ca-file", metavar="FILE", help="trust these CA certificates (PEM) instead of the system store")
     g.add_argument("--insecure", action="store_true",
