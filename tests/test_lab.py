@@ -368,6 +368,46 @@ def test_make_cert_signed_by_the_lab_ca(lab):
     assert os.path.isfile(lab.ca_key_file) and os.path.isfile(key)
 
 
+def _processes_mentioning(text):
+    """PIDs whose command line mentions *text* (the lab's directory)."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                if text.encode() in f.read():
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+def _children_of(parent):
+    kids = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == parent:
+                    kids.append(int(pid))
+        except (OSError, ValueError, IndexError):
+            pass
+    return kids
+
+
+def _alive(pids):
+    """The PIDs still running (zombies count as gone)."""
+    running = set()
+    for p in pids:
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    running.add(p)
+        except (OSError, IndexError):
+            pass
+    return running
+
+
 def test_second_lab_runs_in_parallel_without_port_clash(lab):
     with MailLab() as second:
         assert not set(second.ports.values()) & set(lab.ports.values())
@@ -376,7 +416,16 @@ def test_second_lab_runs_in_parallel_without_port_clash(lab):
         wait_subject(second, MONITOR, subject)
         assert lab.count(MONITOR) == (0, 0)
         sdir = second.dir
+        with open(os.path.join(second.queue_dir, "pid", "master.pid")) as f:
+            master = int(f.read().split()[0])
+        ours = set(_processes_mentioning(sdir)) | {master} | set(_children_of(master))
+        assert len(ours) >= 4  # dovecot and its helpers, postfix master and its services
     assert not os.path.exists(sdir)
+    # stopping leaves no process behind (postfix master and its children, dovecot, releaser)
+    deadline = time.monotonic() + 5
+    while _alive(ours) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _alive(ours) == set() and _processes_mentioning(sdir) == []
     assert lab.is_running()
     lab.send(subject="first lab still fine")
     wait_subject(lab, MONITOR, "first lab still fine")

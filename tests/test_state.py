@@ -272,18 +272,52 @@ def test_unreadable_state_file(tmp_path):
         shutil.rmtree(directory, ignore_errors=True)
 
 
+_READ_ONLY_CHILD = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from check_mail_roundtrip.state import StateStore, StateError   # import first, as root
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+try:
+    StateStore(sys.argv[2], sys.argv[3]).load()
+except StateError as exc:
+    print("StateError:", exc)
+"""
+
+
 def test_damaged_file_in_read_only_directory_is_a_state_error(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root can rename in a read-only directory")
-    st_, directory = store_in(tmp_path)
-    state_mod.ensure_directory(directory)
-    _write(st_.path, b"garbage")
-    os.chmod(directory, 0o500)
+    """A damaged file that cannot be moved aside is a StateError (UNKNOWN), not a crash.
+
+    As root a read-only directory does not stop a rename, so the load runs in
+    a child dropped to uid/gid 65534 on a root-owned 0755 directory.
+    """
+    if os.geteuid() != 0:
+        st_, directory = store_in(tmp_path)
+        state_mod.ensure_directory(directory)
+        _write(st_.path, b"garbage")
+        os.chmod(directory, 0o500)
+        try:
+            with pytest.raises(StateError, match="cannot be moved aside"):
+                st_.load()
+        finally:
+            os.chmod(directory, 0o700)
+        return
+    directory = tempfile.mkdtemp(prefix="cmr-readonly-")
     try:
-        with pytest.raises(StateError):
-            st_.load()
+        os.chmod(directory, 0o755)
+        st_ = StateStore(directory, PROFILE)
+        _write(st_.path, b"garbage")
+        os.chmod(st_.path, 0o644)
+        proc = subprocess.run([sys.executable, "-c", _READ_ONLY_CHILD, LIB, directory, PROFILE],
+                              capture_output=True, text=True, timeout=30)
+        if "Permission denied" in proc.stderr and "check_mail_roundtrip" not in proc.stderr:
+            pytest.skip("unprivileged child cannot run the library: %s" % proc.stderr[-200:])
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("StateError: state file %s is not valid JSON" % st_.path), proc.stdout
+        assert "cannot be moved aside: Permission denied" in proc.stdout
+        with open(st_.path, "rb") as f:
+            assert f.read() == b"garbage"  # left exactly as it was
     finally:
-        os.chmod(directory, 0o700)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_state_directory_that_is_a_file(tmp_path):
