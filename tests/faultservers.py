@@ -11,10 +11,12 @@ re-checks the stop flag.  Nothing here talks to anything but loopback.
 
 Handlers get a :class:`Conn` and do one scripted thing: greet and reset on
 the first command, greet in plain text where TLS is expected, speak SMTP from
-a script of replies (:class:`SMTPScript`), or relay to a real server with a
-delay (:class:`DelayProxy`).
+a script of replies (:class:`SMTPScript`), relay to a real server with a
+delay (:class:`DelayProxy`), or relay to a real plain-text server and cut
+the connection when the client sends a given command (:class:`CutRelay`).
 """
 
+import re
 import select
 import socket
 import ssl
@@ -427,6 +429,76 @@ class DelayProxy:
                     if not data:
                         return
                     conn.sleep(self.delay)
+                    conn.send(data)
+        except OSError:
+            return
+        finally:
+            up.close()
+
+
+class CutRelay:
+    """Relay to a real plain-text server (*target_port* on loopback) and cut the
+    connection when the client sends a command line matching *pattern*: a
+    server that goes away in the middle of a session.
+
+    The matching line is not passed on, so the server never sees the command
+    (the mailbox stays as it was).  how: "reset" (TCP RST) or "close" (FIN).
+    Only the first *times* matching lines cause a cut; later connections are
+    relayed unchanged.  The client's lines are recorded in ``server.received``
+    (a test-only relay: this includes a LOGIN password), the cut lines in
+    ``cuts``.  Needs a plain-text protocol (IMAP with --imap-tls none): on
+    TLS the relay would only see encrypted bytes.
+    """
+
+    def __init__(self, target_port, pattern, how="reset", times=1):
+        if how not in ("reset", "close"):
+            raise ValueError("how must be 'reset' or 'close'")
+        self.target_port = target_port
+        self.pattern = re.compile(pattern.encode("ascii") if isinstance(pattern, str) else pattern, re.I)
+        self.how = how
+        self.times = times
+        self.cuts = []
+        self._lock = threading.Lock()
+
+    def _should_cut(self, line):
+        with self._lock:
+            if len(self.cuts) < self.times and self.pattern.search(line):
+                self.cuts.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
+                return True
+        return False
+
+    def __call__(self, conn):
+        up = socket.create_connection((HOST, self.target_port), timeout=5.0)
+        up.settimeout(5.0)
+        pending = conn.buf
+        conn.buf = b""
+        try:
+            for _ in range(100000):
+                conn._alive()
+                # pass on whole lines only, so a command is seen before it is sent
+                while b"\n" in pending:
+                    line, _, pending = pending.partition(b"\n")
+                    line += b"\n"
+                    conn.server.received.append(line.rstrip(b"\r\n").decode("utf-8", "replace"))
+                    if self._should_cut(line):
+                        if self.how == "reset":
+                            conn.reset()
+                        else:
+                            conn.close()
+                        return
+                    up.sendall(line)
+                if len(pending) > MAX_LINE:
+                    raise Closed()
+                ready, _, _ = select.select([conn.sock, up], [], [], POLL)
+                if conn.sock in ready:
+                    data = conn.sock.recv(65536)
+                    if not data:
+                        return
+                    pending += data
+                if up in ready:
+                    data = up.recv(65536)
+                    if not data:
+                        return
                     conn.send(data)
         except OSError:
             return
