@@ -7,6 +7,7 @@ seconds) and every wait is bounded.
 
 import email.header
 import imaplib
+import json
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ import time
 import pytest
 
 from check_mail_roundtrip.probe import profile_key
+from tests import faultservers as fs
 from tests.checkrun import Checker
 
 MONITOR = "monitor@lab.test"
@@ -67,6 +69,25 @@ def closed_port():
     return port
 
 
+def state_of(check):
+    """The profile's state file (exactly one, nothing set aside)."""
+    files = [f for f in os.listdir(check.state_dir) if f.endswith(".json")]
+    assert len(files) == 1 and not [f for f in os.listdir(check.state_dir) if ".damaged-" in f], \
+        os.listdir(check.state_dir)
+    with open(os.path.join(check.state_dir, files[0])) as f:
+        return json.load(f)
+
+
+def assert_books(check, sent, returned, lost, pending, late=0):
+    """The state's totals, and that they balance: sent = returned + pending + lost."""
+    state = state_of(check)
+    totals = state["totals"]
+    assert totals["sent"] == totals["returned"] + len(state["pending"]) + totals["lost"], state
+    assert (totals["sent"], totals["returned"], totals["lost"], len(state["pending"]), totals["late"]) \
+        == (sent, returned, lost, pending, late), state
+    return state
+
+
 def sleep_until(t):
     time.sleep(max(0.0, t - time.monotonic()))
 
@@ -109,40 +130,54 @@ def round_trip(check, *extra, pending=1, p={}):
 
 # -- delay -------------------------------------------------------------------
 
+DELAY = 12   # seconds the lab holds every mail in the delay test
+
+
 def test_delay_warns_then_goes_critical_in_flight_then_reports_the_rtt(lab, tmp_path):
-    check = Check(lab, tmp_path, "-w", "2", "-c", "4", "--lost-after", "60")
-    p = dict(w=2, c=4)
-    lab.delay(6)
-    t0 = time.monotonic()
+    # Times are measured from t_sent, taken when run 1 has returned: an upper
+    # bound of the probe's send time (the probe goes out 0.1-1 s after the run
+    # starts on a loaded machine).  Each run is placed 1 s beyond the threshold
+    # it must cross, and the gaps (-w 2, -c 6, delay 12) leave seconds of room
+    # for a slow run on the other side.
+    check = Check(lab, tmp_path, "-w", "2", "-c", "6", "--lost-after", "60")
+    p = dict(w=2, c=6)
+    lab.delay(DELAY)
     r = check("-v")
+    t_sent = time.monotonic()
     assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf(**p)))
     first = sent_id(r)
 
-    sleep_until(t0 + 2.6)
+    sleep_until(t_sent + 2 + 1.0)
     r = check()
+    t_second = time.monotonic()   # the second probe went out before this
     assert_line(r, 1, line(
         "WARNING", r"probe in flight for (%s)s > 2s, no probe back this run, 2 in flight, no success yet" % NUM,
         perf(oldest=r"(%s)" % NUM, pending=2, **p)))
-    assert 2 < r.perf["oldest_pending"] < 4, r
+    assert 3 <= r.perf["oldest_pending"] < 6, r
 
-    sleep_until(t0 + 4.6)
+    sleep_until(t_sent + 6 + 1.0)
     r = check()
     assert_line(r, 2, line(
-        "CRITICAL", r"probe in flight for %ss > 4s, no probe back this run, 3 in flight, no success yet" % NUM,
+        "CRITICAL", r"probe in flight for %ss > 6s, no probe back this run, 3 in flight, no success yet" % NUM,
         perf(oldest=NUM, pending=3, **p)))
-    assert 4 < r.perf["oldest_pending"] < 6, r
+    assert 7 <= r.perf["oldest_pending"] < DELAY, r
 
-    # the first probe arrives after 6 s; then the mail path is healthy again
-    # (the two probes sent meanwhile stay stuck in the hold queue)
-    lab.wait_for(MONITOR, lambda msgs: has(msgs, first), timeout=15)
+    # the first probe arrives after 12 s; then the mail path is healthy again
+    # (the two probes sent meanwhile stay stuck in the hold queue: the second
+    # would be released 12 s after it was sent, 3 s or more after the first)
+    lab.wait_for(MONITOR, lambda msgs: has(msgs, first), timeout=DELAY + 10)
     lab.delay(0)
+    t_run = time.monotonic()
     r = check("-v")
-    # the probe sent at 2.6 s is now about 4 s in flight: either side of -c
+    # the second probe is about 9 s in flight now: beyond -c unless run 2
+    # itself took seconds, and at least t_run - t_second in any case
+    beyond = r"> 6s" if t_run - t_second > 6 else r"> [26]s"
     assert_line(r, 2, line(
-        "CRITICAL", r"round trip %ss > 4s, probe in flight for %ss > [24]s, 3 in flight, last success %s ago"
-        % (NUM, NUM, AGO),
+        "CRITICAL", r"round trip %ss > 6s, probe in flight for %ss %s, 3 in flight, last success %s ago"
+        % (NUM, NUM, beyond, AGO),
         perf(oldest=NUM, pending=3, rtt=NUM, since=NUM, **p)))
-    assert r.perf["rtt"] >= 6, r
+    assert DELAY <= r.perf["rtt"] < DELAY + 10, r
+    assert r.perf["oldest_pending"] >= t_run - t_second, r
     assert "probe %s returned, round trip" % first in r.stdout, r
     fresh = sent_id(r)
 
@@ -161,26 +196,30 @@ LOST_VIOLATION = r"1 probe lost > 0"   # like "> 2s" for the other figures
 
 
 def test_dropped_probe_is_critical_in_flight_then_declared_lost(lab, tmp_path):
-    check = Check(lab, tmp_path, "-w", "2", "-c", "3", "--lost-after", "7")
+    # t_sent (run 1 has returned) is an upper bound of the first probe's send
+    # time; --lost-after 12 leaves the runs before it several seconds of room
+    check = Check(lab, tmp_path, "-w", "2", "-c", "3", "--lost-after", "12")
     p = dict(w=2, c=3)
     lab.drop()
-    t0 = time.monotonic()
     r = check("-v")
+    t_sent = time.monotonic()
     assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf(**p)))
     dropped = sent_id(r)
 
     lab.delay(0)  # mail flows again; the first probe is gone for good
-    sleep_until(t0 + 3.5)
+    sleep_until(t_sent + 3 + 1.0)
     r = check()
     assert_line(r, 2, line(
         "CRITICAL", r"probe in flight for (%s)s > 3s, no probe back this run, 2 in flight, no success yet" % NUM,
         perf(oldest=r"(%s)" % NUM, pending=2, **p)))
-    assert 3 < r.perf["oldest_pending"] < 7, r
+    assert 4 <= r.perf["oldest_pending"] < 12, r
 
     # a newer probe comes back: the dropped one is overtaken (OK), not yet lost
-    round_trip(check, pending=2, p=p)
+    # (it is some 5-7 s old here, well inside --lost-after)
+    r = round_trip(check, "-v", pending=2, p=p)
+    assert "declared lost" not in r.stdout, r
 
-    sleep_until(t0 + 7.5)
+    sleep_until(t_sent + 12 + 1.0)
     lab.wait_for(MONITOR, lambda msgs: len(check.ours(msgs)) >= 1)
     r = check("-v")
     # Was a bug (fixed): any violation of a count range for "lost" crashes the check with
@@ -196,20 +235,22 @@ def test_dropped_probe_is_critical_in_flight_then_declared_lost(lab, tmp_path):
     # lost once: the next run does not count it again, and it is not pending
     r = round_trip(check, p=p)
     assert r.perf["lost"] == 0 and r.perf["pending"] == 1, r
+    assert_books(check, sent=5, returned=3, lost=1, pending=1)
 
 
 def test_probe_arriving_after_it_was_declared_lost_is_late_not_a_success(lab, tmp_path):
     # --lost-warning 1 (0:1) keeps one lost probe OK: this test is about the
-    # late arrival, not the alert (see the BUG in the test above)
-    check = Check(lab, tmp_path, "-w", "2", "-c", "3", "--lost-after", "4", "--lost-warning", "1")
-    p = dict(w=2, c=3, lostw=1)
+    # late arrival, not the alert.  -w 4 leaves the second probe, held from its
+    # sending until release(), room for a slow run and release.
+    check = Check(lab, tmp_path, "-w", "4", "-c", "5", "--lost-after", "7", "--lost-warning", "1")
+    p = dict(w=4, c=5, lostw=1)
     lab.hold()
-    t0 = time.monotonic()
     r = check("-v")
+    t_sent = time.monotonic()
     assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf(**p)))
     late = sent_id(r)
 
-    sleep_until(t0 + 4.5)
+    sleep_until(t_sent + 7 + 1.0)
     r = check("-v")
     # lost, and no longer pending: the one in flight is the probe just sent
     assert_line(r, 0, line(
@@ -221,42 +262,140 @@ def test_probe_arriving_after_it_was_declared_lost_is_late_not_a_success(lab, tm
     lab.release()
     lab.wait_for(MONITOR, lambda msgs: has(msgs, late) and has(msgs, second))
     r = check("-v")
-    # only the second probe counts as a round trip (the late one would be > 4 s)
+    # only the second probe counts as a round trip (the late one would be > 7 s)
     assert_line(r, 0, line(
         "OK", r"round trip %ss, 1 lost probe came back late, 1 in flight, last success %s ago" % (NUM, AGO),
         perf(pending=1, rtt=NUM, since=NUM, **p)))
-    assert r.perf["rtt"] < 2, r
+    assert r.perf["rtt"] < 4, r
     assert "probe %s arrived late" % late in r.stdout, r
     assert "probe %s returned" % second in r.stdout, r
     assert "probe %s returned" % late not in r.stdout, r
     # both were cleaned up from the mailbox
     left = lab.messages(MONITOR)
     assert not has(left, late) and not has(left, second), left
+    assert_books(check, sent=3, returned=1, lost=1, pending=1, late=1)
 
 
 # -- a server that cannot be reached or refuses us ---------------------------------
 
 def test_imap_down_is_critical_and_the_probe_is_still_sent(lab, tmp_path):
-    check = Check(lab, tmp_path)
-    assert check().rc == 0
-    lab.wait_for(MONITOR, 1)
+    """Nothing is declared lost while the mailbox cannot be read."""
+    # -w 2 (not 1): a probe delivered at once can still measure up to 1 s
+    # (INTERNALDATE has whole seconds) plus its delivery time
+    check = Check(lab, tmp_path, "-w", "2", "-c", "3", "--lost-after", "5")
+    p = dict(w=2, c=3)
+    r = check("-v")
+    t_sent = time.monotonic()
+    assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf(**p)))
+    first = sent_id(r)
+    lab.wait_for(MONITOR, lambda msgs: has(msgs, first))
     lab.imap_down()
+
+    # the first probe is older than --lost-after now (it sits unread in the mailbox)
+    sleep_until(t_sent + 5 + 1.0)
     r = check("-v")
     assert_line(r, 2, line(
         # nothing was read: the line does not claim that nothing came back
         "CRITICAL", r"IMAP connect failed: connection refused, "
-                    r"oldest in flight %ss, 2 in flight, no success yet" % NUM,
-        perf(oldest=NUM, pending=2)))
+                    r"probe in flight for %ss > 3s, 2 in flight, no success yet" % NUM,
+        perf(oldest=NUM, pending=2, **p)))
+    assert r.perf["oldest_pending"] > 5, r   # old enough to be declared lost ...
+    assert "declared lost" not in r.stdout, r  # ... but the mailbox could not be read
     second = sent_id(r)
+    assert_books(check, sent=2, returned=0, lost=0, pending=2)
     # the probe went out: both are in the mailbox now
     msgs = lab.wait_for(MONITOR, lambda msgs: has(msgs, second))
     assert len(check.ours(msgs)) == 2, msgs
 
     lab.imap_up()
-    r = check()
+    r = check("-v")
+    assert_line(r, 0, line(
+        "OK", r"2 round trips, slowest %ss, 1 in flight, last success %s ago" % (NUM, AGO),
+        perf(rtt=NUM, since=NUM, **p)))
+    assert "probe %s returned" % first in r.stdout and "probe %s returned" % second in r.stdout, r
+    assert "declared lost" not in r.stdout, r
+    assert_books(check, sent=3, returned=2, lost=0, pending=1)
+
+
+# -- IMAP going away in the middle of a run ------------------------------------------
+#
+# A CutRelay in front of the lab's plain IMAP port (--imap-tls none: the relay
+# must read the commands; Dovecot allows a plain LOGIN from 127.0.0.1) passes
+# the session through and cuts it when the check sends the given command,
+# before the server sees it.
+
+def through_cut_relay(relay):
+    return ["--imap-host", "127.0.0.1", "--imap-port", str(relay.port), "--imap-tls", "none"]
+
+
+def test_imap_cut_at_fetch_counts_nothing_then_the_next_run_counts_it(lab, tmp_path):
+    check = Check(lab, tmp_path, name="cut-fetch")
+    r = check("-v")
+    assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf()))
+    first = sent_id(r)
+    lab.wait_for(MONITOR, lambda msgs: has(msgs, first))
+
+    cut = fs.CutRelay(lab.ports["imap"], r"^\S+ UID FETCH ", how="reset")
+    with fs.FaultServer(cut, max_connections=2) as relay:
+        r = check("-v", *through_cut_relay(relay))
+    assert len(cut.cuts) == 1, (cut.cuts, relay.received)
+    assert_line(r, 2, line(
+        "CRITICAL", r"IMAP fetch failed: connection reset by peer, oldest in flight %ss, 2 in flight, no success yet"
+        % NUM, perf(oldest=NUM, pending=2)))
+    assert "returned" not in r.stdout and "declared lost" not in r.stdout, r
+    second = sent_id(r)   # the probe still went out
+    assert_books(check, sent=2, returned=0, lost=0, pending=2)
+    msgs = lab.wait_for(MONITOR, lambda msgs: has(msgs, second))
+    assert has(msgs, first), msgs   # untouched by the cut run
+
+    r = check("-v")
     assert_line(r, 0, line(
         "OK", r"2 round trips, slowest %ss, 1 in flight, last success %s ago" % (NUM, AGO),
         perf(rtt=NUM, since=NUM)))
+    assert "probe %s returned" % first in r.stdout and "probe %s returned" % second in r.stdout, r
+    assert_books(check, sent=3, returned=2, lost=0, pending=1)
+    msgs = lab.messages(MONITOR)
+    assert not has(msgs, first) and not has(msgs, second), msgs
+
+
+@pytest.mark.parametrize("command, how, words", [
+    # the \Deleted flag is never set: the probe stays as it came
+    (r"UID STORE ", "reset", r"connection reset by peer"),
+    # flagged \Deleted, then the connection closes before UID EXPUNGE
+    (r"UID EXPUNGE ", "close", r"command: UID => socket error: EOF"),   # imaplib's words
+], ids=["store-reset", "expunge-close"])
+def test_imap_cut_at_delete_counts_the_probe_once(lab, tmp_path, command, how, words):
+    check = Check(lab, tmp_path, name="cut-delete")
+    r = check("-v")
+    assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf()))
+    first = sent_id(r)
+    lab.wait_for(MONITOR, lambda msgs: has(msgs, first))
+
+    cut = fs.CutRelay(lab.ports["imap"], r"^\S+ " + command, how=how)
+    with fs.FaultServer(cut, max_connections=2) as relay:
+        r = check("-v", *through_cut_relay(relay))
+    assert len(cut.cuts) == 1, (cut.cuts, relay.received)
+    # counted in this run (the state was saved before the delete), probe sent
+    assert_line(r, 2, line(
+        "CRITICAL", r"IMAP delete failed: %s, round trip %ss, 1 in flight, last success %s ago"
+        % (words, NUM, AGO), perf(rtt=NUM, since=NUM)))
+    assert r.perf["rtt"] < 5, r
+    assert "probe %s returned, round trip" % first in r.stdout, r
+    second = sent_id(r)
+    assert_books(check, sent=2, returned=1, lost=0, pending=1)
+    msgs = lab.wait_for(MONITOR, lambda msgs: has(msgs, second))
+    assert has(msgs, first), msgs   # the delete did not happen
+
+    # the next normal run finds the first probe again: a duplicate, removed
+    r = check("-v")
+    assert_line(r, 0, line(
+        "OK", r"round trip %ss, 1 in flight, last success %s ago" % (NUM, AGO), perf(rtt=NUM, since=NUM)))
+    assert "probe %s: duplicate of a probe already counted, not counted again" % first in r.stdout, r
+    assert "probe %s returned" % second in r.stdout, r
+    assert "probe %s returned" % first not in r.stdout, r
+    assert_books(check, sent=3, returned=2, lost=0, pending=1)
+    msgs = lab.messages(MONITOR)
+    assert not has(msgs, first) and not has(msgs, second), msgs
 
 
 def test_smtp_down_is_critical_and_collection_is_still_done(lab, tmp_path):
