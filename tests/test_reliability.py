@@ -152,7 +152,10 @@ def test_kill_9_at_random_moments(lab, tmp_path):
     run_time = sorted(durations)[1]
     rng = random.Random(4711)
     killed = []       # (probe id recorded by the killed run or None), for runs really killed
-    for i in range(200):
+    attempts = 0
+    while len(killed) < 200:  # a kill drawn past the end of a run finds it finished
+        assert attempts < 400, "only %d of %d runs were still running at their kill" % (len(killed), attempts)
+        i, attempts = attempts, attempts + 1
         before = _known_ids(check, name)
         p = _popen(check)
         time.sleep(rng.uniform(0, 1.1 * run_time))
@@ -189,7 +192,6 @@ def test_kill_9_at_random_moments(lab, tmp_path):
     # recorded), between recording and the SMTP hand-over, and after the hand-over.
     late = [pid for pid in killed if pid is not None and pid in went_out]
     early = [pid for pid in killed if pid is None]
-    assert len(killed) >= 150, len(killed)
     assert len(late) >= 5, "only %d of %d kills landed after the probe went out" % (len(late), len(killed))
     assert len(early) >= 5, "only %d of %d kills landed before the probe was recorded" % (len(early), len(killed))
     # Declare what is still in flight lost: every probe ends returned or lost.
