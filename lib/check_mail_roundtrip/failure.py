@@ -64,9 +64,19 @@ def describe(exc):
         text = exc.args[0] if exc.args else str(exc)
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
-        return _one_line(_unwrap_bytes_repr(str(text)))
+        return _one_line(_imaplib_socket_words(_unwrap_bytes_repr(str(text))))
     text = str(exc) or type(exc).__name__
     return _one_line(text)
+
+
+def _imaplib_socket_words(text):
+    """imaplib reports a dropped connection as "command: X => socket error: EOF"."""
+    m = re.fullmatch(r"command: (\S+) => socket error: (.*)", text, re.S)
+    if not m:
+        return text
+    if m.group(2).strip() in ("EOF", "unexpected EOF"):
+        return "connection closed by the server (at %s)" % m.group(1)
+    return "connection lost at %s: %s" % (m.group(1), m.group(2))
 
 
 def _unwrap_bytes_repr(text):
