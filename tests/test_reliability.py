@@ -21,7 +21,7 @@ import pytest
 
 from check_mail_roundtrip import probe as probe_format
 from check_mail_roundtrip.state import file_stem
-from tests.checkrun import COMMAND, Checker
+from tests.checkrun import COMMAND, ROOT, Checker
 
 STATUS_LINE = re.compile(r"MAIL_ROUNDTRIP (OK|WARNING|CRITICAL|UNKNOWN) - \S.*")
 MONITOR = "monitor@lab.test"
@@ -166,7 +166,7 @@ def test_kill_9_at_random_moments(lab, tmp_path):
             new = _known_ids(check, name) - before
             assert len(new) <= 1, new  # a run records at most its own probe
             killed.append(next(iter(new), None))
-        if i % 4 == 3:  # every fourth kill is followed by a normal run that must succeed
+        if i % 4 == 3:  # every fourth run is followed by a normal run that must succeed
             r = check()
             assert r.rc == 0, r
             returned += _returned_ids(r.stdout)
@@ -214,6 +214,45 @@ def test_kill_9_at_random_moments(lab, tmp_path):
         % sorted(went_out & set(state["lost"])))
     assert len(state["pending"]) == 1  # only the probe this last run sent
     assert not [n for n in os.listdir(check.state_dir) if ".tmp-" in n]
+
+
+# A run that dies the instant its delete reached the server (os._exit: no clean-up,
+# like kill -9) -- a fixed point of the run that random kills only rarely hit.
+_DIE_AFTER_REMOVE = """
+import os, sys
+sys.path.insert(0, sys.argv.pop(1))
+from check_mail_roundtrip import imap
+_remove = imap.ImapCollector.remove
+def remove(self, uids):
+    _remove(self, uids)
+    if uids:
+        os._exit(137)
+imap.ImapCollector.remove = remove
+from check_mail_roundtrip.cli import main
+main()
+"""
+
+
+def test_death_right_after_the_delete_loses_nothing(lab, tmp_path):
+    name = "die-after-delete"
+    check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", name, "-v",
+                    "--lost-after", "3", "-w", "1", "-c", "2")
+    assert check().rc == 0
+    first = set(_state(check, name)["pending"])
+    lab.wait_for(MONITOR, 1)
+    p = subprocess.run([sys.executable, "-c", _DIE_AFTER_REMOVE, os.path.join(ROOT, "lib"), *check.args],
+                       capture_output=True, text=True, env=check.env, timeout=60, stdin=subprocess.DEVNULL)
+    assert p.returncode == 137, p
+    assert lab.messages(MONITOR) == []  # the probe was deleted ...
+    state = _state(check, name)
+    assert first <= set(state["counted"]), state  # ... after it was saved as counted
+    _books_balance(state)
+    time.sleep(3.2)  # past --lost-after: a probe still pending would be declared lost now
+    r = check()
+    assert r.rc == 0, r
+    state = _state(check, name)
+    assert not first & set(state["lost"]), (state, r.stdout)
+    assert state["totals"]["lost"] == 0 and state["totals"]["returned"] == 1, state
 
 
 # -- 3. damaged state ----------------------------------------------------------
