@@ -85,6 +85,8 @@ class ImapCollector:
                     self.client.login(user, password)
                 else:
                     self.client.plain_login(user, password)
+                # keep the capabilities the server sent with its login answer (no extra round trip)
+                self.client.capabilities()
             with step("IMAP select", self.deadline):
                 self._arm()
                 self.client.select_folder(self.folder, readonly=self.readonly)
