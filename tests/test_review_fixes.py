@@ -191,3 +191,99 @@ def test_nothing_in_flight_is_not_judged_against_a_lower_bound_range(lab, tmp_pa
     assert r.rc == 0, r
     assert r.line == ("MAIL_ROUNDTRIP OK - first probe sent, 1 in flight "
                       "| lost=0;;;0 oldest_pending=0.0s;;600;0 pending=1;;;0"), r
+
+
+# -- second review: budget edges, connect by address, bounces, odd server text ------
+
+from check_mail_roundtrip import failure, imap as imap_transport, smtp as smtp_transport  # noqa: E402
+from check_mail_roundtrip.settings import Endpoint  # noqa: E402
+from check_mail_roundtrip.tls import client_context  # noqa: E402
+from check_mail_roundtrip.trace import redactor  # noqa: E402
+
+
+def test_a_silent_smtp_server_with_a_tiny_budget_is_critical_inside_it(lab, tmp_path):
+    """The goodbye (QUIT) stays inside the budget: no UNKNOWN, no phantom pending probe."""
+    check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "tiny")
+    with fs.FaultServer(fs.SMTPScript({"RCPT": fs.SMTPScript.SILENT})) as srv:
+        closed = fs.free_port()
+        r = check("--smtp-port", str(srv.port), "--smtp-tls", "none", "--imap-port", str(closed), "-t", "2")
+    assert r.rc == 2, r
+    assert r.line == ("MAIL_ROUNDTRIP CRITICAL - IMAP connect failed: connection refused, SMTP send failed: "
+                      "timed out, no probe out yet, 0 in flight "
+                      "| lost=0;;;0 oldest_pending=0.0s;120;600;0 pending=0;;;0"), r
+    assert r.seconds < 2.0, r
+    state = json.load(open(tmp_path / "state" / (file_stem("tiny") + ".json")))
+    assert state["pending"] == {} and state["totals"]["sent"] == 0
+
+
+def test_a_stale_alarm_signal_after_the_step_ended_is_ignored():
+    alarm = Deadline(time.monotonic() + 5).alarm(lambda: RuntimeError("must not be raised"))
+    alarm.start()
+    alarm.stop()
+    alarm._expire(14, None)  # a SIGALRM that was already pending when the step ended
+
+
+def test_transports_connect_to_the_address_looked_up_once(lab, monkeypatch):
+    """One bounded lookup per connection; TLS still verifies the host *name*."""
+    real = socket.getaddrinfo
+    asked = []
+
+    def counting(host, *args, **kwargs):
+        if host == "localhost":
+            asked.append(host)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", counting)
+    ctx = client_context(lab.ca_file)
+    ep = Endpoint("IMAP", "localhost", lab.ports["imaps"], "tls", MONITOR, lab.users[MONITOR], ctx)
+    with imap_transport.ImapCollector(ep, "INBOX", Deadline(time.monotonic() + 10), readonly=True) as c:
+        assert c.find("MRTP1.none") == []
+    assert asked == ["localhost"]
+    ep = Endpoint("SMTP", "localhost", lab.ports["smtp"], "starttls", None, None, ctx)
+    msg = "From: monitor@lab.test\r\nTo: monitor@lab.test\r\nSubject: by address\r\n\r\nhi\r\n"
+    result = smtp_transport.send(msg, MONITOR, MONITOR, ep, Deadline(time.monotonic() + 10))
+    assert result.status == "sent", result
+    assert asked == ["localhost", "localhost"]
+    lab.wait_for(MONITOR, 1)
+
+
+@pytest.mark.parametrize("content_type", [
+    "multipart/report; report-type=global-delivery-status; boundary=b",
+    "multipart/report; report-type*=us-ascii''delivery-status; boundary=b",
+    "Multipart/Report;\r\n boundary=b",
+])
+def test_every_multipart_report_is_a_report(content_type):
+    p = probe_format.new_probe(PROFILE, time.time())
+    raw = ("Subject: Undeliverable: " + p.token(SECRET) + "\r\nContent-Type: " + content_type + "\r\n").encode()
+    found, reason = probe_format.recognise(raw, SECRET, PROFILE)
+    assert found is None and "delivery report" in reason
+
+
+def test_odd_server_text_never_breaks_the_description():
+    huge = "b'" + "\\x41" * 100000 + "'"
+    text = failure.describe(imaplib.IMAP4.error(huge))
+    assert len(text) <= 300
+    nested = "b'" + "(" * 5000 + "'"
+    assert failure.describe(imaplib.IMAP4.error(nested)).startswith("(((")
+
+
+def test_trace_hides_auth_and_keeps_lines_intact():
+    redact = redactor(["s3cret"])
+    out = redact("send: 'auth PLAIN AHVzZXIAczNjcmV0\\r\\n'")
+    assert "AHVzZXIAczNjcmV0" not in out and "\n" not in out and out.endswith("'")
+    assert redact("reply: b'334 VXNlcm5hbWU6'") == "reply: b'334 VXNlcm5hbWU6'"
+    assert "czNjcmV0" not in redact("send: 'czNjcmV0\\r\\n'")
+    assert redact("reply: b'250-SIZE 33400000'") == "reply: b'250-SIZE 33400000'"
+
+
+def test_without_tls_cram_md5_is_preferred_to_a_clear_text_password(lab, tmp_path):
+    pwfile = tmp_path / "pw"
+    pwfile.write_text("s3cret\n")
+    script = fs.SMTPScript(auth="PLAIN LOGIN CRAM-MD5")
+    check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "cram")
+    with fs.FaultServer(script) as srv:
+        r = check("--smtp-port", str(srv.port), "--smtp-tls", "none", "--smtp-user", "u@lab.test",
+                  "--smtp-password-file", str(pwfile))
+    assert r.rc == 0 and r.text == "first probe sent, 1 in flight", r
+    auth = [line for line in srv.received if line.upper().startswith("AUTH")]
+    assert auth == ["AUTH CRAM-MD5"], srv.received

@@ -52,6 +52,10 @@ class Deadline:
         if sock is not None:
             sock.settimeout(self.left())
 
+    def within(self, seconds):
+        """A Deadline *seconds* from now, but no later than this one."""
+        return Deadline(min(self.clock() + seconds, self.at), self.clock)
+
     def alarm(self, on_expiry):
         """An :class:`Alarm` that raises ``on_expiry()`` when this deadline passes."""
         return Alarm(self, on_expiry)
@@ -89,14 +93,16 @@ class Alarm:
     def stop(self):
         if not self.active:
             return
-        self.active = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)  # first: no new expiry ...
+        self.active = False                      # ... and one already pending is ignored
         signal.signal(signal.SIGALRM, self.outer_handler)
         if self.outer_left:
             spent = time.monotonic() - self.started
             signal.setitimer(signal.ITIMER_REAL, max(0.001, self.outer_left - spent))
 
     def _expire(self, signum, frame):
+        if not self.active:  # stale: the step ended just as its deadline passed
+            return
         self.stop()
         raise self.on_expiry()
 

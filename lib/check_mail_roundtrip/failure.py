@@ -84,9 +84,11 @@ def _unwrap_bytes_repr(text):
     m = re.fullmatch(r"b(['\"])(.*)\1", text, re.S)
     if not m:
         return text
+    if len(text) > 2000:  # the status line shows 300 characters anyway
+        return m.group(2)
     try:
         return ast.literal_eval(text).decode("utf-8", "replace")
-    except (ValueError, SyntaxError, AttributeError):
+    except Exception:  # whatever the text holds, it only has to be shown
         return m.group(2)
 
 
@@ -119,5 +121,9 @@ class step:
         if isinstance(exc, BudgetExhausted):
             raise StepFailure(self.name, "no time left in the run's budget") from exc
         if isinstance(exc, Exception):  # every failure must become a status line
-            raise StepFailure(self.name, describe(exc)) from exc
+            try:
+                detail = describe(exc)
+            except Exception:
+                detail = type(exc).__name__
+            raise StepFailure(self.name, detail) from exc
         return False

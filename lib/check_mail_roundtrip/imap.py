@@ -16,14 +16,14 @@ A collector is used as a context manager and offers ``find(key)``,
 same shape.
 """
 
+import socket
 import ssl
-import time
 from dataclasses import dataclass
 
 import imapclient
+from imapclient import imap4, tls
 
 from . import probe as probe_format
-from .budget import Deadline
 from .failure import StepFailure, describe, step
 from .net import lookup
 
@@ -36,6 +36,43 @@ MAX_FETCH = 200
 # huge subject costs no more than a real probe).
 _HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (%s)]<0.8192>" % " ".join(
     h.upper() for h in probe_format.FETCH_HEADERS)
+
+
+class _Client(imapclient.IMAPClient):
+    """IMAPClient that connects to an address looked up in advance (within the
+    step's deadline); TLS and STARTTLS still check the certificate against the
+    host name."""
+
+    def __init__(self, host, address, **kwargs):
+        self._address = address
+        super().__init__(host, **kwargs)
+
+    def _create_IMAP4(self):
+        timeout = getattr(self._timeout, "connect", None)
+        if self.ssl:
+            return _TLSByAddress.bound(self._address)(self.host, self.port, self.ssl_context, timeout)
+        return _PlainByAddress.bound(self._address)(self.host, self.port, timeout)
+
+
+class _ByAddress:
+    address = None
+
+    @classmethod
+    def bound(cls, address):
+        return type(cls.__name__, (cls,), {"address": address})
+
+    def _open_tcp(self, timeout):
+        return socket.create_connection((self.address, self.port), timeout if timeout is not None else self._timeout)
+
+
+class _TLSByAddress(_ByAddress, tls.IMAP4_TLS):
+    def _create_socket(self, timeout=None):
+        return tls.wrap_socket(self._open_tcp(timeout), self.ssl_context, self.host)
+
+
+class _PlainByAddress(_ByAddress, imap4.IMAP4WithTimeout):
+    def _create_socket(self, timeout=None):
+        return self._open_tcp(timeout)
 
 
 @dataclass
@@ -62,10 +99,10 @@ class ImapCollector:
     def __enter__(self):
         ep, deadline = self.ep, self.deadline
         with step("IMAP connect", deadline):
-            lookup(ep.host, ep.port, deadline)
+            address = lookup(ep.host, ep.port, deadline)
             try:
-                self.client = imapclient.IMAPClient(
-                    ep.host, port=ep.port, ssl=(ep.tls == "tls"),
+                self.client = _Client(
+                    ep.host, address, port=ep.port, ssl=(ep.tls == "tls"),
                     ssl_context=ep.ssl_context, timeout=deadline.left(),
                 )
             except ssl.SSLError as exc:
@@ -103,7 +140,7 @@ class ImapCollector:
         if client is None:
             return
         try:
-            with step("IMAP logout", Deadline(time.monotonic() + LOGOUT_SECONDS)):
+            with step("IMAP logout", self.deadline.within(LOGOUT_SECONDS)):
                 client.logout()
         except StepFailure:
             try:

@@ -3,7 +3,8 @@
 ``getaddrinfo`` is a C call that no signal interrupts: a resolver that does
 not answer would hold a step past its deadline.  The lookup runs in a daemon
 thread instead, and the step waits for it only as long as its deadline
-allows.  IP literals need no lookup.
+allows.  The transports then connect to the address found (no second
+lookup) while TLS still checks the certificate against the host name.
 """
 
 import ipaddress
@@ -12,14 +13,10 @@ import threading
 
 
 def lookup(host, port, deadline):
-    """Make sure *host* resolves before the deadline; raises OSError/TimeoutError.
-
-    The answer lands in the resolver's caches (nscd, systemd-resolved, the
-    C library's /etc/hosts reading), so the connect that follows is quick.
-    """
+    """The address to connect to for *host*; raises OSError/TimeoutError/ValueError."""
     try:
         ipaddress.ip_address(host)
-        return
+        return host
     except ValueError:
         pass
     result = {}
@@ -27,7 +24,7 @@ def lookup(host, port, deadline):
     def work():
         try:
             result["infos"] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-        except OSError as exc:
+        except Exception as exc:  # gaierror, or UnicodeError for an invalid name
             result["error"] = exc
 
     worker = threading.Thread(target=work, name="lookup %s" % host, daemon=True)
@@ -37,3 +34,6 @@ def lookup(host, port, deadline):
         raise TimeoutError("host name lookup of %s timed out" % host)
     if "error" in result:
         raise result["error"]
+    if not result["infos"]:
+        raise socket.gaierror("no address for %s" % host)
+    return result["infos"][0][4][0]

@@ -33,10 +33,7 @@ HEADER = "X-Mail-Roundtrip"
 # it is what each returned probe costs in bytes).  Content-Type tells a
 # delivery report (a bounce quoting the probe) from the probe itself.
 FETCH_HEADERS = ("Subject", HEADER, "Content-Type")
-_REPORT = re.compile(
-    r"multipart/report\b.*\breport-type\s*=\s*\"?(delivery-status|disposition-notification)",
-    re.IGNORECASE | re.DOTALL,
-)
+_REPORT = re.compile(r"\s*multipart/report\b", re.IGNORECASE)  # a probe never is one
 
 _TOKEN_RE = re.compile(
     r"MRTP1\.([0-9a-f]{12})\.([0-9a-f]{16})\.([0-9]{10,15})\.([0-9a-f]{32})(?![0-9a-f])",
@@ -129,7 +126,7 @@ def _decode_word(m):
         else:
             data = email.quoprimime.header_decode(text).encode("latin-1")
         return data.decode(charset, "replace")
-    except Exception:  # unknown or odd charset, bad base64: keep the raw word
+    except (LookupError, ValueError):  # unknown or odd charset, bad base64: keep the raw word
         return m.group(0)
 
 
@@ -192,7 +189,7 @@ def recognise(header_block, secret, profile):
     probe coming back: counting it would report mail flowing when it does not.
     """
     pairs = header_values(header_block)
-    if any(name == "content-type" and _REPORT.search(value) for name, value in pairs):
+    if any(name == "content-type" and _REPORT.match(value) for name, value in pairs):
         return None, "a delivery report (bounce) about a probe, not the probe itself"
     tokens = tokens_in_headers(pairs)
     if not tokens:

@@ -11,10 +11,10 @@ import base64
 import logging
 import smtplib
 import ssl
-import time
 from dataclasses import dataclass
 
-from .budget import Deadline
+import nagiosplugin
+
 from .failure import StepFailure, describe, step
 from .net import lookup
 from .trace import redactor
@@ -56,13 +56,13 @@ def _connect(ep, deadline, local_hostname):
     conn = None
     try:
         with step("SMTP connect", deadline):
-            lookup(ep.host, ep.port, deadline)
+            address = lookup(ep.host, ep.port, deadline)
             conn = cls(local_hostname=local_hostname, timeout=deadline.left(), **kwargs)
             conn._host = ep.host  # Python 3.11's smtplib names the TLS server (SNI, hostname check) from this
             conn.redact = redactor(ep.secrets())
             conn.set_debuglevel(1 if log.isEnabledFor(logging.DEBUG) else 0)
             try:
-                code, text = conn.connect(ep.host, ep.port)
+                code, text = conn.connect(address, ep.port)
             except ssl.SSLError as exc:
                 raise StepFailure("SMTP TLS", describe(exc)) from exc
             if code != 220:  # e.g. 421 too many connections, 554 no service
@@ -95,9 +95,18 @@ def _connect(ep, deadline, local_hostname):
 
 
 def _authenticate(conn, ep):
-    """One AUTH attempt: PLAIN with UTF-8 credentials where offered, else smtplib's login()."""
+    """One AUTH attempt: PLAIN with UTF-8 credentials where offered, else smtplib's login().
+
+    Without TLS, CRAM-MD5 is preferred where offered: the password then does
+    not cross the wire in clear.
+    """
     password = ep.password or ""
-    if "plain" in conn.esmtp_features.get("auth", "").lower().split():
+    mechanisms = conn.esmtp_features.get("auth", "").lower().split()
+    if ep.tls == "none" and "cram-md5" in mechanisms and (ep.user + password).isascii():
+        conn.user, conn.password = ep.user, password
+        conn.auth("CRAM-MD5", conn.auth_cram_md5)
+        return
+    if "plain" in mechanisms:
         blob = base64.b64encode(("\0%s\0%s" % (ep.user, password)).encode("utf-8")).decode("ascii")
         code, text = conn.docmd("AUTH", "PLAIN " + blob)
         if code == 334:  # the server wants the response on its own line
@@ -129,6 +138,8 @@ def _transaction(conn, deadline, mail_from, rcpt_to, data):
         conn.send(smtplib.quotedata(data).encode("utf-8") + b"\r\n.\r\n")
         handed_over = True
         code, text = conn.getreply()
+    except nagiosplugin.Timeout:
+        raise
     except Exception as exc:
         if handed_over:  # the server may have taken the message
             return None, exc.detail if isinstance(exc, StepFailure) else describe(exc)
@@ -166,7 +177,7 @@ def send(message, mail_from, rcpt_to, ep, deadline, local_hostname=None):
         return SendResult(FAILED, failure)
     finally:
         try:
-            with step("SMTP quit", Deadline(time.monotonic() + QUIT_SECONDS)):
+            with step("SMTP quit", deadline.within(QUIT_SECONDS)):
                 conn.quit()
         except StepFailure:
             conn.close()

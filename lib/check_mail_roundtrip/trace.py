@@ -3,7 +3,7 @@
 import base64
 import re
 
-_AUTH_LINE = re.compile(r"(?i)\b(AUTH\s+\S+|LOGIN|AUTHENTICATE\s+\S+|PASS)\s+\S.*")
+_AUTH_LINE = re.compile(r"(?i)\b(AUTH\s+\S+|LOGIN|AUTHENTICATE\s+\S+|PASS)\s+[^'\s][^']*")
 
 
 def redactor(secrets):
@@ -24,9 +24,9 @@ def redactor(secrets):
         if text.lstrip().lower().startswith("send:"):  # what the client says
             text = _AUTH_LINE.sub(lambda m: m.group(1) + " ****", text)
             if in_auth[0]:  # continuation of an AUTH dialogue
-                text = re.sub(r"'[A-Za-z0-9+/=]{4,}\\r\\n'", "'****\\r\\n'", text)
+                text = re.sub(r"'[A-Za-z0-9+/=]{4,}\\r\\n'", r"'****\\r\\n'", text)
         elif text.lstrip().lower().startswith("reply:"):
-            in_auth[0] = "334" in text
+            in_auth[0] = bool(re.search(r"reply: b?'334[ -]", text))
         return text
 
     return redact
