@@ -1,5 +1,7 @@
-"""Regression tests for bounces, clock skew, forgotten ids, damaged numbers,
-bounded name lookups and option limits (no mail servers needed)."""
+"""Edge cases: bounces, clock skew, forgotten ids, damaged numbers, bounded
+name lookups, tight budgets, odd SMTP greetings, AUTH and replies, option
+limits.  The first part needs no mail server; the rest runs against the lab
+and loopback fault servers."""
 
 import email.message
 import email.policy
@@ -193,7 +195,7 @@ def test_nothing_in_flight_is_not_judged_against_a_lower_bound_range(lab, tmp_pa
                       "| lost=0;;;0 oldest_pending=0.0s;;600;0 pending=1;;;0"), r
 
 
-# -- second review: budget edges, connect by address, bounces, odd server text ------
+# -- budget edges, connecting by address, report types, odd server text ------------
 
 from check_mail_roundtrip import failure, imap as imap_transport, smtp as smtp_transport  # noqa: E402
 from check_mail_roundtrip.settings import Endpoint  # noqa: E402
