@@ -6,7 +6,6 @@ environment, never from the command line.
 """
 
 import argparse
-import logging
 import math
 import os
 import socket
@@ -14,7 +13,7 @@ import sys
 
 import nagiosplugin
 
-from . import __version__, imap, smtp
+from . import __version__, imap, smtp, trace
 from .budget import Budget
 from .check import NAME, build
 from .settings import Endpoint, Settings
@@ -244,11 +243,7 @@ def main(argv=None, checkout_state_dir=None):
     except UsageError as exc:
         _unknown("usage error: %s (see --help)" % exc)
     if settings.verbose >= 3:
-        ours = logging.getLogger("check_mail_roundtrip")
-        ours.setLevel(logging.DEBUG)
-        ours.addHandler(nagiosplugin.Runtime().logchan)
-        logging.getLogger("imapclient").setLevel(logging.DEBUG)
-        logging.getLogger("imapclient").addHandler(nagiosplugin.Runtime().logchan)
+        trace.enable(nagiosplugin.Runtime().logchan)
     check = build(settings, Budget(internal_budget(settings.timeout)))
     try:
         check.main(verbose=settings.verbose, timeout=math.ceil(settings.timeout))

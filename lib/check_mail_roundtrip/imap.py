@@ -152,11 +152,18 @@ class ImapCollector:
         self.deadline.arm(self.client.socket())
 
     # -- work ----------------------------------------------------------------
-    def find(self, key):
-        """UIDs of mails whose Subject contains *key* (newest MAX_FETCH)."""
+    def find(self, key, before=None):
+        """UIDs of mails whose Subject contains *key* (newest MAX_FETCH).
+
+        *before* (a datetime.date) keeps only mails that arrived before that
+        day (IMAP ``BEFORE``, on INTERNALDATE).
+        """
+        criteria = ["SUBJECT", key]
+        if before is not None:
+            criteria += ["BEFORE", before]
         with step("IMAP search", self.deadline):
             self._arm()
-            uids = sorted(self.client.search(["SUBJECT", key]))
+            uids = sorted(self.client.search(criteria))
         if len(uids) > MAX_FETCH:
             self.notes.append("%d probe candidates found; reading the newest %d this run" % (len(uids), MAX_FETCH))
             uids = uids[-MAX_FETCH:]

@@ -1,6 +1,7 @@
 """Protocol trace for ``-vvv``: secrets never reach the output."""
 
 import base64
+import logging
 import re
 
 _AUTH_LINE = re.compile(r"(?i)\b(AUTH\s+\S+|LOGIN|AUTHENTICATE\s+\S+|PASS)\s+[^'\s][^']*")
@@ -31,3 +32,12 @@ def redactor(secrets):
 
     return redact
 
+
+
+def enable(handler):
+    """Send the protocol trace (``-vvv``) to *handler*."""
+    ours = logging.getLogger("check_mail_roundtrip")
+    ours.setLevel(logging.DEBUG)
+    ours.addHandler(handler)
+    logging.getLogger("imapclient").setLevel(logging.DEBUG)
+    logging.getLogger("imapclient").addHandler(handler)
