@@ -95,16 +95,6 @@ def _write(path, text, mode=0o644):
     os.replace(tmp, path)
 
 
-def _missing_packages():
-    missing = []
-    for pkg in PACKAGES:
-        res = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg],
-                             capture_output=True, text=True)
-        if res.returncode != 0 or "install ok installed" not in res.stdout:
-            missing.append(pkg)
-    return missing
-
-
 def install(verbose=True):
     """Install the Debian packages the lab needs (as root); no-op if present.
 
@@ -116,28 +106,14 @@ def install(verbose=True):
         if verbose:
             print("lab install: " + msg, file=sys.stderr)
 
-    missing = _missing_packages() if shutil.which("dpkg-query") else list(PACKAGES)
-    if missing:
-        if os.geteuid() != 0:
-            raise LabError("missing packages %s; run as root: python3 -m tests.lab install"
-                           % " ".join(missing))
-        say("installing " + " ".join(missing))
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        policy = "/usr/sbin/policy-rc.d"
-        had_policy = os.path.exists(policy)
-        subprocess.run(["debconf-set-selections"], check=True, text=True, input=(
+    from . import packages
+    try:
+        installed = packages.ensure(PACKAGES, debconf=(
             "postfix postfix/main_mailer_type select No configuration\n"
-            "postfix postfix/mailname string lab.test\n"))
-        try:
-            if not had_policy:
-                _write(policy, "#!/bin/sh\nexit 101\n", mode=0o755)
-            subprocess.run(["apt-get", "update"], check=True, env=env)
-            subprocess.run(["apt-get", "install", "-y", "--no-install-recommends",
-                            *missing], check=True, env=env)
-        finally:
-            if not had_policy and os.path.exists(policy):
-                os.unlink(policy)
-    else:
+            "postfix postfix/mailname string lab.test\n"), verbose=verbose)
+    except packages.PackageError as exc:
+        raise LabError("%s: python3 -m tests.lab install" % exc) from exc
+    if not installed:
         say("packages already installed")
     _ensure_vmail_user()
 
