@@ -6,6 +6,7 @@ everything that needs no Postfix/Dovecot.
 """
 
 from tests.lab.fixtures import lab, lab_session  # noqa: F401  (pytest fixtures)
+from tests.lab.plugin import installed_plugin  # noqa: F401  (pytest fixture)
 
 
 def pytest_configure(config):
