@@ -232,18 +232,19 @@ def _cannot_run(why):
 _UNREADABLE_CHILD = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])
-from check_mail_roundtrip.state import StateStore, State   # import first, as root
-import json, errno, time
+from check_mail_roundtrip.state import StateStore, StateError   # import first, as root
 os.setgroups([]); os.setgid(65534); os.setuid(65534)
-st = StateStore(sys.argv[2], sys.argv[3])
-state, problem = st.load()
-assert state == State(sys.argv[3]), state
-print(problem)
+try:
+    StateStore(sys.argv[2], sys.argv[3]).load()
+except StateError as exc:
+    print("StateError:", exc)
 """
 
 
-def test_unreadable_state_file(tmp_path):
-    """EACCES on open: really exercised, as an unprivileged user.
+def test_unreadable_state_file_is_not_damage(tmp_path):
+    """EACCES on open: an ownership problem (UNKNOWN naming owner and fix), nothing moved aside.
+
+    Really exercised, as an unprivileged user.
 
     As root, permission bits do not stop reads, so the load runs in a child
     that drops to uid/gid 65534 (nobody) on a directory it owns, with the
@@ -255,7 +256,9 @@ def test_unreadable_state_file(tmp_path):
         state_mod.ensure_directory(directory)
         _write(st_.path, _good_json())
         os.chmod(st_.path, 0)
-        check_damaged(st_, directory, "cannot be read")
+        with pytest.raises(StateError, match="belongs to"):
+            st_.load()
+        assert os.path.exists(st_.path) and not glob.glob(st_.path + ".damaged-*")
         return
     directory = tempfile.mkdtemp(prefix="cmr-unreadable-")
     try:
@@ -271,10 +274,11 @@ def test_unreadable_state_file(tmp_path):
         if "Permission denied" in proc.stderr and "check_mail_roundtrip" not in proc.stderr:
             _cannot_run("unprivileged child cannot run the library: %s" % proc.stderr[-200:])
         assert proc.returncode == 0, proc.stderr
-        assert "cannot be read" in proc.stdout and "kept aside" in proc.stdout
-        aside = glob.glob(st_.path + ".damaged-*")
-        assert len(aside) == 1
-        assert not os.path.exists(st_.path)
+        assert proc.stdout.strip() == (
+            "StateError: state file %s belongs to root (mode 0000): Permission denied; this check "
+            "runs as nobody: give it the state directory, e.g. chown -R nobody: %s" % (st_.path, directory))
+        assert not glob.glob(st_.path + ".damaged-*")
+        assert os.path.exists(st_.path)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 

@@ -204,7 +204,8 @@ class Summary(nagiosplugin.Summary):
     @staticmethod
     def _no_return(report):
         if report.first_probe and report.sent is not None and report.sent.status == "sent":
-            return "first probe sent"
+            # beside a failure, "first probe sent" would read like good news
+            return "probe sent" if report.failures else "first probe sent"
         if report.first_probe and report.sent is not None and report.sent.status == "uncertain":
             return "first probe may be out"
         if report.first_probe:

@@ -8,12 +8,13 @@ environment, never from the command line.
 import argparse
 import math
 import os
+import re
 import socket
 import sys
 
 import nagiosplugin
 
-from . import __version__, imap, smtp, trace
+from . import __version__, extraopts, imap, smtp, trace
 from .budget import Budget
 from .check import NAME, build
 from .settings import Endpoint, Settings
@@ -56,7 +57,9 @@ def _range(text):
     try:
         return nagiosplugin.Range(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError("not a Nagios range: %r (%s)" % (text, exc))
+        why = str(exc) if "greater than" in str(exc) else "expected [@][START:]END with numbers"
+        raise argparse.ArgumentTypeError(
+            "not a Nagios range: %r (%s; e.g. 120, 10:20, ~:10, @10:20)" % (text, why))
 
 
 def _port(text):
@@ -97,7 +100,7 @@ def _side_options(p, side):
     return g
 
 
-def _endpoint(args, side, ctx, default_user=None):
+def _endpoint(args, side, ctx, secrets, default_user=None):
     """The Endpoint of one side from the parsed options."""
     d = SIDES[side]
 
@@ -107,7 +110,7 @@ def _endpoint(args, side, ctx, default_user=None):
     host = opt("host") or args.host
     if not host:
         raise UsageError("give -H/--host or --%s-host" % side)
-    password = _password(opt("password_file"), d["env"], d["protocol"])
+    password = _password(opt("password_file"), secrets.get("%s-password" % side), d["env"], d["protocol"])
     return Endpoint(d["protocol"], host, opt("port") or d["ports"][opt("tls")], opt("tls"),
                     opt("user") or default_user, password, ctx)
 
@@ -163,6 +166,13 @@ def parser():
     g.add_argument("--state-dir", metavar="DIR", help="where the state files and the signing secret live")
     g.add_argument("--secret-file", metavar="FILE",
                    help="signing secret (default: 'secret' in the state directory, created 0600 on first use)")
+    g.add_argument("--extra-opts", metavar="[SECTION][@FILE]", nargs="?", const="",
+                   help="read options from an ini file as the monitoring-plugins do: section SECTION "
+                        "(default: check_mail_roundtrip) of FILE (default: $MP_CONFIG_FILE, else "
+                        "plugins.ini and friends in $NAGIOS_CONFIG_PATH, else e.g. "
+                        "/etc/monitoring-plugins/monitoring-plugins.ini); lines 'warning = 120'; "
+                        "options given on the command line win; may hold smtp-password and "
+                        "imap-password if only its owner can read it")
     g.add_argument("--keep", action="store_true", help="leave returned probes in the mailbox (folder opened read-only)")
     g.add_argument("--error-state", choices=("critical", "unknown"), default="critical",
                    help="state for a failure to talk to a mail server (default: critical)")
@@ -175,24 +185,46 @@ def parser():
     return p
 
 
-def _password(path, env, what):
+def _password(path, from_ini, env, what):
+    """The password: from --X-password-file, else the extra-opts file, else the environment."""
     if path:
         try:
             with open(path, encoding="utf-8") as f:
                 return f.readline().rstrip("\r\n")
         except OSError as exc:
             raise UsageError("cannot read %s password file %s: %s" % (what, path, exc.strerror or exc))
+        except UnicodeDecodeError:
+            raise UsageError("%s password file %s is not UTF-8 text" % (what, path))
+    if from_ini:
+        return from_ini
     return os.environ.get(env)
+
+
+def _ordered(low, high, low_name, high_name, unit="s"):
+    """A warning range that is not inside the critical one is a usage error."""
+    if low is None or high is None:
+        return
+    simple = [r for r in (low, high) if not r.invert and r.start == 0 and not math.isinf(r.end)]
+    if len(simple) == 2 and low.end > high.end:
+        raise UsageError("%s (%g%s) is above %s (%g%s): the warning threshold must not exceed the critical one"
+                         % (low_name, low.end, unit, high_name, high.end, unit))
 
 
 def default_state_dir(checkout_state_dir):
     return os.environ.get(ENV_STATE_DIR) or checkout_state_dir or SYSTEM_STATE_DIR
 
 
-def settings_from(args, checkout_state_dir=None):
-    """Settings from parsed *args*; raises UsageError on a bad combination."""
+def settings_from(args, checkout_state_dir=None, secrets=None):
+    """Settings from parsed *args*; raises UsageError on a bad combination.
+
+    *secrets* holds passwords read from an --extra-opts file.
+    """
+    secrets = secrets or {}
     if not args.mail_from:
         raise UsageError("--from is required")
+    _ordered(args.warning, args.critical, "-w/--warning", "-c/--critical")
+    _ordered(args.lost_warning, args.lost_critical, "--lost-warning", "--lost-critical", unit="")
+    _ordered(args.stale_warning, args.stale_critical, "--stale-warning", "--stale-critical")
     crit = args.critical
     if not crit.invert and crit.start == 0 and not math.isinf(crit.end) and args.lost_after <= crit.end:
         raise UsageError("--lost-after (%gs) must exceed the critical threshold (%gs)" % (args.lost_after, crit.end))
@@ -203,11 +235,11 @@ def settings_from(args, checkout_state_dir=None):
     try:
         ctx = client_context(args.ca_file, args.insecure)
     except Exception as exc:  # ssl.SSLError, OSError: a bad CA file
-        raise UsageError("--ca-file %s: %s" % (args.ca_file, exc))
-    smtp_ep = _endpoint(args, "smtp", ctx)
+        raise UsageError("--ca-file %s: %s" % (args.ca_file, _ca_problem(exc)))
+    smtp_ep = _endpoint(args, "smtp", ctx, secrets)
     if smtp_ep.user and not smtp_ep.password:
         raise UsageError("--smtp-user needs a password: --smtp-password-file or $%s" % ENV_SMTP_PASSWORD)
-    imap_ep = _endpoint(args, "imap", ctx, default_user=args.mail_from)
+    imap_ep = _endpoint(args, "imap", ctx, secrets, default_user=args.mail_from)
     if not imap_ep.password:
         raise UsageError("no IMAP password: give --imap-password-file or set $%s" % ENV_IMAP_PASSWORD)
     rcpt_to = args.rcpt_to or args.mail_from
@@ -224,10 +256,26 @@ def settings_from(args, checkout_state_dir=None):
     )
 
 
+def _ca_problem(exc):
+    """Why a CA file cannot be used, in words (no OpenSSL library codes)."""
+    reason = getattr(exc, "reason", None) or ""
+    if reason == "NO_CERTIFICATE_OR_CRL_FOUND":
+        return "no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)"
+    if isinstance(exc, OSError) and exc.strerror and not reason:
+        return exc.strerror
+    text = re.sub(r"^\[[^]]*\]\s*", "", str(getattr(exc, "strerror", None) or exc))
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", text) or type(exc).__name__
+
+
 def _unknown(message):
     sys.stdout.write("%s UNKNOWN - %s\n" % (NAME, " ".join(str(message).split())))
     sys.stdout.flush()
     sys.exit(3)
+
+
+def _flags(p):
+    """Option names (without dashes) that take no value, for --extra-opts."""
+    return {o.lstrip("-") for a in p._actions if a.nargs == 0 for o in a.option_strings}
 
 
 def internal_budget(timeout):
@@ -237,9 +285,14 @@ def internal_budget(timeout):
 
 @nagiosplugin.guarded(verbose=0)
 def main(argv=None, checkout_state_dir=None):
+    p = parser()
     try:
-        args = parser().parse_args(argv)
-        settings = settings_from(args, checkout_state_dir)
+        argv, secrets = extraopts.expand(list(sys.argv[1:] if argv is None else argv),
+                                         _flags(p), os.environ)
+        args = p.parse_args(argv)
+        settings = settings_from(args, checkout_state_dir, secrets)
+    except extraopts.ExtraOptsError as exc:
+        _unknown("usage error: --extra-opts: %s" % exc)
     except UsageError as exc:
         _unknown("usage error: %s (see --help)" % exc)
     if settings.verbose >= 3:

@@ -8,8 +8,10 @@ A probe carries a token::
   server-side ``SEARCH SUBJECT "MRTP1.<key>"`` finds one profile's probes only;
 - probe id: 16 random hex digits;
 - send time: the monitor's clock, integer milliseconds since the epoch;
-- signature: HMAC-SHA256 (first 128 bits, hex) over version, profile name,
-  id and send time, keyed with the profile's secret.
+- signature: HMAC-SHA256 (first 128 bits, hex) over version, profile key,
+  id and send time, keyed with the secret, so that whoever holds the secret
+  can verify any probe by its token alone (probes of earlier versions were
+  signed over the profile name and are still accepted for their profile).
 
 The token stands in the Subject (it survives forwards and automatic replies
 that keep only the subject: prefixes, RFC 2047 encoding and folding do not
@@ -53,8 +55,9 @@ def search_key(profile):
     return "%s.%s" % (VERSION, profile_key(profile))
 
 
-def _signature(secret, profile, probe_id, sent_ms):
-    msg = "|".join((VERSION, profile, probe_id, str(sent_ms))).encode("utf-8")
+def _signature(secret, signed, probe_id, sent_ms):
+    """HMAC over version, *signed* (the profile key; the name in older probes), id, time."""
+    msg = "|".join((VERSION, signed, probe_id, str(sent_ms))).encode("utf-8")
     return hmac.new(secret, msg, hashlib.sha256).hexdigest()[:32]
 
 
@@ -77,7 +80,7 @@ class Probe:
             profile_key(self.profile),
             self.probe_id,
             self.sent_ms,
-            _signature(secret, self.profile, self.probe_id, self.sent_ms),
+            _signature(secret, profile_key(self.profile), self.probe_id, self.sent_ms),
         )
 
 
@@ -99,10 +102,15 @@ class Token:
         """The Probe if this token is a genuine one of *profile*, else None."""
         if self.key != profile_key(profile):
             return None
-        expected = _signature(secret, profile, self.probe_id, self.sent_ms)
-        if not hmac.compare_digest(expected, self.signature):
+        if not (self.signed_with(secret) or hmac.compare_digest(
+                _signature(secret, profile, self.probe_id, self.sent_ms), self.signature)):
             return None
         return Probe(profile, self.probe_id, self.sent_ms)
+
+    def signed_with(self, secret):
+        """True if *secret* made this token, whatever its profile."""
+        expected = _signature(secret, self.key, self.probe_id, self.sent_ms)
+        return hmac.compare_digest(expected, self.signature)
 
 
 def find_tokens(text):
@@ -228,3 +236,17 @@ def build_message(probe, secret, mail_from, rcpt_to, hostname, now):
         "Please do not reply to it.\n" % (hostname, probe.profile, mail_from, rcpt_to)
     )
     return msg
+
+
+def own_token(header_block, secret):
+    """The first token in a mail's headers that *secret* signed (any profile), else None.
+
+    Delivery reports about a probe are never taken for it.
+    """
+    pairs = header_values(header_block)
+    if any(name == "content-type" and _REPORT.match(value) for name, value in pairs):
+        return None
+    for tok in tokens_in_headers(pairs):
+        if tok.signed_with(secret):
+            return tok
+    return None

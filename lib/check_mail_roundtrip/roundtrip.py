@@ -6,18 +6,25 @@
   (a probe that went out is never forgotten).
 - A failure while collecting does not stop sending, nor the other way round:
   each becomes a StepFailure in the report.
+- Once a day (and on a profile's first run) the run also clears up after
+  *abandoned* profiles: probes signed with this check's secret for another
+  profile that are older than :func:`abandon_after` are removed from the
+  folder, and state files of other profiles untouched that long from the
+  state directory.  This housekeeping never fails a run; ``-v`` tells.
 - Returns a :class:`Report`; printing and states are the check module's job.
 """
 
+import datetime
 import email.policy
 import os
 import time
 from dataclasses import dataclass, field
 
 from . import ledger, smtp
+from . import state as state_files
 from .failure import StepFailure
 from .imap import open_collector
-from .probe import build_message, new_probe, recognise, search_key
+from .probe import VERSION, build_message, new_probe, own_token, profile_key, recognise, search_key
 from .secret import load_or_create
 from .state import StateError, StateStore
 
@@ -28,6 +35,14 @@ _WIRE = email.policy.SMTP.clone(max_line_length=998)
 # Share of the remaining budget the lock wait and the collection may use.
 LOCK_SHARE = 0.25
 COLLECT_SHARE = 0.5
+# How often a profile looks for abandoned profiles' probes and state files.
+SWEEP_EVERY = 24 * 3600.0
+
+
+def abandon_after(lost_after):
+    """Age after which another profile's probe or state file is abandoned:
+    7 days, or twice --lost-after when that is longer."""
+    return max(ledger.LOST_MEMORY, 2 * lost_after)
 
 
 @dataclass
@@ -69,7 +84,10 @@ def _locked_run(settings, budget, clock, store, report):
     report.first_probe = not (state.pending or state.counted or state.lost or state.last_success)
     report.notes.append("state file %s" % store.path)
 
-    collected_at = _collect(settings, budget, clock, store, state, secret, report)
+    sweep = state.swept is None or not 0 <= clock() - state.swept < SWEEP_EVERY
+    collected_at = _collect(settings, budget, clock, store, state, secret, report, sweep)
+    if sweep:
+        _sweep_state_files(settings, state, collected_at, report)
     report.since_last_success = (
         collected_at - state.last_success if state.last_success is not None else None
     )
@@ -77,7 +95,7 @@ def _locked_run(settings, budget, clock, store, report):
     report.pending = len(state.pending)
 
 
-def _collect(settings, budget, clock, store, state, secret, report):
+def _collect(settings, budget, clock, store, state, secret, report, sweep=False):
     """Collect and reconcile; the state is saved before anything is removed."""
     profile = settings.profile
     try:
@@ -100,6 +118,8 @@ def _collect(settings, budget, clock, store, state, secret, report):
                 store.save(state)
             if not settings.keep:
                 collector.remove(report.outcome.cleanup)
+                if sweep:
+                    _sweep_folder(settings, collector, secret, collected_at, report)
             report.notes.extend(collector.notes)
             return collected_at
     except StepFailure as failure:
@@ -110,6 +130,40 @@ def _collect(settings, budget, clock, store, state, secret, report):
         report.notes.extend(report.outcome.notes)
         return collected_at
     return clock()
+
+
+def _sweep_folder(settings, collector, secret, now, report):
+    """Remove probes of abandoned profiles (signed with our secret) from the folder."""
+    horizon = abandon_after(settings.lost_after)
+    day = datetime.datetime.fromtimestamp(now - horizon, datetime.timezone.utc).date()
+    ours = profile_key(settings.profile)
+    try:
+        old = []
+        for item in collector.fetch(collector.find(VERSION + ".", before=day)):
+            token = own_token(item.headers, secret)
+            if token is not None and token.key != ours and now - token.sent_ms / 1000.0 > horizon:
+                old.append(item.ref)
+        collector.remove(old)
+    except StepFailure as failure:
+        report.notes.append("looking for abandoned probes: %s" % failure)
+        return
+    if old:
+        report.notes.append("removed %d probe(s) of abandoned profiles (signed with this check's "
+                            "secret, sent more than %s ago)" % (len(old), _days(horizon)))
+
+
+def _sweep_state_files(settings, state, now, report):
+    """Remove other profiles' state files that no run has touched for a long time."""
+    horizon = abandon_after(settings.lost_after)
+    for profile, path in state_files.abandoned(settings.state_dir, settings.profile, now, horizon):
+        if state_files.remove_abandoned(path):
+            report.notes.append("removed the state file of abandoned profile %r (no run for more "
+                                "than %s): %s" % (profile, _days(horizon), os.path.basename(path)))
+    state.swept = now
+
+
+def _days(seconds):
+    return "%gd" % round(seconds / 86400.0, 1)
 
 
 def _send(settings, budget, clock, store, state, secret, report):

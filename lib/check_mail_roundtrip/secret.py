@@ -4,10 +4,11 @@ Creation is race-free: the secret is written to a temp file and linked into
 place, so two first runs at the same moment end up with the same secret.
 """
 
+import errno
 import os
 import secrets
 
-from .state import StateError
+from .state import StateError, access_problem, adopt
 
 MIN_BYTES = 16
 
@@ -24,6 +25,7 @@ def load_or_create(path):
     tmp = "%s.tmp-%d-%s" % (path, os.getpid(), secrets.token_hex(4))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        adopt(fd, directory)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32) + "\n")
             f.flush()
@@ -48,6 +50,8 @@ def _read(path):
     except FileNotFoundError:  # the caller creates it
         raise
     except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise StateError("secret file " + access_problem(path, exc))
         raise StateError("cannot read secret file %s: %s" % (path, exc.strerror or exc))
     with os.fdopen(fd, "rb") as f:
         value = f.read(4096).strip()

@@ -8,7 +8,15 @@
   shape, newer schema, a directory or a symlink at its place) is renamed
   aside under a timestamped name and the run goes on with a fresh state,
   reporting what happened.  Symlinks are never followed.
-- The directory is created 0700, files 0600.
+- The directory is created 0700, files 0600.  Run as root in a directory
+  that belongs to another user (the monitoring user), new files are given to
+  that user, so a test run as root never leaves files the monitoring user
+  cannot use.
+- A file or directory this user may not read or write is not damage: the
+  run is UNKNOWN, naming the owner and the fix, and nothing is moved aside.
+- Profiles that have not run for a long time are *abandoned*:
+  :func:`abandoned` lists their state files and :func:`remove_abandoned`
+  deletes them.
 """
 
 import errno
@@ -17,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import pwd
 import re
 import stat
 import time
@@ -49,6 +58,7 @@ class State:
     last_success: float = None                    # arrival time of the newest success
     newest_returned_ms: int = None                # send time of the newest probe back
     counted_floor_ms: int = None                  # counted ids this old were forgotten
+    swept: float = None                           # last look for abandoned profiles
     totals: dict = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
 
     def to_json(self):
@@ -61,6 +71,7 @@ class State:
             "last_success": self.last_success,
             "newest_returned_ms": self.newest_returned_ms,
             "counted_floor_ms": self.counted_floor_ms,
+            "swept": self.swept,
             "totals": self.totals,
         }
 
@@ -90,6 +101,10 @@ class State:
         if last is not None and not (_is_number(last) and 0 <= last < _MAX_MS / 1000):
             raise ValueError("field 'last_success' is not a time")
         state.last_success = last
+        swept = data.get("swept")
+        if swept is not None and not (_is_number(swept) and 0 <= swept < _MAX_MS / 1000):
+            raise ValueError("field 'swept' is not a time")
+        state.swept = swept
         for name in ("newest_returned_ms", "counted_floor_ms"):
             value = data.get(name)
             if value is not None and not _is_time_ms(value):
@@ -123,21 +138,83 @@ def _no_constants(name):
     raise ValueError("%s is not a number" % name)
 
 
+STEM_CHARS = 120  # readable part of a state file name, cut between fields only
+_STEM_RE = re.compile(r"-[0-9a-f]{10}$")
+
+
 def file_stem(profile):
-    """A safe, stable file name for a profile (readable part + hash)."""
+    """A safe, stable file name for a profile: readable fields, then a hash.
+
+    Runs of other characters become ``_``; when the name is long, whole
+    fields (between ``_``) are dropped from the end, never cut in the middle;
+    the hash keeps names unique.
+    """
+    readable = re.sub(r"[^A-Za-z0-9.@+-]+", "_", profile).strip("._")
+    if len(readable) > STEM_CHARS:
+        cut = readable[: STEM_CHARS + 1].rfind("_")
+        readable = readable[: cut if cut > 0 else STEM_CHARS].rstrip("._")
+    return "%s-%s" % (readable or "profile", _digest(profile))
+
+
+def _digest(profile):
+    return hashlib.sha256(profile.encode("utf-8")).hexdigest()[:10]
+
+
+def _legacy_stem(profile):
+    """The file name earlier versions used (60 characters, cut anywhere)."""
     readable = re.sub(r"[^A-Za-z0-9_.@+-]+", "_", profile).strip("._")[:60]
-    digest = hashlib.sha256(profile.encode("utf-8")).hexdigest()[:10]
-    return "%s-%s" % (readable or "profile", digest)
+    return "%s-%s" % (readable or "profile", _digest(profile))
+
+
+def _user(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def access_problem(path, exc, directory=None):
+    """The UNKNOWN text for a file or directory this user may not use: owner and fix."""
+    directory = directory or os.path.dirname(path) or "."
+    me = _user(os.geteuid())
+    try:
+        st = os.lstat(path)
+        whose = "belongs to %s (mode %04o)" % (_user(st.st_uid), stat.S_IMODE(st.st_mode))
+    except OSError:
+        whose = "is not accessible"
+    return ("%s %s: %s; this check runs as %s: give it the state directory, "
+            "e.g. chown -R %s: %s" % (path, whose, exc.strerror or exc, me, me, directory))
+
+
+def _denied(exc):
+    return isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM)
+
+
+def adopt(fd, directory):
+    """Run as root in another user's directory: give the new file to that user."""
+    if os.geteuid() != 0:
+        return
+    try:
+        st = os.stat(directory)
+        if st.st_uid != 0:
+            os.fchown(fd, st.st_uid, st.st_gid)
+    except OSError:
+        pass
 
 
 def ensure_directory(directory):
-    """Create the state directory 0700 if missing; it must be a real directory."""
+    """Create the state directory 0700 if missing; it must be a real directory we may use."""
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as exc:
+        if _denied(exc) and os.path.isdir(directory):
+            raise StateError("state directory " + access_problem(directory, exc, directory))
         raise StateError("cannot create state directory %s: %s" % (directory, exc.strerror or exc))
     if not os.path.isdir(directory):
         raise StateError("state directory %s is not a directory" % directory)
+    if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+        raise StateError("state directory " + access_problem(
+            directory, OSError(errno.EACCES, "Permission denied"), directory))
 
 
 def write_atomically(path, data, mode=0o600):
@@ -146,6 +223,7 @@ def write_atomically(path, data, mode=0o600):
     tmp = "%s.tmp-%d-%d" % (path, os.getpid(), time.monotonic_ns())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
+        adopt(fd, directory)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -173,6 +251,7 @@ class StateStore:
         stem = file_stem(profile)
         self.path = os.path.join(directory, stem + ".json")
         self.lock_path = os.path.join(directory, stem + ".lock")
+        self.legacy_path = os.path.join(directory, _legacy_stem(profile) + ".json")
         self._lock_fd = None
 
     # -- locking -----------------------------------------------------------
@@ -182,7 +261,10 @@ class StateStore:
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
+            if _denied(exc):
+                raise StateError("lock file " + access_problem(self.lock_path, exc))
             raise StateError("cannot open lock file %s: %s" % (self.lock_path, exc.strerror or exc))
+        adopt(fd, self.directory)
         deadline = time.monotonic() + max(0.0, timeout)
         delay = 0.01
         while True:
@@ -231,13 +313,17 @@ class StateStore:
         """Read the state: (State, problem or None).
 
         A damaged file is kept aside and a fresh state returned, with a
-        message saying so as *problem*.
+        message saying so as *problem*.  A file this user may not read is
+        not damaged: StateError (UNKNOWN), nothing moved.
         """
+        self._adopt_legacy()
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return State(self.profile), None
         except OSError as exc:
+            if _denied(exc):
+                raise StateError("state file " + access_problem(self.path, exc))
             if exc.errno == errno.ELOOP:
                 reason = "is a symlink (not followed)"
             elif exc.errno == errno.EISDIR:
@@ -269,6 +355,15 @@ class StateStore:
                 reason = "is damaged (%s)" % reason
             return State(self.profile), self._set_aside(reason)
 
+    def _adopt_legacy(self):
+        """Take over the file an earlier version wrote under its old name."""
+        if self.legacy_path == self.path or os.path.lexists(self.path):
+            return
+        try:
+            os.rename(self.legacy_path, self.path)
+        except OSError:
+            pass
+
     def _set_aside(self, reason):
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         aside = "%s.damaged-%s-%d" % (self.path, stamp, os.getpid())
@@ -287,4 +382,67 @@ class StateStore:
         try:
             write_atomically(self.path, data)
         except OSError as exc:
+            if _denied(exc):
+                raise StateError("state file " + access_problem(self.path, exc))
             raise StateError("cannot write state file %s: %s" % (self.path, exc.strerror or exc))
+
+
+def abandoned(directory, profile, now, horizon, limit=100):
+    """State files of *other* profiles in *directory* untouched for *horizon* seconds.
+
+    Only files this check wrote count: ``<stem>.json`` whose content names a
+    profile that yields that very stem.  Returns [(profile, path)], at most
+    *limit*.
+    """
+    found = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return found
+    mine = file_stem(profile) + ".json"
+    for entry in entries:
+        name = entry.name
+        if len(found) >= limit:
+            break
+        if name == mine or not name.endswith(".json") or not _STEM_RE.search(name[:-5]):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < horizon or st.st_size > 16 * 1024 * 1024:
+                continue
+            with open(entry.path, "rb") as f:
+                other = json.loads(f.read().decode("utf-8"), parse_constant=_no_constants).get("profile")
+        except (OSError, ValueError, UnicodeDecodeError, AttributeError, RecursionError):
+            continue
+        if isinstance(other, str) and other != profile and file_stem(other) + ".json" == name:
+            found.append((other, entry.path))
+    return found
+
+
+def remove_abandoned(path):
+    """Delete an abandoned profile's state file and lock, if no run holds its lock.
+
+    Returns True when removed.
+    """
+    lock_path = path[: -len(".json")] + ".lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        fd = None
+    except OSError:
+        return False
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False  # it runs after all
+        os.unlink(path)
+        if fd is not None:
+            os.unlink(lock_path)
+        return True
+    except OSError:
+        return False
+    finally:
+        if fd is not None:
+            os.close(fd)
