@@ -138,13 +138,38 @@ def _usage_cases(tmp_path):
         "unreadable SMTP password file": (
             base + ["--smtp-user", MONITOR, "--smtp-password-file", missing], {ENV_IMAP: "x"},
             "cannot read SMTP password file %s: No such file or directory" % missing),
+        "warning above critical": (
+            base + ["-w", "120", "-c", "60"], {ENV_IMAP: "x"},
+            "-w/--warning (120s) is above -c/--critical (60s): the warning threshold must not "
+            "exceed the critical one"),
+        "lost warning above lost critical": (
+            base + ["--lost-warning", "3", "--lost-critical", "1"], {ENV_IMAP: "x"},
+            "--lost-warning (3) is above --lost-critical (1): the warning threshold must not "
+            "exceed the critical one"),
+        "stale warning above stale critical": (
+            base + ["--stale-warning", "7200", "--stale-critical", "3600"], {ENV_IMAP: "x"},
+            "--stale-warning (7200s) is above --stale-critical (3600s): the warning threshold must "
+            "not exceed the critical one"),
+        "CA file without certificates": (
+            base + ["--ca-file", ca], {ENV_IMAP: "x"},
+            "--ca-file %s: no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)" % ca),
+        "range that is not a number": (
+            base + ["-w", "abc"], {ENV_IMAP: "x"},
+            "argument -w/--warning: not a Nagios range: 'abc' (expected [@][START:]END with numbers; "
+            "e.g. 120, 10:20, ~:10, @10:20)"),
+        "range start above end": (
+            base + ["-c", "10:5"], {ENV_IMAP: "x"},
+            "argument -c/--critical: not a Nagios range: '10:5' (start 10 must not be greater than "
+            "end 5; e.g. 120, 10:20, ~:10, @10:20)"),
     }
 
 
 USAGE_CASES = [
     "insecure with ca-file", "missing ca-file", "no IMAP password", "smtp-user without password",
     "no host", "no host for IMAP", "missing IMAP password file", "IMAP password file is a directory",
-    "unreadable SMTP password file",
+    "unreadable SMTP password file", "warning above critical", "lost warning above lost critical",
+    "stale warning above stale critical", "CA file without certificates", "range that is not a number",
+    "range start above end",
 ]
 
 

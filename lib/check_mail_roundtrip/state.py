@@ -209,6 +209,10 @@ def ensure_directory(directory):
     except OSError as exc:
         if _denied(exc) and os.path.isdir(directory):
             raise StateError("state directory " + access_problem(directory, exc, directory))
+        if _denied(exc):
+            me = _user(os.geteuid())
+            raise StateError("cannot create or reach state directory %s: %s; this check runs as %s: "
+                             "e.g. install -d -o %s -m 0700 %s" % (directory, exc.strerror, me, me, directory))
         raise StateError("cannot create state directory %s: %s" % (directory, exc.strerror or exc))
     if not os.path.isdir(directory):
         raise StateError("state directory %s is not a directory" % directory)
