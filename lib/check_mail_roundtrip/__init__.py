@@ -5,4 +5,4 @@ latency, probes in flight and lost probes against thresholds, prints one status
 line with perfdata and sends the next probe (SMTP).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
