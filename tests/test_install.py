@@ -14,8 +14,6 @@ import pwd
 import stat
 import subprocess
 
-import pytest
-
 from tests.lab import plugin
 
 TIMEOUT = 90
@@ -33,7 +31,8 @@ def as_nagios(*argv):
 
 def owner_and_mode(path):
     st = os.stat(path)
-    return pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name, stat.S_IMODE(st.st_mode)
+    return (pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name,
+            stat.S_IMODE(st.st_mode))
 
 
 def lab_argv(argv, lab, user):
@@ -70,30 +69,20 @@ def test_password_file_holds_the_line_read_was_given(installed_plugin):
     assert plugin.TEST_PASSWORD not in plugin.install_script()
 
 
-@pytest.fixture
-def new_state_files():
-    """Remove the state files the test's runs add to the real state directory."""
-    before = set(os.listdir(plugin.STATE_DIR))
-    added = []
-    yield added
-    added.extend(sorted(set(os.listdir(plugin.STATE_DIR)) - before))
-    for name in added:
-        if name != "secret":  # the signing secret is the installation's from now on
-            os.unlink(os.path.join(plugin.STATE_DIR, name))
-
-
-def test_first_run_then_round_trip(installed_plugin, lab, new_state_files):
+def test_first_run_then_round_trip(installed_plugin, lab):
     user = "monitor@lab.test"
     argv = lab_argv(plugin.first_run_argv(), lab, user)
     assert argv[:4] == ["runuser", "-u", "nagios", "--"] and argv[4] == installed_plugin, argv
-    with plugin.password_in_file(lab.users[user]):
+    with plugin.new_state_files_removed(), plugin.password_in_file(lab.users[user]):
         first = run(argv)
         assert first.returncode == 0, first
         assert first.stdout.startswith("MAIL_ROUNDTRIP OK - first probe sent, 1 in flight |"), first
         lab.wait_for(user, 1, timeout=20)
         second = run(argv)
+        owners = {name: owner_and_mode(os.path.join(plugin.STATE_DIR, name))[0]
+                  for name in os.listdir(plugin.STATE_DIR)}
     assert second.returncode == 0, second
     assert second.stdout.startswith("MAIL_ROUNDTRIP OK - round trip "), second
     assert " rtt=" in second.stdout, second
-    for name in os.listdir(plugin.STATE_DIR):  # run as nagios: nothing of root's in there
-        assert owner_and_mode(os.path.join(plugin.STATE_DIR, name))[0] == "nagios", name
+    # run as nagios, as README says: nothing of root's in the state directory
+    assert set(owners.values()) == {"nagios"}, owners

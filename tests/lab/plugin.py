@@ -150,6 +150,20 @@ def password_in_file(password, path=PASSWORD_FILE):
         _replace_content(path, old)
 
 
+@contextlib.contextmanager
+def new_state_files_removed(directory=STATE_DIR):
+    """Remove afterwards the state files that appear in *directory* meanwhile.
+
+    The signing secret stays: once created it is the installation's.
+    """
+    before = set(os.listdir(directory))
+    try:
+        yield directory
+    finally:
+        for name in sorted(set(os.listdir(directory)) - before - {"secret"}):
+            os.unlink(os.path.join(directory, name))
+
+
 @pytest.fixture(scope="session")
 def installed_plugin():
     """The plugin installed as README says, for the whole session: its path."""
