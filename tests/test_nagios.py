@@ -11,10 +11,12 @@ forced check reports the round trip.  Asserted: what status.dat and the
 service perfdata file hold after each round.
 """
 
+import imaplib
 import os
 import pwd
 import re
 import secrets
+import ssl
 import time
 
 import pytest
@@ -56,6 +58,30 @@ define service {
 %s""" % (HOST, lab.host, services)
 
 
+def wait_until_login_works(lab, user, password, timeout=10.0):
+    """Dovecot may take a second to see a user add_user() just added; wait for it."""
+    context = ssl.create_default_context(cafile=lab.ca_file)
+
+    def login():
+        try:
+            with imaplib.IMAP4_SSL(lab.host, lab.ports["imaps"], ssl_context=context,
+                                   timeout=5) as imap:
+                imap.login(user, password)
+            return True
+        except (imaplib.IMAP4.error, OSError):
+            return False
+
+    if not daemon.wait_until(login, timeout, interval=0.25):
+        pytest.fail("lab user %s cannot log in %ss after add_user()" % (user, timeout),
+                    pytrace=False)
+
+
+def brief(status):
+    """The fields of a servicestatus that say what happened (for assertion messages)."""
+    return {k: status.get(k) for k in ("service_description", "current_state", "plugin_output",
+                                       "long_plugin_output", "performance_data", "last_check")}
+
+
 def perf_items(perfdata):
     """{label: (value, unit)} of a perfdata string; AssertionError on an item not ours."""
     items = {}
@@ -82,6 +108,7 @@ def nagios(lab_session, installed_plugin):
         pytest.fail("nagios4 cannot be installed: %s" % exc, pytrace=False)
     password = secrets.token_urlsafe(12)
     lab_session.add_user(USER, password)
+    wait_until_login_works(lab_session, USER, password)
     instance = nagios_lab.Nagios(cfg_files=[CONTRIB], objects=lab_objects(lab_session))
     with plugin.new_state_files_removed(), plugin.password_in_file(password):
         try:
@@ -127,25 +154,25 @@ def test_config_loads_contrib_as_is(nagios):
 def test_first_check_sends_the_first_probe(rounds):
     first, _ = rounds
     for name, status in first.items():
-        assert status["current_state"] == "0", (name, status)
+        assert status["current_state"] == "0", brief(status)
         assert status["plugin_output"].startswith(
-            "MAIL_ROUNDTRIP OK - first probe sent, 1 in flight"), (name, status)
+            "MAIL_ROUNDTRIP OK - first probe sent, 1 in flight"), brief(status)
     assert_our_perfdata(first[PLAIN]["performance_data"],
                         {k: v for k, v in LABELS.items() if k != "rtt"})
 
 
 def assert_round_trip_ok(status):
     """OK with a round trip: the status line alone in plugin_output, perfdata parsed out."""
-    assert status["current_state"] == "0", status
-    assert status["plugin_output"].startswith("MAIL_ROUNDTRIP OK - round trip "), status
-    assert "|" not in status["plugin_output"] + status["long_plugin_output"], status
+    assert status["current_state"] == "0", brief(status)
+    assert status["plugin_output"].startswith("MAIL_ROUNDTRIP OK - round trip "), brief(status)
+    assert "|" not in status["plugin_output"] + status["long_plugin_output"], brief(status)
     assert_our_perfdata(status["performance_data"])
 
 
 def test_forced_check_reports_the_round_trip(rounds):
     _, second = rounds
     assert_round_trip_ok(second[PLAIN])
-    assert second[PLAIN]["long_plugin_output"] == "", second[PLAIN]
+    assert second[PLAIN]["long_plugin_output"] == "", brief(second[PLAIN])
 
 
 def test_verbose_output_reaches_nagios_with_its_perfdata(rounds):
@@ -153,7 +180,7 @@ def test_verbose_output_reaches_nagios_with_its_perfdata(rounds):
     status = second[VERBOSE]
     assert_round_trip_ok(status)
     # status.dat keeps the lines of the long output joined by a literal \n
-    assert "\\n" in status["long_plugin_output"], status
+    assert "\\n" in status["long_plugin_output"], brief(status)
     # Nagios ran it as user nagios: the state file it names is nagios'
     state_file = re.search(r"state file (\S+\.json)", status["long_plugin_output"]).group(1)
     assert os.path.dirname(state_file) == plugin.STATE_DIR, state_file

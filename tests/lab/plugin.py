@@ -11,7 +11,13 @@ Debian's nagios4 packages).  ``first_run_argv()`` is the second block as an
 argv list.
 
 The session fixture ``installed_plugin`` (imported by tests/conftest.py)
-installs once per pytest session and returns the plugin's path.
+installs once per pytest session and returns the plugin's path.  The
+installation is the machine's, shared by every pytest session on it:
+``password_in_file(pw)`` puts a lab password in the installed password file
+and, like ``install``, holds ``exclusive()`` (a lock file) meanwhile, so no
+other session reinstalls or rewrites it under a running check.
+``new_state_files_removed()`` removes the state files a test adds to the
+real state directory.
 """
 
 import contextlib
@@ -21,6 +27,7 @@ import pwd
 import re
 import shlex
 import subprocess
+import time
 
 import pytest
 
@@ -38,8 +45,10 @@ TEST_PASSWORD = "install-test pass\\word 'with' \"quotes\" and spaces"
 SECURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ROOT_ENV = {"PATH": SECURE_PATH, "HOME": "/root", "USER": "root", "LOGNAME": "root",
             "SHELL": "/bin/bash", "LANG": "C.UTF-8"}
-# One install at a time on this machine (other pytest sessions, apt users).
-LOCK = "/run/check_mail_roundtrip-plugin-install.lock"
+# The installation is this machine's: one pytest session at a time installs it
+# or uses it with a password of its own (see exclusive()).
+LOCK = "/run/check_mail_roundtrip-plugin.lock"
+LOCK_TIMEOUT = 900
 INSTALL_TIMEOUT = 900
 
 
@@ -114,18 +123,54 @@ def run_install(password=TEST_PASSWORD, script=None, timeout=INSTALL_TIMEOUT):
     return res
 
 
+@contextlib.contextmanager
+def _flock(path, timeout):
+    """An exclusive flock on *path* for a while, waiting at most *timeout* s."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise InstallError("%s still locked after %ss" % (path, timeout)) from None
+                time.sleep(0.2)
+        yield
+
+
+_held = 0  # how deep this process is inside exclusive()
+
+
+@contextlib.contextmanager
+def exclusive(timeout=LOCK_TIMEOUT):
+    """The installation for this process alone meanwhile: no other session reinstalls
+    it or rewrites its password file.  Re-entrant within the process."""
+    global _held
+    if _held:
+        _held += 1
+        try:
+            yield
+        finally:
+            _held -= 1
+        return
+    with _flock(LOCK, timeout):
+        _held = 1
+        try:
+            yield
+        finally:
+            _held = 0
+
+
 def install(password=TEST_PASSWORD):
     """Make the user nagios exist, then install as README says; the plugin's path."""
     if os.geteuid() != 0:
         raise InstallError("installing the plugin as README says needs root")
     ensure_monitor_user()
-    os.makedirs(os.path.dirname(LOCK), exist_ok=True)
-    with open(LOCK, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        # apt-get inside the block: wait for the lab's own package installs too
-        with open(packages.LOCK, "a") as apt_lock:
-            fcntl.flock(apt_lock, fcntl.LOCK_EX)
-            run_install(password)
+    # apt-get inside the block: wait for the lab's own package installs too
+    with exclusive(), _flock(packages.LOCK, LOCK_TIMEOUT):
+        run_install(password)
     if not os.access(PLUGIN, os.X_OK):
         raise InstallError("README's install commands ran but %s is not executable" % PLUGIN)
     return PLUGIN
@@ -140,14 +185,18 @@ def _replace_content(path, text):
 
 @contextlib.contextmanager
 def password_in_file(password, path=PASSWORD_FILE):
-    """*password* in the installed password file for a while; the old content after."""
-    with open(path) as fh:
-        old = fh.read()
-    _replace_content(path, password + "\n")
-    try:
-        yield path
-    finally:
-        _replace_content(path, old)
+    """*password* in the installed password file for a while; the old content after.
+
+    Holds exclusive() meanwhile, so another session's install cannot overwrite it.
+    """
+    with exclusive():
+        with open(path) as fh:
+            old = fh.read()
+        _replace_content(path, password + "\n")
+        try:
+            yield path
+        finally:
+            _replace_content(path, old)
 
 
 @contextlib.contextmanager
