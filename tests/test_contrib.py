@@ -1,0 +1,36 @@
+"""README shows contrib/'s monitoring definitions word for word.
+
+Admins paste from README or copy from contrib/: both must be the same text,
+and it is contrib/'s that the Icinga 2 and Nagios tests load into the real
+daemons.
+"""
+
+import glob
+import os
+
+import pytest
+
+from tests.checkrun import ROOT
+
+FILES = sorted(glob.glob(os.path.join(ROOT, "contrib", "*", "*.c*")))
+
+
+def indented(text):
+    """*text* as a Markdown code block: every non-empty line indented by four spaces."""
+    return "".join(("    " + line) if line.strip() else "\n" for line in text.splitlines(True))
+
+
+def test_there_are_definitions_for_icinga2_and_nagios():
+    kinds = {os.path.basename(os.path.dirname(f)) for f in FILES}
+    assert {"icinga2", "nagios"} <= kinds, FILES
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: os.path.relpath(p, ROOT))
+def test_readme_holds_the_file_verbatim(path):
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    assert text.endswith("\n") and indented(text) in readme, (
+        "README.md does not show %s word for word (as a 4-space indented block)"
+        % os.path.relpath(path, ROOT))
