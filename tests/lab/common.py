@@ -1,0 +1,72 @@
+"""What every part of the mail lab shares: constants, LabError, the layout.
+
+The layout is the lab's directory with the paths inside it, its ports and
+its users; the components (tls, postfix, dovecot, faults) all read the one
+Layout object, so a change (the directory made by start(), users added by
+add_user()) is seen by each of them at once.
+
+    tls/        CA, server certificate, extra certificates from make_cert()
+    postfix/    main.cf, master.cf, header_checks, vmailbox
+    spool/      Postfix queue_directory; postfix-data/ its data_directory
+    dovecot/    dovecot.conf, listeners.conf, users; run/ (base_dir), state/
+    sieve/      global sieve_before scripts (echo address, junk fault)
+    mail/       Maildirs, one per virtual user (owned by the "vmail" user)
+    log/        postfix.log, dovecot.log, releaser.log
+    run/        releaser.pid
+    faults.json the faults that are set (shared by every process using the lab)
+    lab.json    host, ports, CA, users, dir (written by start())
+"""
+
+import os
+
+HOST = "127.0.0.1"
+DOMAIN = "lab.test"
+PORT_NAMES = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s")
+USER_NAMES = ("monitor", "other", "echo")
+ECHO_USER = "echo@" + DOMAIN
+VMAIL_USER = "vmail"
+DEFAULT_DIR = "/tmp/check_mail_roundtrip-lab"
+
+
+class LabError(RuntimeError):
+    """The lab could not do what was asked; the message says why."""
+
+
+class Layout:
+    """The lab directory and the files in it; ports; users (address -> password).
+
+    Before the directory is known (dir None) the paths are relative ones,
+    as MailLab always had them.
+    """
+
+    PATHS = {
+        "ca_file": ("tls", "ca.pem"),
+        "ca_key_file": ("tls", "ca.key"),
+        "cert_file": ("tls", "server.pem"),
+        "key_file": ("tls", "server.key"),
+        "postfix_dir": ("postfix",),
+        "queue_dir": ("spool",),
+        "dovecot_conf": ("dovecot", "dovecot.conf"),
+        "dovecot_run": ("dovecot", "run"),
+        "postfix_log": ("log", "postfix.log"),
+        "dovecot_log": ("log", "dovecot.log"),
+        "mail_dir": ("mail",),
+        "faults_file": ("faults.json",),
+        "json_file": ("lab.json",),
+    }
+
+    def __init__(self, dir=None, ports=None, users=None):
+        self.dir = os.path.abspath(dir) if dir else None
+        self.ports = dict(ports or {})
+        self.users = dict(users or {})
+
+    def p(self, *parts):
+        """A path inside the lab directory."""
+        return os.path.join(self.dir, *parts)
+
+    def __getattr__(self, name):
+        try:
+            parts = Layout.PATHS[name]
+        except KeyError:
+            raise AttributeError(name) from None
+        return os.path.join(self.dir or "", *parts)

@@ -1,0 +1,409 @@
+"""The mail lab's private Dovecot: configuration, start/stop, and the mailboxes.
+
+Dovecot(layout)    dovecot/dovecot.conf, listeners.conf (IMAP, IMAPS, POP3,
+                   POP3S on 127.0.0.1), the users file, the global sieve
+                   scripts (echo address, junk fault), LMTP and SASL sockets
+                   for Postfix; start, stop, reload, doveadm.
+Mailboxes(layout, dovecot)
+                   the users' Maildirs (owned by the "vmail" system user):
+                   create, wipe, fill, count, messages, wait_for.
+"""
+
+import email.utils
+import grp
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+
+from .common import DOMAIN, ECHO_USER, HOST, VMAIL_USER, LabError
+from .procs import _pid_alive, _read_pid, _run, _tail, _write
+
+# Folders every mailbox has from the start (name -> special-use flag).
+FOLDERS = {"Junk": "\\Junk"}
+# The faults' sieve script while no junk fault is set (see faults.py).
+JUNK_SCRIPT_OFF = "# mail lab: no junk fault set\n"
+
+
+def _ensure_vmail_user():
+    try:
+        return pwd.getpwnam(VMAIL_USER)
+    except KeyError:
+        pass
+    if os.geteuid() != 0:
+        raise LabError("system user %s is missing; run as root" % VMAIL_USER)
+    _run(["useradd", "--system", "--user-group", "--no-create-home",
+          "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", VMAIL_USER])
+    return pwd.getpwnam(VMAIL_USER)
+
+
+def _vmail():
+    pw = pwd.getpwnam(VMAIL_USER)
+    return pw.pw_uid, pw.pw_gid
+
+
+def _unfold(value):
+    return re.sub(r"\r?\n[ \t]+", " ", value or "").strip()
+
+
+class Dovecot:
+    def __init__(self, layout):
+        self.layout = layout
+
+    # ---------------------------------------------------------------- config
+
+    def write_config(self, uid, gid):
+        lay = self.layout
+        d, p = lay.dir, lay.ports
+        name = os.path.basename(d)
+        _write(lay.dovecot_conf, f"""\
+# Private Dovecot of the check_mail_roundtrip mail lab (generated).
+instance_name = {name}
+base_dir = {d}/dovecot/run
+state_dir = {d}/dovecot/state
+protocols = imap pop3 lmtp
+listen = {HOST}
+log_path = {d}/log/dovecot.log
+auth_verbose = yes
+ssl = yes
+ssl_cert = <{d}/tls/server.pem
+ssl_key = <{d}/tls/server.key
+ssl_min_protocol = TLSv1.2
+disable_plaintext_auth = yes
+auth_mechanisms = plain login
+default_login_user = dovenull
+default_internal_user = dovecot
+first_valid_uid = {uid}
+last_valid_uid = {uid}
+first_valid_gid = {gid}
+last_valid_gid = {gid}
+mail_uid = {uid}
+mail_gid = {gid}
+mail_location = maildir:~/Maildir
+mail_fsync = never
+recipient_delimiter = +
+lmtp_save_to_detail_mailbox = no
+postmaster_address = postmaster@{DOMAIN}
+hostname = mail.{DOMAIN}
+submission_host = {HOST}:{p['smtp']}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/dovecot/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {d}/dovecot/users
+  default_fields = uid={uid} gid={gid} home={d}/mail/%d/%n
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+  mailbox Junk {{
+    special_use = \\Junk
+    auto = subscribe
+  }}
+}}
+service auth {{
+  unix_listener auth-postfix {{
+    mode = 0600
+    user = postfix
+    group = postfix
+  }}
+}}
+service lmtp {{
+  unix_listener lmtp {{
+    mode = 0600
+    user = postfix
+    group = postfix
+  }}
+}}
+protocol lmtp {{
+  mail_plugins = $mail_plugins sieve
+}}
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+  sieve_before = {d}/sieve/00-echo.sieve
+  sieve_before2 = {d}/sieve/10-faults.sieve
+  sieve_extensions = +editheader
+  sieve_redirect_duplicate_period = 0
+  sieve_redirect_envelope_from = recipient
+}}
+!include {d}/dovecot/listeners.conf
+""", mode=0o644)
+        self.write_listeners(imap=True)
+        self.write_users()
+        _write(lay.p("sieve", "00-echo.sieve"), f"""\
+# mail lab: {ECHO_USER} sends every mail straight back to its envelope sender
+require ["envelope", "variables", "editheader"];
+if envelope :is "to" "{ECHO_USER}" {{
+  if exists "X-Mail-Lab-Echo" {{ keep; stop; }}
+  set "sender" "";
+  if envelope :matches "from" "*" {{ set "sender" "${{1}}"; }}
+  if anyof (string :is "${{sender}}" "", string :is "${{sender}}" "{ECHO_USER}") {{
+    keep; stop;
+  }}
+  addheader "X-Mail-Lab-Echo" "{ECHO_USER}";
+  redirect "${{sender}}";
+  stop;
+}}
+""")
+        if not os.path.exists(lay.p("sieve", "10-faults.sieve")):
+            _write(lay.p("sieve", "10-faults.sieve"), JUNK_SCRIPT_OFF)
+        self.compile_sieve("00-echo.sieve")
+        self.compile_sieve("10-faults.sieve")
+
+    def write_users(self):
+        """The passwd-file of the lab users (readable by Dovecot's auth)."""
+        path = self.layout.p("dovecot", "users")
+        _write(path,
+               "".join("%s:{PLAIN}%s::::::\n" % (u, pw)
+                       for u, pw in sorted(self.layout.users.items())),
+               mode=0o640)
+        os.chown(path, 0, grp.getgrnam("dovecot").gr_gid)
+
+    def write_listeners(self, imap=True):
+        p = self.layout.ports
+        imap_port, imaps_port = (p["imap"], p["imaps"]) if imap else (0, 0)
+        _write(self.layout.p("dovecot", "listeners.conf"), f"""\
+# IMAP listeners get port 0 while the imap-down fault is set
+service imap-login {{
+  inet_listener imap {{
+    address = {HOST}
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    address = {HOST}
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = {HOST}
+    port = {p['pop3']}
+  }}
+  inet_listener pop3s {{
+    address = {HOST}
+    port = {p['pop3s']}
+    ssl = yes
+  }}
+}}
+""")
+
+    def write_sieve(self, name, text):
+        """A global sieve script, compiled at once."""
+        _write(self.layout.p("sieve", name), text)
+        self.compile_sieve(name)
+
+    def compile_sieve(self, name):
+        # sievec writes the .svbin next to the script, newer than the script,
+        # so the LMTP process never runs a stale binary
+        _run(["sievec", "-c", self.layout.dovecot_conf, self.layout.p("sieve", name)])
+
+    # ------------------------------------------------------------ start/stop
+
+    def doveadm(self, *args, check=True, timeout=120):
+        return _run(["doveadm", "-c", self.layout.dovecot_conf, *args], check=check,
+                    timeout=timeout)
+
+    def pid(self):
+        """The master's pid from its pid file (None when there is none)."""
+        return _read_pid(os.path.join(self.layout.dovecot_run, "master.pid"))
+
+    def start(self):
+        err = self.layout.p("log", "dovecot-start.err")
+        with open(err, "w") as fh:
+            res = subprocess.run(["dovecot", "-c", self.layout.dovecot_conf],
+                                 stdin=subprocess.DEVNULL, stdout=fh, stderr=fh,
+                                 timeout=30)
+        if res.returncode != 0:
+            raise LabError("dovecot did not start: %s" % _tail(err, 10).strip())
+
+    def stop(self):
+        """SIGTERM to a running master; returns its pid (None: none known)."""
+        pid = self.pid()
+        if pid and _pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        return pid
+
+    def reload(self):
+        self.doveadm("reload")
+
+    def sockets(self):
+        """The sockets Postfix needs: LMTP delivery and SASL auth."""
+        run = self.layout.dovecot_run
+        return [os.path.join(run, "lmtp"), os.path.join(run, "auth-postfix")]
+
+
+class Mailboxes:
+    """The lab users' Maildirs, as files and as Dovecot sees them."""
+
+    def __init__(self, layout, dovecot):
+        self.layout = layout
+        self.dovecot = dovecot
+
+    def _user_home(self, user):
+        local, _, dom = user.partition("@")
+        return os.path.join(self.layout.mail_dir, dom, local)
+
+    def maildir(self, user, folder="INBOX"):
+        root = os.path.join(self._user_home(user), "Maildir")
+        if folder.upper() == "INBOX":
+            return root
+        return os.path.join(root, "." + folder.replace("/", "."))
+
+    def check_user(self, user):
+        users = self.layout.users
+        if "@" not in user:
+            user = "%s@%s" % (user, DOMAIN)
+        if user not in users:
+            raise LabError("unknown lab user %s (have: %s)" % (user, ", ".join(users)))
+        return user
+
+    def create(self, user):
+        """Maildir with INBOX and the special-use folders, owned by vmail."""
+        uid, gid = _vmail()
+        home = self._user_home(user)
+        root = os.path.join(home, "Maildir")
+        made = []
+        for path in (os.path.dirname(home), home, root):
+            if not os.path.isdir(path):
+                os.mkdir(path, 0o700)
+                made.append(path)
+        for folder in ["INBOX", *FOLDERS]:
+            md = self.maildir(user, folder)
+            for sub in ("", "cur", "new", "tmp"):
+                path = os.path.join(md, sub)
+                if not os.path.isdir(path):
+                    os.mkdir(path, 0o700)
+                    made.append(path)
+            if folder != "INBOX" and not os.path.exists(os.path.join(md, "maildirfolder")):
+                open(os.path.join(md, "maildirfolder"), "w").close()
+                made.append(os.path.join(md, "maildirfolder"))
+        subs = os.path.join(root, "subscriptions")
+        if not os.path.exists(subs):
+            _write(subs, "V\t2\n\n" + "".join("%s\n" % f for f in FOLDERS), mode=0o600)
+            made.append(subs)
+        for path in made:
+            os.chown(path, uid, gid)
+        os.chown(os.path.dirname(home), uid, gid)
+
+    def dirty(self, user):
+        """Does the mailbox hold any message, or a folder a test made?"""
+        root = self.maildir(user)
+        try:
+            entries = list(os.scandir(root))
+        except FileNotFoundError:
+            return True
+        folders = {"." + f for f in FOLDERS}
+        for e in entries:
+            if e.name.startswith(".") and e.is_dir() and e.name not in folders:
+                return True  # a folder made by a test
+        for folder in ["INBOX", *FOLDERS]:
+            md = self.maildir(user, folder)
+            for sub in ("cur", "new", "tmp"):
+                try:
+                    with os.scandir(os.path.join(md, sub)) as it:
+                        if next(it, None) is not None:
+                            return True
+                except FileNotFoundError:
+                    return True
+        return False
+
+    def wipe(self, user):
+        """Remove every message and folder; keep the uidvalidity counter."""
+        root = self.maildir(user)
+        if os.path.isdir(root):
+            for e in os.scandir(root):
+                if e.name.startswith("dovecot-uidvalidity"):
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    shutil.rmtree(e.path, ignore_errors=True)
+                else:
+                    os.unlink(e.path)
+        self.create(user)
+
+    def fill(self, user, n, folder="INBOX", size=600, seen=False):
+        """Put n filler messages into a folder (Maildir files, then indexed)."""
+        user = self.check_user(user)
+        md = self.maildir(user, folder)
+        if not os.path.isdir(os.path.join(md, "cur")):
+            self.dovecot.doveadm("mailbox", "create", "-u", user, folder, check=False)
+        uid, gid = _vmail()
+        host = "lab%d" % os.getpid()
+        now = int(time.time())
+        pad_line = "filler text for the mail lab, nothing to see here.\n"
+        flags = "S" if seen else ""
+        cur = os.path.join(md, "cur")
+        token = secrets.token_hex(4)
+        date = email.utils.formatdate(now, localtime=False)
+        pid = os.getpid()
+        pad = pad_line * (max(0, size) // len(pad_line) + 1)
+        flags_wr = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        for i in range(int(n)):
+            head = ("From: filler@%s\nTo: %s\nSubject: filler %d %s\n"
+                    "Message-ID: <filler.%s.%d@%s>\nDate: %s\n"
+                    "MIME-Version: 1.0\nContent-Type: text/plain\n\n"
+                    % (DOMAIN, user, i, token, token, i, DOMAIN, date))
+            data = (head + pad[:max(0, size - len(head))]).encode()
+            name = "%d.M%dP%dR%s.%s,S=%d:2,%s" % (now, i, pid, token, host, len(data),
+                                                   flags)
+            fd = os.open(os.path.join(cur, name), flags_wr, 0o600)
+            try:
+                os.write(fd, data)
+                os.fchown(fd, uid, gid)
+            finally:
+                os.close(fd)
+        self.count(user, folder)  # let Dovecot index the new files now
+
+    def count(self, user, folder="INBOX"):
+        """(total, unseen) messages in a folder, as Dovecot sees them."""
+        user = self.check_user(user)
+        res = self.dovecot.doveadm("-f", "tab", "mailbox", "status", "-u", user,
+                                   "messages unseen", folder)
+        lines = res.stdout.strip().splitlines()
+        head, values = lines[0].split("\t"), lines[1].split("\t")
+        row = dict(zip(head, values))
+        return int(row["messages"]), int(row["unseen"])
+
+    def messages(self, user, folder="INBOX"):
+        """[{"uid", "subject", "message_id", "flags": set}] of a folder."""
+        user = self.check_user(user)
+        res = self.dovecot.doveadm("-f", "json", "fetch", "-u", user,
+                                   "uid flags hdr.subject hdr.message-id",
+                                   "mailbox", folder, "all")
+        out = []
+        for row in json.loads(res.stdout or "[]"):
+            out.append({
+                "uid": int(row.get("uid", 0)),
+                "subject": _unfold(row.get("hdr.subject", "")),
+                "message_id": _unfold(row.get("hdr.message-id", "")),
+                "flags": set(row.get("flags", "").split()),
+            })
+        return out
+
+    def wait_for(self, user, what=1, folder="INBOX", timeout=10.0, interval=0.05):
+        """Poll until a folder matches; returns its messages() list.
+
+        what: an int (at least that many messages) or a callable taking the
+        messages() list and returning true. Raises LabError on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            msgs = self.messages(user, folder)
+            ok = what(msgs) if callable(what) else len(msgs) >= what
+            if ok:
+                return msgs
+            if time.monotonic() >= deadline:
+                raise LabError("%s/%s: condition not met within %ss (%d messages: %s)"
+                               % (user, folder, timeout, len(msgs),
+                                  [m["subject"] for m in msgs[:5]]))
+            time.sleep(interval)
