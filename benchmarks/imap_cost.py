@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """What one steady-state run costs on the IMAP side, as the mailbox grows.
 
-    sudo python3 benchmarks/imap_cost.py                 # 0, 10 000, 100 000 messages
-    sudo python3 benchmarks/imap_cost.py --sizes 0 5000 --repeat 5
+    sudo bash benchmarks/run                             # 0, 10 000, 100 000 messages
+    sudo bash benchmarks/run imap_cost --sizes 0 5000 --repeat 5
+    sudo .venv/bin/python benchmarks/imap_cost.py        # this alone, once installed
+
+benchmarks/run installs what is missing (the mail lab, a virtualenv .venv
+with the check's libraries) and runs this with the virtualenv's python; with
+a Python that cannot run the check this says so and exits 1 at once.
 
 Starts a private mail lab (tests/lab, needs root), and for each size puts
 that many other messages in the monitor INBOX, then runs the real
@@ -44,8 +49,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests.lab import MailLab, install  # noqa: E402
+from tools import checkcmd  # noqa: E402
 
-COMMAND = os.path.join(ROOT, "check_mail_roundtrip")
 USER = "monitor@lab.test"
 GOAL = 1.2
 
@@ -150,8 +155,11 @@ def imap_session(lab, port):
     return conn
 
 
-def wait_for_probe(lab, timeout=30.0):
-    """Poll (server-side search, directly at the lab) until a probe is in the INBOX."""
+def wait_for_probe(lab, sent_by, timeout=30.0):
+    """Poll (server-side search, directly at the lab) until a probe is in the INBOX.
+
+    sent_by: the check run that should have sent it (shown if none comes).
+    """
     deadline = time.monotonic() + timeout
     conn = imap_session(lab, lab.ports["imaps"])
     try:
@@ -161,7 +169,9 @@ def wait_for_probe(lab, timeout=30.0):
             if typ == "OK" and data and data[0].split():
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError("no probe arrived in the monitor INBOX within %ss" % timeout)
+                raise RuntimeError("no probe arrived in the monitor INBOX within %ss of this "
+                                   "check run (exit code %d):\n%s"
+                                   % (timeout, sent_by["rc"], sent_by["output"]))
             time.sleep(0.2)
     finally:
         conn.logout()
@@ -202,8 +212,8 @@ class Check:
         self.relay = relay
         self.env = dict(os.environ, CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD=lab.users[USER])
         self.env.pop("CHECK_MAIL_ROUNDTRIP_STATE_DIR", None)
-        self.argv = [
-            sys.executable, COMMAND, "-H", lab.host,
+        self.args = [
+            "-H", lab.host,
             "--smtp-port", str(lab.ports["smtp"]),
             "--imap-port", str(relay.port), "--ca-file", lab.ca_file,
             "--from", USER, "--state-dir", state_dir, "-t", "60",
@@ -212,12 +222,15 @@ class Check:
     def __call__(self):
         mark = self.relay.mark()
         t0 = time.perf_counter()
-        p = subprocess.run(self.argv, capture_output=True, text=True, env=self.env,
-                           stdin=subprocess.DEVNULL, timeout=120)
+        p = checkcmd.run(self.args, env=self.env, timeout=120)
         wall = time.perf_counter() - t0
         down, up, conns = self.relay.since(mark)
+        if not checkcmd.is_result(p):
+            raise RuntimeError("the check itself cannot run (exit code %d):\n%s"
+                               % (p.returncode, checkcmd.output(p)))
         return {"rc": p.returncode, "line": p.stdout.split("\n", 1)[0], "stderr": p.stderr,
-                "wall": wall, "down": down, "up": up, "conns": conns}
+                "output": checkcmd.output(p), "wall": wall, "down": down, "up": up,
+                "conns": conns}
 
 
 def fill_to(lab, have, want, chunk=10000):
@@ -231,11 +244,11 @@ def fill_to(lab, have, want, chunk=10000):
 
 
 def measure(lab, relay, check, size, repeat):
-    check()                      # settle: collect whatever is there, send a probe
+    last = check()               # settle: collect whatever is there, send a probe
     runs = []
     for _ in range(repeat):
-        wait_for_probe(lab)
-        r = check()
+        wait_for_probe(lab, last)
+        r = last = check()
         if r["rc"] != 0 or "round trip" not in r["line"]:
             raise RuntimeError("steady-state run with %d messages did not collect a probe:\n%s\n%s"
                                % (size, r["line"], r["stderr"][-2000:]))
@@ -296,12 +309,14 @@ def main():
     args = ap.parse_args()
     sizes = sorted(args.sizes)
     if os.geteuid() != 0:
-        sys.exit("imap_cost: the mail lab needs root (Postfix and Dovecot switch users)")
-    install(verbose=False)
+        sys.exit("imap_cost: the mail lab needs root (Postfix and Dovecot switch users): "
+                 "sudo bash benchmarks/run")
+    checkcmd.require("imap_cost", "sudo bash benchmarks/run")
     lab = MailLab()
-    relay = None
+    relay = failed = None
     t_start = time.monotonic()
     try:
+        install(verbose=False)
         lab.start()
         relay = CountingRelay((lab.host, lab.ports["imaps"]))
         with tempfile.TemporaryDirectory(prefix="imap-cost-") as tmp:
@@ -321,10 +336,14 @@ def main():
         print()
         report(rows)
         print("\n(benchmark took %.0fs)" % (time.monotonic() - t_start))
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:  # LabError among them
+        failed = exc
     finally:
         if relay is not None:
             relay.close()
         lab.stop()
+    if failed is not None:
+        sys.exit("imap_cost: FAILED: %s" % failed)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """check_mail_roundtrip as a new admin sees it, against a private mail lab.
 
-    sudo python3 demo/demo.py            # about half a minute
-    sudo python3 demo/demo.py --keep-lab # leave the lab running afterwards
+    sudo bash demo/run                   # installs what is missing, then this
+    sudo bash demo/run --keep-lab        # leave the lab running afterwards
+    sudo .venv/bin/python demo/demo.py   # this alone, once demo/run installed it
+
+It needs a Python with the check's libraries (nagiosplugin, imapclient), as
+in the virtualenv .venv that demo/run makes; with any other it says so and
+exits 1 before starting anything.
 
 Starts the project's mail lab (Postfix + Dovecot on 127.0.0.1, see
 tests/lab; needs root), then runs the real command the way a monitoring
@@ -33,11 +38,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests.lab import MailLab, install  # noqa: E402
+from tools import checkcmd  # noqa: E402
+from tools.checkcmd import STATES  # noqa: E402
 
 USER = "monitor@lab.test"
 ENV_PASSWORD = "CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD"
 DELAY = 8
-STATES = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
+
+class DemoError(RuntimeError):
+    """The demo could not go on; the message says why."""
 
 
 def say(text=""):
@@ -62,7 +72,6 @@ class Demo:
         self.env = dict(os.environ, **{ENV_PASSWORD: lab.users[USER]})
         self.env.pop("CHECK_MAIL_ROUNDTRIP_STATE_DIR", None)
         self.base = [
-            "./check_mail_roundtrip",
             "-H", lab.host,
             "--smtp-port", str(lab.ports["smtp"]),      # Postfix, STARTTLS
             "--imap-port", str(lab.ports["imaps"]),     # Dovecot, IMAPS
@@ -72,10 +81,12 @@ class Demo:
         ]
 
     def check(self, *extra):
-        argv = self.base + list(extra)
-        show(argv)
-        p = subprocess.run([sys.executable] + argv, cwd=ROOT, env=self.env, capture_output=True,
-                           text=True, stdin=subprocess.DEVNULL, timeout=90)
+        args = self.base + list(extra)
+        show(["./check_mail_roundtrip"] + args)
+        p = checkcmd.run(args, env=self.env)
+        if not checkcmd.is_result(p):
+            raise DemoError("the check gave no result (exit code %d):\n%s"
+                            % (p.returncode, checkcmd.output(p)))
         out = p.stdout.rstrip("\n")
         say(out)
         if p.stderr.strip():
@@ -91,7 +102,7 @@ class Demo:
         if p.stdout.strip():
             say(p.stdout.strip())
         if p.returncode != 0:
-            raise RuntimeError("lab command failed: %s" % p.stderr.strip())
+            raise DemoError("lab command failed: %s" % p.stderr.strip())
 
     def wait_for_probes(self, n=1, timeout=30.0):
         t0 = time.monotonic()
@@ -117,7 +128,7 @@ def is_probe(subject):
 def expect(result, state, what):
     rc, out = result
     if STATES.get(rc) != state:
-        raise RuntimeError("demo: expected %s for %s, got exit code %d:\n%s" % (state, what, rc, out))
+        raise DemoError("expected %s for %s, got exit code %d:\n%s" % (state, what, rc, out))
 
 
 def run(lab, state_dir):
@@ -170,18 +181,24 @@ def main():
     ap.add_argument("--keep-lab", action="store_true", help="leave the lab running afterwards")
     args = ap.parse_args()
     if os.geteuid() != 0:
-        sys.exit("demo: the mail lab needs root (Postfix and Dovecot switch users); run it with sudo")
-    install(verbose=False)  # Postfix, Dovecot, openssl: a no-op when present
+        sys.exit("demo: the mail lab needs root (Postfix and Dovecot switch users): "
+                 "sudo bash demo/run")
+    checkcmd.require("demo", "sudo bash demo/run")
+    t0 = time.monotonic()
     lab = MailLab(keep=args.keep_lab)
-    title("Starting the mail lab (Postfix + Dovecot on 127.0.0.1, private config)")
-    lab.start()
     state_dir = tempfile.mkdtemp(prefix="cmr-demo-state-")
     ok = False
     try:
+        install(verbose=False)  # Postfix, Dovecot, openssl: a no-op when present
+        title("Starting the mail lab (Postfix + Dovecot on 127.0.0.1, private config)")
+        lab.start()
         run(lab, state_dir)
         ok = True
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:  # LabError, DemoError among them
+        say()
+        say("demo: FAILED: %s" % exc)
     finally:
-        if args.keep_lab:
+        if args.keep_lab and lab.dir:
             say()
             say("The lab keeps running in %s (state in %s); stop it with:" % (lab.dir, state_dir))
             say("$ python3 -m tests.lab stop --dir %s" % lab.dir)
@@ -190,8 +207,9 @@ def main():
             subprocess.run(["rm", "-rf", "--", state_dir], check=False)
             say()
             say("Lab stopped and removed.")
-    if ok:
-        say("Demo finished.")
+    if not ok:
+        sys.exit(1)
+    say("Demo finished in %.0fs." % (time.monotonic() - t0))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Helpers that run the project from a checkout (bootstrap, the check command)."""
