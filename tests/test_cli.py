@@ -397,3 +397,16 @@ def test_default_profile_name_holds_no_password(lab, tmp_path):
     for block in blocks:
         for what, form in secrets:
             assert form not in block, (what, block)
+
+
+@pytest.mark.parametrize("given, warning, critical", [
+    ([], 120, 600),
+    (["-c", "60"], 60, 60),          # the default -w gives way to a lower -c
+    (["-w", "900"], 900, 900),       # the default -c gives way to a higher -w
+    (["-w", "10", "-c", "20"], 10, 20),
+    (["-c", "900"], 120, 900),
+])
+def test_default_thresholds_give_way_to_explicit_ones(given, warning, critical):
+    args = cli.parser().parse_args(["-H", "mx", "--from", MONITOR, "--lost-after", "7200", *given])
+    s = cli.settings_from(args, secrets={"imap-password": "x"})
+    assert (s.warning.end, s.critical.end) == (warning, critical)

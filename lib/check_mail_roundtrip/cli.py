@@ -25,6 +25,7 @@ ENV_STATE_DIR = "CHECK_MAIL_ROUNDTRIP_STATE_DIR"
 ENV_SMTP_PASSWORD = "CHECK_MAIL_ROUNDTRIP_SMTP_PASSWORD"
 ENV_IMAP_PASSWORD = "CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD"
 MIN_TIMEOUT, MAX_TIMEOUT = 2.0, 3600.0
+DEFAULT_WARNING, DEFAULT_CRITICAL = "120", "600"
 
 
 class UsageError(Exception):
@@ -148,10 +149,11 @@ def parser():
     g.add_argument("--insecure", action="store_true",
                    help="do NOT verify server certificates (explicit opt-out; avoid)")
     g = p.add_argument_group("thresholds")
-    g.add_argument("-w", "--warning", type=_range, default=_range("120"), metavar="RANGE",
-                   help="round-trip time and age of the oldest probe in flight, seconds (default: 120)")
-    g.add_argument("-c", "--critical", type=_range, default=_range("600"), metavar="RANGE",
-                   help="likewise for CRITICAL (default: 600)")
+    g.add_argument("-w", "--warning", type=_range, metavar="RANGE",
+                   help="round-trip time and age of the oldest probe in flight, seconds (default: "
+                        "%s, or -c when that is lower; -w above -c is a usage error)" % DEFAULT_WARNING)
+    g.add_argument("-c", "--critical", type=_range, metavar="RANGE",
+                   help="likewise for CRITICAL (default: %s, or -w when that is higher)" % DEFAULT_CRITICAL)
     g.add_argument("--lost-after", type=_seconds, default=3600.0, metavar="SECONDS",
                    help="a probe not back after this long is lost (default: 3600; must exceed --critical)")
     g.add_argument("--lost-warning", type=_range, default=_range("0"), metavar="RANGE",
@@ -200,12 +202,29 @@ def _password(path, from_ini, env, what):
     return os.environ.get(env)
 
 
+def _thresholds(warning, critical):
+    """-w/-c with their defaults; a default gives way to an explicit value on the other side."""
+    if warning is None and critical is None:
+        return _range(DEFAULT_WARNING), _range(DEFAULT_CRITICAL)
+    if warning is None:
+        default = _range(DEFAULT_WARNING)
+        return (critical if _simple(critical) and critical.end < default.end else default), critical
+    if critical is None:
+        default = _range(DEFAULT_CRITICAL)
+        return warning, (warning if _simple(warning) and warning.end > default.end else default)
+    return warning, critical
+
+
+def _simple(rng):
+    """A plain 0:N range."""
+    return not rng.invert and rng.start == 0 and not math.isinf(rng.end)
+
+
 def _ordered(low, high, low_name, high_name, unit="s"):
     """A warning range that is not inside the critical one is a usage error."""
     if low is None or high is None:
         return
-    simple = [r for r in (low, high) if not r.invert and r.start == 0 and not math.isinf(r.end)]
-    if len(simple) == 2 and low.end > high.end:
+    if _simple(low) and _simple(high) and low.end > high.end:
         raise UsageError("%s (%g%s) is above %s (%g%s): the warning threshold must not exceed the critical one"
                          % (low_name, low.end, unit, high_name, high.end, unit))
 
@@ -222,6 +241,7 @@ def settings_from(args, checkout_state_dir=None, secrets=None):
     secrets = secrets or {}
     if not args.mail_from:
         raise UsageError("--from is required")
+    args.warning, args.critical = _thresholds(args.warning, args.critical)
     _ordered(args.warning, args.critical, "-w/--warning", "-c/--critical")
     _ordered(args.lost_warning, args.lost_critical, "--lost-warning", "--lost-critical", unit="")
     _ordered(args.stale_warning, args.stale_critical, "--stale-warning", "--stale-critical")
