@@ -1,12 +1,16 @@
 """Shared pytest configuration.
 
 The mail lab fixtures (`lab`, `lab_session`) live in tests/lab/fixtures.py;
-tests that use them are marked `lab` automatically, so `-m "not lab"` runs
-everything that needs no Postfix/Dovecot.
+tests that use them, or the plugin installed on this machine as README's
+install section says (`installed_plugin`), are marked `lab` automatically, so
+`-m "not lab"` runs everything that needs no daemons and changes nothing
+outside the checkout.
 """
 
 from tests.lab.fixtures import lab, lab_session  # noqa: F401  (pytest fixtures)
 from tests.lab.plugin import installed_plugin  # noqa: F401  (pytest fixture)
+
+LAB_FIXTURES = {"lab", "lab_session", "installed_plugin"}
 
 
 def pytest_configure(config):
@@ -16,6 +20,5 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if "lab" in getattr(item, "fixturenames", ()) or \
-                "lab_session" in getattr(item, "fixturenames", ()):
+        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker("lab")
