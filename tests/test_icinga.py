@@ -22,6 +22,7 @@ import pytest
 from check_mail_roundtrip.cli import parser
 from tests.lab.carbon import Carbon
 from tests.lab.icinga import Icinga, ensure_readable, literal, private_dir, string
+from tests.lab.icinga import install as icinga_install
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTRIB = os.path.join(ROOT, "contrib", "icinga2")
@@ -206,7 +207,9 @@ def test_log_has_no_perfdata_trouble(monitoring):
     assert not trouble, "\n".join(trouble[:20])
 
 
+@pytest.mark.lab  # installs icinga2 when it is missing
 def test_contrib_services_conf_is_valid():
+    icinga_install()
     icinga = Icinga("", "/usr/lib/nagios/plugins", includes=[CHECK_COMMAND_FILE, SERVICES_FILE])
     try:
         out = icinga.validate()
