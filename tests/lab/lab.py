@@ -318,7 +318,16 @@ class MailLab:
         self.mailboxes.create(user)
         self.postfix.reload()
         self._write_json()
+        self._wait_for_login(user, password)
         return user
+
+    def _wait_for_login(self, user, password, timeout=10.0):
+        """Dovecot may take a moment to see a changed passwd-file: wait until the user can log in."""
+        deadline = time.monotonic() + timeout
+        while self.dovecot.doveadm("auth", "test", user, password, check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise LabError("new lab user %s cannot log in after %ss" % (user, timeout))
+            time.sleep(0.1)
 
     # ------------------------------------------------------------------ faults
 
