@@ -423,7 +423,7 @@ def test_secrets_and_modes(lab, tmp_path):
         assert r.rc == 0, r
         outputs.append(r.stdout + r.stderr)
         lab.wait_for(MONITOR, 1)
-    assert "LOGIN **REDACTED**" in outputs[0]
+    assert re.search(r"(?m)^IMAP C: \w+ LOGIN %s \*\*\*\*$" % re.escape(MONITOR), outputs[0]), outputs[0][:3000]
     assert re.search(r"(?i)auth plain \*\*\*\*", outputs[0]), outputs[0][:3000]
     assert os.stat(check.state_dir).st_mode & 0o777 == 0o700
     for name in os.listdir(check.state_dir):

@@ -15,12 +15,23 @@ import ssl
 
 import nagiosplugin
 
+from . import tls
+
+
+HINT_SECONDS = 2.0  # after a failure, asking the server for a hint may take this long
+
 
 class StepFailure(Exception):
-    """One named step failed; ``detail`` holds the server's or system's words."""
+    """One named step failed; ``detail`` holds the server's or system's words.
+
+    A single full stop at the end of the words is left out: the status line
+    goes on after them ("Authentication failed, first probe sent").
+    """
 
     def __init__(self, step, detail):
         detail = _one_line(detail)
+        if detail.endswith(".") and not detail.endswith(".."):
+            detail = detail[:-1].rstrip()
         super().__init__("%s failed: %s" % (step, detail))
         self.step = step
         self.detail = detail
@@ -46,10 +57,8 @@ def describe(exc):
                 text = text.decode("utf-8", "replace")
             parts.append("%s: %s %s" % (rcpt, code, text))
         return _one_line("; ".join(parts))
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return _one_line("certificate verify failed: %s" % (exc.verify_message or exc.reason))
     if isinstance(exc, ssl.SSLError):
-        return _one_line("TLS error: %s" % (exc.reason or exc))
+        return _one_line(tls.describe(exc))
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return _one_line(str(exc) or "timed out")
     if isinstance(exc, socket.gaierror):
@@ -96,6 +105,27 @@ def _one_line(text, limit=300):
     text = " ".join(str(text).split())
     text = text.replace("|", "/")  # '|' would start perfdata
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def attempt(name, deadline, work):
+    """``work()`` as an optional extra (a hint after a failure): run as step
+    *name* for HINT_SECONDS at most, and not past *deadline*; None if it
+    fails or runs out of time."""
+    try:
+        with step(name, deadline.within(HINT_SECONDS)):
+            return work()
+    except StepFailure:
+        return None
+
+
+def tls_failure(name, exc, deadline, read_names):
+    """The StepFailure for the TLS failure *exc*, with a hint at the fix.
+
+    For a certificate issued to another name, ``read_names()`` (run as an
+    attempt) says whom it is for.
+    """
+    names = attempt(name, deadline, read_names) if tls.wrong_name(exc) else None
+    return StepFailure(name, tls.describe(exc, names))
 
 
 class step:

@@ -11,11 +11,22 @@ Steps, as named in the status line: ``IMAP connect``, ``IMAP TLS``,
 ``IMAP login``, ``IMAP select``, ``IMAP search``, ``IMAP fetch``,
 ``IMAP delete``.
 
+The server's words are kept as it sent them (UTF-8, modified UTF-7 folder
+names decoded).  A folder that does not open is explained: only after the
+failed SELECT, NAMESPACE and a LIST of one hierarchy level show the server's
+folder layout and a folder the user may have meant.
+
 A collector is used as a context manager and offers ``find(key)``,
 ``fetch(refs)`` and ``remove(refs)``; other collectors (POP3) follow the
 same shape.
 """
 
+import base64
+import binascii
+import dataclasses
+import logging
+import re
+import shlex
 import socket
 import ssl
 from dataclasses import dataclass
@@ -24,53 +35,139 @@ import imapclient
 from imapclient import imap4, tls
 
 from . import probe as probe_format
-from .failure import StepFailure, describe, step
+from .failure import StepFailure, attempt, step, tls_failure
 from .net import lookup
+from .tls import certificate_names, names_only
+from .trace import ImapTrace
+
+# imapclient warns through the logging module (on stderr when nothing else is
+# set up); a check's output is its status line.
+logging.getLogger("imapclient").addHandler(logging.NullHandler())
 
 DEFAULT_PORTS = {"tls": 993, "starttls": 143, "none": 143}
 LOGOUT_SECONDS = 1.0  # a polite goodbye may take this long, then the connection is dropped
 # At most this many hits are read per run (the newest); more means the
 # mailbox is flooded with probes and the rest waits for the next runs.
 MAX_FETCH = 200
+MAX_LISTED = 1000  # folders of one level looked at for a hint about a missing folder
 # Only the probe headers, and at most their first 8 KiB (a hostile mail with a
 # huge subject costs no more than a real probe).
 _HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (%s)]<0.8192>" % " ".join(
     h.upper() for h in probe_format.FETCH_HEADERS)
+_COMPLETION = re.compile(rb"\S+ (?:OK|NO|BAD) ?(.*?)\r?\n?$", re.S)
+_MUTF7 = re.compile(r"&([A-Za-z0-9+,]+)-")
+_DOVECOT_TIMING = re.compile(r"\s*\(\d+\.\d+(?: \+ \d+\.\d+)* secs\)\.?$")
+
+
+def server_words(raw):
+    """The text of a server reply, readable.
+
+    UTF-8 where the server sent it (Dovecot names a missing folder in UTF-8),
+    folder names in modified UTF-7 (RFC 3501) decoded where recognisable, and
+    Dovecot's timing suffix "(0.001 + 0.000 secs)." left out.
+    """
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    text = _MUTF7.sub(_from_mutf7, " ".join(text.split()))
+    return _DOVECOT_TIMING.sub("", text)
+
+
+def _from_mutf7(m):
+    b64 = m.group(1).replace(",", "/")
+    try:
+        text = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True).decode("utf-16-be")
+    except (binascii.Error, UnicodeDecodeError):
+        return m.group(0)
+    if not text or any(" " <= c <= "~" for c in text):  # printable ASCII is never encoded
+        return m.group(0)
+    return text
+
+
+class ServerSaid(imapclient.IMAPClient.Error):
+    """A command the server answered NO or BAD; ``words`` is its text."""
+
+    def __init__(self, raw):
+        self.words = server_words(raw)
+        super().__init__(self.words)
 
 
 class _Client(imapclient.IMAPClient):
     """IMAPClient that connects to an address looked up in advance (within the
-    step's deadline); TLS and STARTTLS still check the certificate against the
+    step's deadline), reports its traffic to *trace* and keeps the server's
+    words intact; TLS and STARTTLS still check the certificate against the
     host name."""
 
-    def __init__(self, host, address, **kwargs):
+    def __init__(self, host, address, trace, **kwargs):
         self._address = address
+        self._trace = trace
         super().__init__(host, **kwargs)
+        self._imap.debug = 0  # imapclient turns on imaplib's parser chatter; the trace says what counts
 
     def _create_IMAP4(self):
         timeout = getattr(self._timeout, "connect", None)
         if self.ssl:
-            return _TLSByAddress.bound(self._address)(self.host, self.port, self.ssl_context, timeout)
-        return _PlainByAddress.bound(self._address)(self.host, self.port, timeout)
+            return _TLSConnection(self._address, self._trace, self.host, self.port, self.ssl_context, timeout)
+        return _PlainConnection(self._address, self._trace, self.host, self.port, timeout)
+
+    def _check_resp(self, expected, command, typ, data):
+        # imapclient would decode the server's words as ASCII, dropping every other byte
+        if typ != expected:
+            raise ServerSaid(data[0] if data and isinstance(data[0], (bytes, str)) else b"")
 
 
-class _ByAddress:
-    address = None
+class _Connection:
+    """imaplib's socket-level I/O: to the address looked up, reported to the
+    trace; a refused STARTTLS is told in the server's words."""
 
-    @classmethod
-    def bound(cls, address):
-        return type(cls.__name__, (cls,), {"address": address})
+    def __init__(self, address, trace, *args):
+        self.address = address
+        self.trace = trace
+        self.completion = b""  # the server's last tagged reply
+        super().__init__(*args)
 
     def _open_tcp(self, timeout):
-        return socket.create_connection((self.address, self.port), timeout if timeout is not None else self._timeout)
+        sock = socket.create_connection((self.address, self.port), timeout if timeout is not None else self._timeout)
+        self.trace.connected(self.address, self.port)
+        return sock
+
+    def send(self, data):
+        self.trace.sent(data)
+        super().send(data)
+
+    def readline(self):
+        line = super().readline()
+        self.trace.received(line)
+        if line.startswith(self.tagpre):
+            self.completion = line
+        return line
+
+    def read(self, size):
+        data = super().read(size)
+        self.trace.received(data)
+        return data
+
+    def starttls(self, ssl_context=None):
+        self.completion = b""
+        try:
+            result = super().starttls(ssl_context)
+        except self.abort:
+            raise
+        except self.error as exc:  # imaplib says "Couldn't establish TLS session"
+            m = _COMPLETION.match(self.completion)
+            if isinstance(self.sock, ssl.SSLSocket) or not m:
+                raise
+            raise StepFailure("IMAP TLS", "server refused STARTTLS: %s" % server_words(m.group(1))) from exc
+        self.trace.tls_started(self.sock)
+        return result
 
 
-class _TLSByAddress(_ByAddress, tls.IMAP4_TLS):
+class _TLSConnection(_Connection, tls.IMAP4_TLS):
     def _create_socket(self, timeout=None):
-        return tls.wrap_socket(self._open_tcp(timeout), self.ssl_context, self.host)
+        sock = tls.wrap_socket(self._open_tcp(timeout), self.ssl_context, self.host)
+        self.trace.tls_started(sock)
+        return sock
 
 
-class _PlainByAddress(_ByAddress, imap4.IMAP4WithTimeout):
+class _PlainConnection(_Connection, imap4.IMAP4WithTimeout):
     def _create_socket(self, timeout=None):
         return self._open_tcp(timeout)
 
@@ -82,6 +179,84 @@ class Fetched:
     ref: int                    # UID
     headers: bytes
     internaldate: float         # epoch seconds, or None
+
+
+def _connect(ep, address, deadline, why=None):
+    """A client connected to *address* (with TLS for implicit TLS)."""
+    trace = ImapTrace(ep.secrets())
+    if why:
+        trace.note(why)
+    client = _Client(ep.host, address, trace, port=ep.port, ssl=(ep.tls == "tls"),
+                     ssl_context=ep.ssl_context, timeout=deadline.left())
+    client.normalise_times = False
+    return client
+
+
+def _starttls(client, ssl_context, deadline):
+    deadline.arm(client.socket())
+    if not client.has_capability("STARTTLS"):
+        raise StepFailure("IMAP TLS", "server does not offer STARTTLS")
+    client.starttls(ssl_context)
+
+
+def _look_for(client, folder):
+    """(exists, layout, better): is *folder* listed, the server's folder
+    layout in words (or None), and a listed folder the user may have meant
+    (or None).
+
+    Bounded: NAMESPACE (or LIST "" "" for the separator), then a LIST of one
+    hierarchy level (``%``) where each name the user may have meant would be.
+    """
+    prefix, sep = _namespace(client)
+    wanted = _meant(folder, prefix, sep)
+    listed = set()
+    for level in sorted({w.rsplit(sep, 1)[0] + sep if sep and sep in w else "" for w in wanted})[:4]:
+        listed.update(name for _flags, _sep, name in client.list_folders("", level + "%")[:MAX_LISTED])
+    better = next((name for w in wanted for name in sorted(listed) if name.lower() == w.lower()), None)
+    return folder in listed, _layout(prefix, sep), better
+
+
+def _namespace(client):
+    """(prefix, separator) of the personal namespace: prefix None when unknown
+    (no NAMESPACE), separator None on a flat server."""
+    if client.has_capability("NAMESPACE"):
+        personal = client.namespace().personal
+        if personal:
+            prefix, sep = personal[0]
+            return prefix, sep
+    for _flags, sep, _name in client.list_folders("", ""):
+        return None, sep.decode("utf-8", "replace") if isinstance(sep, bytes) else sep
+    return None, None
+
+
+def _meant(folder, prefix, sep):
+    """Names the user may have meant by *folder*: as typed, with the server's
+    separator instead of the other usual one, inside the personal namespace
+    (guessed as "INBOX<separator>" when the server does not say)."""
+    wanted = [folder]
+    other = {"/": ".", ".": "/"}.get(sep)
+    if other and other in folder and sep not in folder:
+        wanted.append(folder.replace(other, sep))
+    if prefix is None and sep:
+        prefix = "INBOX" + sep
+    if prefix and folder.upper() != "INBOX":
+        wanted += [prefix + w for w in wanted if not w.upper().startswith(prefix.upper())]
+    return wanted
+
+
+def _layout(prefix, sep):
+    if sep is None:
+        return "the server's folders have no hierarchy" if prefix is not None else None
+    if prefix is None:
+        return 'the server\'s hierarchy separator is "%s"' % sep
+    if not prefix:
+        return 'the server\'s folders have no prefix, separator "%s"' % sep
+    return 'the server\'s personal namespace is "%s" with separator "%s"' % (prefix, sep)
+
+
+def _shell_word(text):
+    """*text* as one shell word, quoted only where the shell needs it."""
+    return text if re.fullmatch(r"[\w@%+=:,./-]+", text) else shlex.quote(text)
 
 
 class ImapCollector:
@@ -97,24 +272,14 @@ class ImapCollector:
 
     # -- session -------------------------------------------------------------
     def __enter__(self):
-        ep, deadline = self.ep, self.deadline
-        with step("IMAP connect", deadline):
-            address = lookup(ep.host, ep.port, deadline)
-            try:
-                self.client = _Client(
-                    ep.host, address, port=ep.port, ssl=(ep.tls == "tls"),
-                    ssl_context=ep.ssl_context, timeout=deadline.left(),
-                )
-            except ssl.SSLError as exc:
-                raise StepFailure("IMAP TLS", describe(exc)) from exc
-            self.client.normalise_times = False
+        ep = self.ep
+        with step("IMAP connect", self.deadline):
+            address = lookup(ep.host, ep.port, self.deadline)
+            self.client = self._tls_told(lambda: _connect(ep, address, self.deadline), address)
         try:
             if ep.tls == "starttls":
                 with step("IMAP TLS", self.deadline):
-                    self._arm()
-                    if not self.client.has_capability("STARTTLS"):
-                        raise StepFailure("IMAP TLS", "server does not offer STARTTLS")
-                    self.client.starttls(ep.ssl_context)
+                    self._tls_told(lambda: _starttls(self.client, ep.ssl_context, self.deadline), address)
             with step("IMAP login", self.deadline):
                 self._arm()
                 user, password = ep.user or "", ep.password or ""
@@ -126,11 +291,46 @@ class ImapCollector:
                 self.client.capabilities()
             with step("IMAP select", self.deadline):
                 self._arm()
-                self.client.select_folder(self.folder, readonly=self.readonly)
+                try:
+                    self.client.select_folder(self.folder, readonly=self.readonly)
+                except ServerSaid as refused:
+                    raise StepFailure("IMAP select", self._not_opened(refused.words)) from refused
         except BaseException:
             self._close()
             raise
         return self
+
+    def _tls_told(self, work, address):
+        """work(); a TLS failure becomes a StepFailure with a hint at the fix."""
+        try:
+            return work()
+        except ssl.SSLError as exc:
+            raise tls_failure("IMAP TLS", exc, self.deadline, lambda: self._certificate_names(address)) from exc
+
+    def _certificate_names(self, address):
+        """The names in the server's certificate, read over a second connection
+        that verifies the chain but not the host name, and goes no further than TLS."""
+        ep = dataclasses.replace(self.ep, ssl_context=names_only(self.ep.ssl_context))
+        client = _connect(ep, address, self.deadline, "reading the certificate's names")
+        try:
+            if ep.tls == "starttls":
+                _starttls(client, ep.ssl_context, self.deadline)
+            return certificate_names(client.socket())
+        finally:
+            client.shutdown()
+
+    def _not_opened(self, words):
+        """Why the folder did not open, with the server's folder layout when the folder is missing."""
+        said = words.rstrip(". ") or "no reason given"
+        found = attempt("IMAP select", self.deadline, lambda: _look_for(self.client, self.folder))
+        if found is None:
+            return 'folder "%s": %s' % (self.folder, said)
+        exists, layout, better = found
+        if exists:
+            return 'folder "%s" exists but does not open (server: %s)' % (self.folder, said)
+        text = 'folder "%s" not found (server: %s)' % (self.folder, said)
+        text += "; " + layout if layout else ""
+        return text + (": try --imap-folder %s" % _shell_word(better) if better else "")
 
     def __exit__(self, *exc):
         self._close()

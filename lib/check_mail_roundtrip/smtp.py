@@ -8,18 +8,17 @@ DATA leaves the outcome uncertain: the probe may still arrive.
 """
 
 import base64
-import logging
+import dataclasses
 import smtplib
 import ssl
 from dataclasses import dataclass
 
 import nagiosplugin
 
-from .failure import StepFailure, describe, step
+from .failure import StepFailure, describe, step, tls_failure
 from .net import lookup
-from .trace import redactor
-
-log = logging.getLogger("check_mail_roundtrip.smtp")
+from .tls import certificate_names, names_only
+from .trace import SmtpTrace
 
 SENT, FAILED, UNCERTAIN = "sent", "failed", "uncertain"
 DEFAULT_PORTS = {"starttls": 25, "tls": 465, "none": 25}
@@ -33,54 +32,47 @@ class SendResult:
     reply: str = ""             # the server's answer to the message
 
 
-class _Tracing:
-    """smtplib's debug output goes to our logger, secrets redacted."""
+class _Traced:
+    """smtplib's socket-level I/O, reported to the connection's trace."""
 
-    redact = staticmethod(lambda s: s)
+    def __init__(self, *args, trace, **kwargs):
+        self.trace = trace
+        super().__init__(*args, **kwargs)
 
-    def _print_debug(self, *args):
-        log.debug("smtp: %s", self.redact(" ".join(str(a) for a in args)))
+    def _get_socket(self, host, port, timeout):
+        sock = super()._get_socket(host, port, timeout)
+        self.trace.connected(host, port, sock)
+        return sock
+
+    def send(self, s):
+        self.trace.sent(s)
+        super().send(s)
+
+    def getreply(self):
+        code, text = super().getreply()
+        self.trace.reply(code, text)
+        return code, text
 
 
-class _SMTP(_Tracing, smtplib.SMTP):
+class _SMTP(_Traced, smtplib.SMTP):
     pass
 
 
-class _SMTP_SSL(_Tracing, smtplib.SMTP_SSL):
+class _SMTP_SSL(_Traced, smtplib.SMTP_SSL):
     pass
 
 
 def _connect(ep, deadline, local_hostname):
-    cls = _SMTP_SSL if ep.tls == "tls" else _SMTP
-    kwargs = {"context": ep.ssl_context} if ep.tls == "tls" else {}
     conn = None
     try:
         with step("SMTP connect", deadline):
             address = lookup(ep.host, ep.port, deadline)
-            conn = cls(local_hostname=local_hostname, timeout=deadline.left(), **kwargs)
-            conn._host = ep.host  # Python 3.11's smtplib names the TLS server (SNI, hostname check) from this
-            conn.redact = redactor(ep.secrets())
-            conn.set_debuglevel(1 if log.isEnabledFor(logging.DEBUG) else 0)
-            try:
-                code, text = conn.connect(address, ep.port)
-            except ssl.SSLError as exc:
-                raise StepFailure("SMTP TLS", describe(exc)) from exc
-            if code != 220:  # e.g. 421 too many connections, 554 no service
-                raise smtplib.SMTPConnectError(code, text)
-            deadline.arm(conn.sock)
-            code, text = conn.ehlo()
-            if code != 250:
-                code, text = conn.helo()
-                if code != 250:
-                    raise smtplib.SMTPHeloError(code, text)
+            conn = _tls_told(lambda: _open(ep, address, deadline, local_hostname),
+                             ep, address, deadline, local_hostname)
         if ep.tls == "starttls":
             with step("SMTP TLS", deadline):
-                if not conn.has_extn("starttls"):
-                    raise StepFailure("SMTP TLS", "server does not offer STARTTLS")
-                deadline.arm(conn.sock)
-                conn.starttls(context=ep.ssl_context)
-                deadline.arm(conn.sock)
-                conn.ehlo()
+                _tls_told(lambda: _starttls(conn, ep.ssl_context, deadline),
+                          ep, address, deadline, local_hostname)
         if ep.user:
             with step("SMTP auth", deadline):
                 if not conn.has_extn("auth"):
@@ -92,6 +84,66 @@ def _connect(ep, deadline, local_hostname):
             conn.close()
         raise
     return conn
+
+
+def _open(ep, address, deadline, local_hostname, why=None):
+    """A connection to *address*, greeted with EHLO (or HELO), TLS done for implicit TLS."""
+    cls = _SMTP_SSL if ep.tls == "tls" else _SMTP
+    kwargs = {"context": ep.ssl_context} if ep.tls == "tls" else {}
+    trace = SmtpTrace(ep.secrets())
+    if why:
+        trace.note(why)
+    conn = cls(local_hostname=local_hostname, timeout=deadline.left(), trace=trace, **kwargs)
+    conn._host = ep.host  # Python 3.11's smtplib names the TLS server (SNI, hostname check) from this
+    try:
+        code, text = conn.connect(address, ep.port)
+        if code != 220:  # e.g. 421 too many connections, 554 no service
+            raise smtplib.SMTPConnectError(code, text)
+        deadline.arm(conn.sock)
+        code, text = conn.ehlo()
+        if code != 250:
+            code, text = conn.helo()
+            if code != 250:
+                raise smtplib.SMTPHeloError(code, text)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _starttls(conn, ssl_context, deadline):
+    if not conn.has_extn("starttls"):
+        raise StepFailure("SMTP TLS", "server does not offer STARTTLS")
+    deadline.arm(conn.sock)
+    try:
+        conn.starttls(context=ssl_context)
+    except smtplib.SMTPResponseException as exc:
+        raise StepFailure("SMTP TLS", "server refused STARTTLS: %s" % describe(exc)) from exc
+    conn.trace.tls_started(conn.sock)
+    deadline.arm(conn.sock)
+    conn.ehlo()
+
+
+def _tls_told(work, ep, address, deadline, local_hostname):
+    """work(); a TLS failure becomes a StepFailure with a hint at the fix."""
+    try:
+        return work()
+    except ssl.SSLError as exc:
+        raise tls_failure("SMTP TLS", exc, deadline,
+                          lambda: _certificate_names(ep, address, deadline, local_hostname)) from exc
+
+
+def _certificate_names(ep, address, deadline, local_hostname):
+    """The names in the server's certificate, read over a second connection
+    that verifies the chain but not the host name, and goes no further than TLS."""
+    ep = dataclasses.replace(ep, ssl_context=names_only(ep.ssl_context))
+    conn = _open(ep, address, deadline, local_hostname, "reading the certificate's names")
+    try:
+        if ep.tls == "starttls":
+            conn.starttls(context=ep.ssl_context)
+        return certificate_names(conn.sock)
+    finally:
+        conn.close()
 
 
 def _authenticate(conn, ep):

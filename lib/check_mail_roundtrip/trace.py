@@ -1,43 +1,207 @@
-"""Protocol trace for ``-vvv``: secrets never reach the output."""
+"""Protocol trace for ``-vvv``: our commands and the servers' replies, one line each.
+
+    IMAP C: a001 LOGIN monitor@example.org ****
+    IMAP S: a001 OK [CAPABILITY IMAP4rev1 ...] Logged in
+    IMAP S: * 3 FETCH (UID 7 BODY[HEADER.FIELDS (SUBJECT)]<0> {123 bytes})
+    SMTP C: <message, 1234 bytes>
+    SMTP S: 250 2.0.0 Ok: queued as 4F2A1
+
+The transports hook their socket-level I/O into a trace: IMAP reports every
+chunk it sends and every line or literal it reads (:class:`ImapTrace`),
+SMTP every chunk it sends and every reply (:class:`SmtpTrace`).  Secrets
+never reach the output: the LOGIN password, whatever follows the mechanism
+of AUTH/AUTHENTICATE, every client line of an authentication dialogue, and
+the password itself (and its base64) wherever it would appear.  Literals and
+message contents are summarised by their size.  When the trace is off (no
+``-vvv``) the hooks return at once.
+"""
 
 import base64
 import logging
 import re
+import ssl
 
-_AUTH_LINE = re.compile(r"(?i)\b(AUTH\s+\S+|LOGIN|AUTHENTICATE\s+\S+|PASS)\s+[^'\s][^']*")
-
-
-def redactor(secrets):
-    """A function that removes *secrets* (and their base64 forms) from a text."""
-    needles = set()
-    for s in secrets:
-        if not s:
-            continue
-        needles.add(s)
-        raw = s.encode("utf-8")
-        needles.add(base64.b64encode(raw).decode("ascii"))
-    needles = sorted(needles, key=len, reverse=True)
-    in_auth = [False]  # the server's last reply was a 334 challenge
-
-    def redact(text):
-        for n in needles:
-            text = text.replace(n, "****")
-        if text.lstrip().lower().startswith("send:"):  # what the client says
-            text = _AUTH_LINE.sub(lambda m: m.group(1) + " ****", text)
-            if in_auth[0]:  # continuation of an AUTH dialogue
-                text = re.sub(r"'[A-Za-z0-9+/=]{4,}\\r\\n'", r"'****\\r\\n'", text)
-        elif text.lstrip().lower().startswith("reply:"):
-            in_auth[0] = bool(re.search(r"reply: b?'334[ -]", text))
-        return text
-
-    return redact
-
+log = logging.getLogger("check_mail_roundtrip.trace")
+MAX_LINE = 2000  # characters of one trace line; a longer one is cut
+_LITERAL = re.compile(rb"\{(\d+)\+?\}\r?\n?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def enable(handler):
-    """Send the protocol trace (``-vvv``) to *handler*."""
+    """Send the protocol trace (``-vvv``) and the transports' debug notes to *handler*.
+
+    imapclient's own debug logger (imaplib's parser internals) stays off.
+    """
     ours = logging.getLogger("check_mail_roundtrip")
     ours.setLevel(logging.DEBUG)
     ours.addHandler(handler)
-    logging.getLogger("imapclient").setLevel(logging.DEBUG)
-    logging.getLogger("imapclient").addHandler(handler)
+
+
+def _needles(secrets):
+    """The secrets and their base64 forms, longest first."""
+    found = set()
+    for s in secrets:
+        if s:
+            found.add(s)
+            found.add(base64.b64encode(s.encode("utf-8")).decode("ascii"))
+    return sorted(found, key=len, reverse=True)
+
+
+class _Lines:
+    """Reassembles one direction of a byte stream into lines.
+
+    With *literals* (IMAP), a line ending in ``{N}`` announces N bytes of
+    literal data that continue the line: they are shown as ``{N bytes}``.
+    """
+
+    def __init__(self, literals):
+        self.literals = literals
+        self.buf = b""
+        self.text = ""        # the line so far (literals summarised)
+        self.skip = 0         # literal bytes still to come
+
+    def feed(self, data):
+        """The whole lines completed by *data*."""
+        self.buf += data
+        done = []
+        for _ in range(len(self.buf) + 1):  # every round consumes bytes or stops
+            if self.skip:
+                taken = min(self.skip, len(self.buf))
+                self.buf, self.skip = self.buf[taken:], self.skip - taken
+                if self.skip:
+                    break
+                continue
+            end = self.buf.find(b"\n")
+            if end < 0:
+                break
+            line, self.buf = self.buf[:end + 1], self.buf[end + 1:]
+            m = _LITERAL.search(line) if self.literals else None
+            if m:
+                self.text += _decode(line[:m.start()]) + "{%d bytes}" % int(m.group(1))
+                self.skip = int(m.group(1))
+                continue
+            done.append(self.text + _decode(line.rstrip(b"\r\n")))
+            self.text = ""
+        return done
+
+    def flush(self):
+        """What is pending of an unfinished line (say, waiting for a continuation)."""
+        text, self.text = self.text, ""
+        return [text] if text else []
+
+
+def _decode(data):
+    return data.decode("utf-8", "replace")
+
+
+class Trace:
+    """The trace of one connection to one server; does nothing unless enabled."""
+
+    protocol = "?"
+    AUTH = None   # our command that starts an authentication dialogue (group 1: what to show)
+    LOGIN = None  # our command with the password in it (group 1: what to show)
+
+    def __init__(self, secrets=()):
+        self.on = log.isEnabledFor(logging.DEBUG)
+        self._needles = _needles(secrets) if self.on else []
+        self._auth = False  # inside an authentication dialogue: client lines are secret
+
+    def note(self, text, *args):
+        """A line about the connection itself (connected, TLS started, ...)."""
+        if self.on:
+            log.debug("%s: " + text, self.protocol, *args)
+
+    def connected(self, address, port, sock=None):
+        self.note("connected to %s port %s", address, port)
+        if isinstance(sock, ssl.SSLSocket):
+            self.tls_started(sock)
+
+    def tls_started(self, sock):
+        self.note("TLS established (%s)", sock.version())
+
+    def _emit(self, who, text):
+        for needle in self._needles:
+            text = text.replace(needle, "****")
+        text = _CONTROL.sub("?", " ".join(text.split())).replace("|", "/")  # '|' would start perfdata
+        if len(text) > MAX_LINE:
+            text = text[:MAX_LINE] + "... (%d characters)" % len(text)
+        log.debug("%s %s: %s", self.protocol, who, text)
+
+    def _client_line(self, line):
+        """Our command line, secrets hidden."""
+        if self._auth:
+            return "****"
+        m = self.AUTH.match(line)
+        if m:
+            self._auth = True
+            return m.group(1) + (" ****" if m.group(0) != m.group(1) else "")
+        m = self.LOGIN.match(line) if self.LOGIN else None
+        if m:
+            return m.group(1) + " ****"
+        return line
+
+
+class ImapTrace(Trace):
+    """IMAP: tagged commands, untagged and tagged replies, literals as their size."""
+
+    protocol = "IMAP"
+    AUTH = re.compile(r"(?i)^(\S+ AUTHENTICATE \S+)(?: .*)?$")
+    LOGIN = re.compile(r'(?i)^(\S+ LOGIN (?:"(?:[^"\\]|\\.)*"|\{\d+ bytes\}|\S+))(?: .*)?$')
+
+    def __init__(self, secrets=()):
+        super().__init__(secrets)
+        self._sent = _Lines(literals=True)
+        self._read = _Lines(literals=True)
+        self._auth_tag = None
+
+    def sent(self, data):
+        if not self.on:
+            return
+        for line in self._sent.feed(data):
+            if line:  # an empty line ends a literal sent on its own
+                self._emit("C", self._client_line(line))
+            if self._auth and self._auth_tag is None:
+                self._auth_tag = line.split(" ", 1)[0]
+
+    def received(self, data):
+        if not self.on:
+            return
+        for line in self._sent.flush():  # a command waiting for "+": show it first
+            self._emit("C", self._client_line(line))
+        for line in self._read.feed(data):
+            if self._auth_tag and line.startswith(self._auth_tag + " "):
+                self._auth, self._auth_tag = False, None
+            self._emit("S", line)
+
+
+class SmtpTrace(Trace):
+    """SMTP: commands, replies (one line each, however many lines the server
+    sent), the message as its size."""
+
+    protocol = "SMTP"
+    AUTH = re.compile(r"(?i)^(AUTH \S+)(?: .*)?$")
+
+    def __init__(self, secrets=()):
+        super().__init__(secrets)
+        self._sent = _Lines(literals=False)
+        self._data = False  # after 354: what we send is the message
+
+    def sent(self, data):
+        if not self.on:
+            return
+        if isinstance(data, str):
+            data = data.encode("utf-8", "replace")
+        if self._data:
+            self._emit("C", "<message, %d bytes>" % len(data))
+            return
+        for line in self._sent.feed(data):
+            self._emit("C", self._client_line(line))
+
+    def reply(self, code, text):
+        if not self.on:
+            return
+        lines = _decode(text).split("\n") if isinstance(text, bytes) else str(text).split("\n")
+        self._emit("S", "%s %s" % (code, " / ".join(lines)))
+        self._data = code == 354
+        if code != 334:  # 334: the server wants more of the authentication
+            self._auth = False
