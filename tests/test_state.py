@@ -229,7 +229,7 @@ def _cannot_run(why):
     pytest.skip(why)
 
 
-_UNREADABLE_CHILD = r"""
+_LOAD_AS_NOBODY = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])
 from check_mail_roundtrip.state import StateStore, StateError   # import first, as root
@@ -269,7 +269,7 @@ def test_unreadable_state_file_is_not_damage(tmp_path):
         os.chmod(st_.path, 0)
         if not os.access(os.path.join(LIB, "check_mail_roundtrip", "state.py"), os.R_OK):
             _cannot_run("library not readable")
-        proc = subprocess.run([sys.executable, "-c", _UNREADABLE_CHILD, LIB, directory, PROFILE],
+        proc = subprocess.run([sys.executable, "-c", _LOAD_AS_NOBODY, LIB, directory, PROFILE],
                               capture_output=True, text=True, timeout=30)
         if "Permission denied" in proc.stderr and "check_mail_roundtrip" not in proc.stderr:
             _cannot_run("unprivileged child cannot run the library: %s" % proc.stderr[-200:])
@@ -281,18 +281,6 @@ def test_unreadable_state_file_is_not_damage(tmp_path):
         assert os.path.exists(st_.path)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-_READ_ONLY_CHILD = r"""
-import os, sys
-sys.path.insert(0, sys.argv[1])
-from check_mail_roundtrip.state import StateStore, StateError   # import first, as root
-os.setgroups([]); os.setgid(65534); os.setuid(65534)
-try:
-    StateStore(sys.argv[2], sys.argv[3]).load()
-except StateError as exc:
-    print("StateError:", exc)
-"""
 
 
 def test_damaged_file_in_read_only_directory_is_a_state_error(tmp_path):
@@ -318,7 +306,7 @@ def test_damaged_file_in_read_only_directory_is_a_state_error(tmp_path):
         st_ = StateStore(directory, PROFILE)
         _write(st_.path, b"garbage")
         os.chmod(st_.path, 0o644)
-        proc = subprocess.run([sys.executable, "-c", _READ_ONLY_CHILD, LIB, directory, PROFILE],
+        proc = subprocess.run([sys.executable, "-c", _LOAD_AS_NOBODY, LIB, directory, PROFILE],
                               capture_output=True, text=True, timeout=30)
         if "Permission denied" in proc.stderr and "check_mail_roundtrip" not in proc.stderr:
             _cannot_run("unprivileged child cannot run the library: %s" % proc.stderr[-200:])
