@@ -195,3 +195,18 @@ def test_a_certificate_for_several_other_names_lists_them(lab, tmp_path, side):
             r = quiet(check(*smtp_at(srv.port, "tls", "localhost"), "-t", "6"))
         assert_line(r, smtp_failure("SMTP TLS failed: " + words), budget=6)
     assert srv.accepted == 2  # the second connection read the certificate's names
+
+
+# == servers that keep removed mail ======================================================
+
+def test_a_server_that_moves_expunged_mail_to_trash_is_named_in_verbose_output(lab, tmp_path):
+    """Courier with IMAP_MOVE_EXPUNGE_TO_TRASH announces XMAGICTRASH: -v says where probes go."""
+    check = checker(lab, tmp_path)
+    with fs.FaultServer(courier(capabilities="NAMESPACE UIDPLUS XMAGICTRASH")) as srv:
+        r = quiet(check(*imap_at(srv.port, "none"), "-v", "-t", "6"))
+    assert r.rc == 0 and r.line.startswith("MAIL_ROUNDTRIP OK - first probe sent, 1 in flight"), r
+    assert ("the server moves expunged mail to Trash (Courier's XMAGICTRASH): removed probes collect "
+            "there until it empties Trash") in r.stdout.splitlines(), r
+    with fs.FaultServer(courier(capabilities="NAMESPACE UIDPLUS")) as srv:
+        r = quiet(check(*imap_at(srv.port, "none"), "-v", "-t", "6"))
+    assert "XMAGICTRASH" not in r.stdout, r

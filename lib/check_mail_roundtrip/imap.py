@@ -289,6 +289,9 @@ class ImapCollector:
                     self.client.plain_login(user, password)
                 # keep the capabilities the server sent with its login answer (no extra round trip)
                 self.client.capabilities()
+            if self.client.has_capability("XMAGICTRASH") and not self.readonly:
+                self.notes.append("the server moves expunged mail to Trash (Courier's XMAGICTRASH): "
+                                  "removed probes collect there until it empties Trash")
             with step("IMAP select", self.deadline):
                 self._arm()
                 try:
