@@ -311,7 +311,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("imap_cost: the mail lab needs root (Postfix and Dovecot switch users): "
                  "sudo bash benchmarks/run")
-    checkcmd.require("imap_cost", "sudo bash benchmarks/run")
+    checkcmd.require("imap_cost", "bash benchmarks/run (as root)")
     lab = MailLab()
     relay = failed = None
     t_start = time.monotonic()

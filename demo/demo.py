@@ -183,7 +183,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("demo: the mail lab needs root (Postfix and Dovecot switch users): "
                  "sudo bash demo/run")
-    checkcmd.require("demo", "sudo bash demo/run")
+    checkcmd.require("demo", "bash demo/run (as root)")
     t0 = time.monotonic()
     lab = MailLab(keep=args.keep_lab)
     state_dir = tempfile.mkdtemp(prefix="cmr-demo-state-")
