@@ -28,6 +28,9 @@ Printed per size (medians over --repeat runs):
                (imaplib UID SEARCH SUBJECT alone, after SELECT)
   wall-select  wall time less the server's SELECT cost
   rest         wall time less SELECT and SEARCH: what the check itself costs
+  daily in     bytes read by the one run a day that also looks for abandoned
+               profiles' probes (an extra UID SEARCH ... BEFORE), for comparison
+  daily wall   wall time of that run
 and the ratios 100k/0 (the largest size over the smallest).  Goal: the
 bytes ratio at most 1.2, i.e. the check never downloads the mailbox.
 
@@ -36,6 +39,7 @@ Not a timed test and not run by CI: it prints figures.  A few minutes.
 
 import argparse
 import imaplib
+import json
 import os
 import socket
 import statistics
@@ -210,6 +214,7 @@ def server_cost(lab, relay, repeat):
 class Check:
     def __init__(self, lab, relay, state_dir):
         self.relay = relay
+        self.state_dir = state_dir
         self.env = dict(os.environ, CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD=lab.users[USER])
         self.env.pop("CHECK_MAIL_ROUNDTRIP_STATE_DIR", None)
         self.args = [
@@ -218,6 +223,17 @@ class Check:
             "--imap-port", str(relay.port), "--ca-file", lab.ca_file,
             "--from", USER, "--state-dir", state_dir, "-t", "60",
         ]
+
+    def make_daily_look_due(self):
+        """Forget when the profile last looked for abandoned profiles (as on the next day)."""
+        for name in os.listdir(self.state_dir):
+            if name.endswith(".json"):
+                path = os.path.join(self.state_dir, name)
+                with open(path) as f:
+                    data = json.load(f)
+                data["swept"] = None
+                with open(path, "w") as f:
+                    json.dump(data, f)
 
     def __call__(self):
         mark = self.relay.mark()
@@ -253,12 +269,18 @@ def measure(lab, relay, check, size, repeat):
             raise RuntimeError("steady-state run with %d messages did not collect a probe:\n%s\n%s"
                                % (size, r["line"], r["stderr"][-2000:]))
         runs.append(r)
+    wait_for_probe(lab, last)
+    check.make_daily_look_due()
+    daily = check()
+    if daily["rc"] != 0 or "round trip" not in daily["line"]:
+        raise RuntimeError("the daily run with %d messages did not collect a probe:\n%s"
+                           % (size, daily["output"]))
     sel, search, bare = server_cost(lab, relay, max(3, repeat))
     med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
     return {
         "size": size, "down": med("down"), "up": med("up"), "wall": med("wall"),
         "select": sel, "search": search, "bare": bare, "conns": max(r["conns"] for r in runs),
-        "line": runs[-1]["line"],
+        "line": runs[-1]["line"], "daily_down": daily["down"], "daily_wall": daily["wall"],
     }
 
 
@@ -268,12 +290,13 @@ def fmt_int(n):
 
 def report(rows):
     head = ("messages", "bytes in", "bytes out", "bare in", "wall s", "select s", "search s",
-            "wall-select s", "rest s")
+            "wall-select s", "rest s", "daily in", "daily wall s")
     table = [head]
     for r in rows:
         table.append((fmt_int(r["size"]), fmt_int(r["down"]), fmt_int(r["up"]), fmt_int(r["bare"]),
                       "%.3f" % r["wall"], "%.4f" % r["select"], "%.4f" % r["search"],
-                      "%.3f" % (r["wall"] - r["select"]), "%.3f" % rest(r)))
+                      "%.3f" % (r["wall"] - r["select"]), "%.3f" % rest(r),
+                      fmt_int(r["daily_down"]), "%.3f" % r["daily_wall"]))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
