@@ -98,6 +98,15 @@ class Conn:
         head, _, self.buf = self.buf.partition(marker)
         return head + marker
 
+    def read_exactly(self, n, limit=MAX_DATA):
+        """Exactly *n* bytes (a request body)."""
+        if n > limit:
+            raise Closed()
+        while len(self.buf) < n:
+            self.buf += self._recv()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
     def drain(self):
         """Read and discard until the peer closes or the connection's time is up."""
         try:
@@ -598,4 +607,23 @@ def drip(prefix, interval=0.3, filler=b"x"):
         for _ in range(100000):
             conn.sleep(interval)
             conn.send(filler)
+    return handler
+
+
+def http_answer(status, content_type, body, delay=0.0):
+    """An HTTP server that reads one request and answers it with *status*, *content_type*, *body*."""
+    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 500: "Internal Server Error",
+              503: "Service Unavailable"}.get(status, "Status")
+
+    def handler(conn):
+        head = conn.read_until(b"\r\n\r\n")
+        conn.server.received.append(head.split(b"\r\n", 1)[0].decode("utf-8", "replace"))
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        if length:
+            conn.read_exactly(int(length.group(1)))
+        payload = body.encode("utf-8") if isinstance(body, str) else body
+        conn.sleep(delay)
+        conn.send(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                  % (status, reason.encode(), content_type.encode(), len(payload)) + payload)
+        conn.drain()
     return handler

@@ -9,12 +9,13 @@ import argparse
 import math
 import os
 import re
+import shlex
 import socket
 import sys
 
 import nagiosplugin
 
-from . import __version__, extraopts, imap, smtp, trace
+from . import __version__, extraopts, imap, oauth2, sasl, smtp, trace
 from .budget import Budget
 from .check import NAME, build
 from .settings import Endpoint, Settings
@@ -24,6 +25,7 @@ SYSTEM_STATE_DIR = "/var/lib/check_mail_roundtrip"
 ENV_STATE_DIR = "CHECK_MAIL_ROUNDTRIP_STATE_DIR"
 ENV_SMTP_PASSWORD = "CHECK_MAIL_ROUNDTRIP_SMTP_PASSWORD"
 ENV_IMAP_PASSWORD = "CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD"
+ENV_OAUTH2_SECRET = "CHECK_MAIL_ROUNDTRIP_OAUTH2_CLIENT_SECRET"
 MIN_TIMEOUT, MAX_TIMEOUT = 2.0, 3600.0
 DEFAULT_WARNING, DEFAULT_CRITICAL = "120", "600"
 
@@ -96,12 +98,77 @@ def _side_options(p, side):
     g.add_argument("--%s-port" % side, type=_port, help="%s port (default: %s)" % (d["protocol"], ports))
     g.add_argument("--%s-tls" % side, choices=d["tls"], default=d["tls"][0], help=d["tls_help"])
     g.add_argument("--%s-user" % side, help=d["user_help"])
+    g.add_argument("--%s-auth" % side, choices=("password", "oauth2"), default="password",
+                   help="log in with the password (default) or an OAuth2 access token (see OAuth2)")
     g.add_argument("--%s-password-file" % side, metavar="FILE",
                    help="file whose first line is the %s password (or set %s)" % (d["protocol"], d["env"]))
     return g
 
 
-def _endpoint(args, side, ctx, secrets, default_user=None):
+def _oauth2_options(p):
+    g = p.add_argument_group("OAuth2 (with --imap-auth oauth2 or --smtp-auth oauth2; one token source)")
+    g.add_argument("--oauth2-mechanism", choices=sasl.MECHANISMS, default="auto",
+                   help="SASL mechanism (default auto: OAUTHBEARER where the server offers it, else XOAUTH2)")
+    g.add_argument("--oauth2-token-file", metavar="FILE",
+                   help="token source: a file whose first line is an access token kept fresh by something else")
+    g.add_argument("--oauth2-token-command", metavar="COMMAND",
+                   help="token source: a command (split like a shell would, run without one) whose "
+                        "output's first line is the access token; bounded by -t")
+    g.add_argument("--oauth2-token-url", metavar="URL",
+                   help="token source: the provider's token endpoint (https), for the client_credentials "
+                        "grant or, with --oauth2-refresh-token-file, the refresh_token grant; the access "
+                        "token is cached in the state directory until shortly before it expires")
+    g.add_argument("--oauth2-client-id", metavar="ID", help="client (application) id at the token endpoint")
+    g.add_argument("--oauth2-client-secret-file", metavar="FILE",
+                   help="file whose first line is the client secret (or set %s)" % ENV_OAUTH2_SECRET)
+    g.add_argument("--oauth2-scope", metavar="SCOPE",
+                   help="scope to ask for, e.g. https://outlook.office365.com/.default")
+    g.add_argument("--oauth2-refresh-token-file", metavar="FILE",
+                   help="file whose first line is a refresh token (refresh_token grant); a rotated one "
+                        "is written back, keeping the file's mode and owner")
+
+
+def _token_source(args, ctx, secrets, state_dir):
+    """The OAuth2 TokenSource the options describe, or None when no side uses OAuth2."""
+    given = [o for o in ("token_file", "token_command", "token_url", "client_id", "client_secret_file",
+                         "scope", "refresh_token_file") if getattr(args, "oauth2_" + o)]
+    if "oauth2" not in (args.imap_auth, args.smtp_auth):
+        if given:
+            raise UsageError("--oauth2-%s needs --imap-auth oauth2 or --smtp-auth oauth2"
+                             % given[0].replace("_", "-"))
+        return None
+    sources = [o for o in ("token_file", "token_command", "token_url") if o in given]
+    if len(sources) != 1:
+        raise UsageError("OAuth2 needs exactly one token source: --oauth2-token-file, "
+                         "--oauth2-token-command or --oauth2-token-url")
+    for o in ("client_id", "client_secret_file", "scope", "refresh_token_file"):
+        if o in given and sources != ["token_url"]:
+            raise UsageError("--oauth2-%s goes with --oauth2-token-url" % o.replace("_", "-"))
+    if args.oauth2_token_file:
+        return oauth2.FileToken(args.oauth2_token_file)
+    if args.oauth2_token_command:
+        try:
+            argv = shlex.split(args.oauth2_token_command)
+        except ValueError as exc:
+            raise UsageError("--oauth2-token-command: %s" % exc)
+        if not argv:
+            raise UsageError("--oauth2-token-command is empty")
+        return oauth2.CommandToken(argv)
+    url = args.oauth2_token_url
+    if not url.lower().startswith("https://"):
+        raise UsageError("--oauth2-token-url must be an https:// URL: %s" % url)
+    if not args.oauth2_client_id:
+        raise UsageError("--oauth2-token-url needs --oauth2-client-id")
+    client_secret = _password(args.oauth2_client_secret_file, secrets.get("oauth2-client-secret"),
+                              ENV_OAUTH2_SECRET, "OAuth2 client secret")
+    if not client_secret and not args.oauth2_refresh_token_file:
+        raise UsageError("the client_credentials grant needs the client secret: "
+                         "--oauth2-client-secret-file or $%s" % ENV_OAUTH2_SECRET)
+    return oauth2.GrantToken(url, args.oauth2_client_id, client_secret, args.oauth2_scope,
+                             args.oauth2_refresh_token_file, state_dir, ctx)
+
+
+def _endpoint(args, side, ctx, secrets, tokens, default_user=None):
     """The Endpoint of one side from the parsed options."""
     d = SIDES[side]
 
@@ -111,6 +178,9 @@ def _endpoint(args, side, ctx, secrets, default_user=None):
     host = opt("host") or args.host
     if not host:
         raise UsageError("give -H/--host or --%s-host" % side)
+    if opt("auth") == "oauth2":
+        return Endpoint(d["protocol"], host, opt("port") or d["ports"][opt("tls")], opt("tls"),
+                        opt("user") or args.mail_from, None, ctx, "oauth2", tokens, args.oauth2_mechanism)
     password = _password(opt("password_file"), secrets.get("%s-password" % side), d["env"], d["protocol"])
     return Endpoint(d["protocol"], host, opt("port") or d["ports"][opt("tls")], opt("tls"),
                     opt("user") or default_user, password, ctx)
@@ -128,9 +198,10 @@ def parser():
         ),
         epilog=(
             "Passwords: --smtp-password-file/--imap-password-file, or the environment "
-            "variables %s and %s. State directory: --state-dir, else $%s, else state/ "
+            "variables %s and %s (the OAuth2 client secret: --oauth2-client-secret-file "
+            "or %s). State directory: --state-dir, else $%s, else state/ "
             "in a checkout, else %s. Exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
-            % (ENV_SMTP_PASSWORD, ENV_IMAP_PASSWORD, ENV_STATE_DIR, SYSTEM_STATE_DIR)
+            % (ENV_SMTP_PASSWORD, ENV_IMAP_PASSWORD, ENV_OAUTH2_SECRET, ENV_STATE_DIR, SYSTEM_STATE_DIR)
         ),
     )
     a = p.add_argument
@@ -138,6 +209,7 @@ def parser():
     for side in SIDES:
         g = _side_options(p, side)
     g.add_argument("--imap-folder", default="INBOX", help="folder where probes come back (default: INBOX)")
+    _oauth2_options(p)
     g = p.add_argument_group("probe")
     g.add_argument("--from", dest="mail_from", metavar="ADDRESS", help="probe sender (required)")
     g.add_argument("--to", dest="rcpt_to", metavar="ADDRESS",
@@ -256,18 +328,20 @@ def settings_from(args, checkout_state_dir=None, secrets=None):
         ctx = client_context(args.ca_file, args.insecure)
     except Exception as exc:  # ssl.SSLError, OSError: a bad CA file
         raise UsageError("--ca-file %s: %s" % (args.ca_file, _ca_problem(exc)))
-    smtp_ep = _endpoint(args, "smtp", ctx, secrets)
-    if smtp_ep.user and not smtp_ep.password:
+    state_dir = args.state_dir or default_state_dir(checkout_state_dir)
+    tokens = _token_source(args, ctx, secrets, state_dir)
+    smtp_ep = _endpoint(args, "smtp", ctx, secrets, tokens)
+    if smtp_ep.user and not smtp_ep.password and smtp_ep.auth == "password":
         raise UsageError("--smtp-user needs a password: --smtp-password-file or $%s" % ENV_SMTP_PASSWORD)
-    imap_ep = _endpoint(args, "imap", ctx, secrets, default_user=args.mail_from)
-    if not imap_ep.password:
+    imap_ep = _endpoint(args, "imap", ctx, secrets, tokens, default_user=args.mail_from)
+    if not imap_ep.password and imap_ep.auth == "password":
         raise UsageError("no IMAP password: give --imap-password-file or set $%s" % ENV_IMAP_PASSWORD)
     rcpt_to = args.rcpt_to or args.mail_from
     profile = args.name or "%s>%s smtp:%s:%d imap:%s:%d/%s" % (
         args.mail_from, rcpt_to, smtp_ep.host, smtp_ep.port, imap_ep.host, imap_ep.port, args.imap_folder)
     return Settings(
         profile=profile, mail_from=args.mail_from, rcpt_to=rcpt_to, smtp=smtp_ep, imap=imap_ep,
-        folder=args.imap_folder, state_dir=args.state_dir or default_state_dir(checkout_state_dir),
+        folder=args.imap_folder, state_dir=state_dir,
         secret_file=args.secret_file, warning=args.warning, critical=args.critical,
         lost_after=args.lost_after, lost_warning=args.lost_warning, lost_critical=args.lost_critical,
         stale_warning=args.stale_warning, stale_critical=args.stale_critical, keep=args.keep,

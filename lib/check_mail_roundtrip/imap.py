@@ -24,6 +24,7 @@ same shape.
 import base64
 import binascii
 import dataclasses
+import imaplib
 import logging
 import re
 import shlex
@@ -35,8 +36,10 @@ import imapclient
 from imapclient import imap4, tls
 
 from . import probe as probe_format
+from . import sasl
 from .failure import StepFailure, attempt, step, tls_failure
 from .net import lookup
+from .oauth2 import renewed
 from .tls import certificate_names, names_only
 from .trace import ImapTrace
 
@@ -181,6 +184,10 @@ class Fetched:
     internaldate: float         # epoch seconds, or None
 
 
+def _text(value):
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
+
 def _connect(ep, address, deadline, why=None):
     """A client connected to *address* (with TLS for implicit TLS)."""
     trace = ImapTrace(ep.secrets())
@@ -273,6 +280,8 @@ class ImapCollector:
     # -- session -------------------------------------------------------------
     def __enter__(self):
         ep = self.ep
+        if ep.auth == "oauth2":  # the token first: without one there is no point in connecting
+            ep.oauth2.token(self.deadline)
         with step("IMAP connect", self.deadline):
             address = lookup(ep.host, ep.port, self.deadline)
             self.client = self._tls_told(lambda: _connect(ep, address, self.deadline), address)
@@ -282,11 +291,10 @@ class ImapCollector:
                     self._tls_told(lambda: _starttls(self.client, ep.ssl_context, self.deadline), address)
             with step("IMAP login", self.deadline):
                 self._arm()
-                user, password = ep.user or "", ep.password or ""
-                if (user + password).isascii():
-                    self.client.login(user, password)
+                if ep.auth == "oauth2":
+                    self._oauth2_login()
                 else:
-                    self.client.plain_login(user, password)
+                    self._password_login()
                 # keep the capabilities the server sent with its login answer (no extra round trip)
                 self.client.capabilities()
             if self.client.has_capability("XMAGICTRASH") and not self.readonly:
@@ -302,6 +310,57 @@ class ImapCollector:
             self._close()
             raise
         return self
+
+    def _password_login(self):
+        user, password = self.ep.user or "", self.ep.password or ""
+        if (user + password).isascii():
+            self.client.login(user, password)
+        else:
+            self.client.plain_login(user, password)
+
+    def _oauth2_login(self):
+        """AUTHENTICATE with the token; once more with a fresh token if the server refuses it."""
+        ep = self.ep
+        offered = [c[5:] for c in (_text(c) for c in self.client.capabilities()) if c.upper().startswith("AUTH=")]
+        try:
+            mechanism = sasl.choose(ep.mechanism, offered)
+        except sasl.NoMechanism as exc:
+            raise StepFailure("IMAP login", str(exc)) from None
+        token = ep.oauth2.token(self.deadline)
+        refused = self._authenticate(mechanism, token)
+        if refused is None:
+            return
+        fresh = renewed(ep.oauth2, self.deadline, "IMAP login", refused)
+        self.notes.append("OAuth2: the server refused the token (%s); one more try with a fresh one" % refused)
+        self.client._trace.hide(fresh)
+        refused = self._authenticate(mechanism, fresh)
+        if refused is not None:
+            raise StepFailure("IMAP login", "%s (with a fresh token too)" % refused)
+
+    def _authenticate(self, mechanism, token):
+        """One AUTHENTICATE dialogue: None when logged in, else the server's words."""
+        ep, said = self.ep, []
+        first = sasl.initial_response(mechanism, ep.user or "", token, ep.host, ep.port)
+
+        def respond(challenge):
+            if not said and not challenge:
+                said.append(None)
+                return first
+            said.append(challenge)   # an error challenge: answer it empty, the server then says NO
+            return b"" if len(said) < 4 else None
+
+        self._arm()
+        try:
+            self.client._imap.authenticate(mechanism, respond)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:
+            m = _COMPLETION.match(self.client._imap.completion)
+            words = server_words(m.group(1)) if m else server_words(str(exc))
+            answers = [sasl.error_text(c) for c in said if c]
+            return words.rstrip(". ") + ("; the server's OAuth2 answer: %s" % answers[0] if answers else "")
+        self.client._imap.state = "AUTH"
+        return None
 
     def _tls_told(self, work, address):
         """work(); a TLS failure becomes a StepFailure with a hint at the fix."""

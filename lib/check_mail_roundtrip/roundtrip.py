@@ -93,6 +93,9 @@ def _locked_run(settings, budget, clock, store, report):
     )
     _send(settings, budget, clock, store, state, secret, report)
     report.pending = len(state.pending)
+    tokens = settings.imap.oauth2 or settings.smtp.oauth2
+    if tokens is not None:
+        report.notes.extend(tokens.notes)
 
 
 def _collect(settings, budget, clock, store, state, secret, report, sweep=False):
@@ -182,7 +185,8 @@ def _send(settings, budget, clock, store, state, secret, report):
     if result.status == smtp.FAILED:
         ledger.forget_unsent(state, probe)
         store.save(state)
-        report.failures.append(result.failure)
+        if result.failure not in report.failures:  # e.g. the OAuth2 token both sides needed
+            report.failures.append(result.failure)
     elif result.status == smtp.UNCERTAIN:
         report.failures.append(result.failure)
         report.notes.append("probe %s kept as pending: it may still arrive" % probe.probe_id)

@@ -17,9 +17,14 @@ class Endpoint:
     user: str = None
     password: str = field(default=None, repr=False)
     ssl_context: object = field(default=None, repr=False, compare=False)
+    auth: str = "password"   # "password" or "oauth2"
+    oauth2: object = field(default=None, repr=False, compare=False)  # oauth2.TokenSource
+    mechanism: str = "auto"  # OAuth2 SASL mechanism: "auto", "oauthbearer" or "xoauth2"
 
     def secrets(self):
-        return [self.password] if self.password else []
+        """What a trace must never show: the password, the OAuth2 token and its secrets."""
+        found = [self.password] if self.password else []
+        return found + (self.oauth2.secrets() if self.oauth2 is not None else [])
 
 
 @dataclass(frozen=True)

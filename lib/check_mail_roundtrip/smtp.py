@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import nagiosplugin
 
+from . import sasl
 from .failure import StepFailure, describe, step, tls_failure
 from .net import lookup
+from .oauth2 import renewed
 from .tls import certificate_names, names_only
 from .trace import SmtpTrace
 
@@ -63,6 +65,8 @@ class _SMTP_SSL(_Traced, smtplib.SMTP_SSL):
 
 
 def _connect(ep, deadline, local_hostname):
+    if ep.user and ep.auth == "oauth2":  # the token first: without one there is no point in connecting
+        ep.oauth2.token(deadline)
     conn = None
     try:
         with step("SMTP connect", deadline):
@@ -78,7 +82,7 @@ def _connect(ep, deadline, local_hostname):
                 if not conn.has_extn("auth"):
                     raise StepFailure("SMTP auth", "server offers no AUTH (after %s)" % ep.tls)
                 deadline.arm(conn.sock)
-                _authenticate(conn, ep)
+                _authenticate(conn, ep, deadline)
     except BaseException:
         if conn is not None:
             conn.close()
@@ -146,14 +150,16 @@ def _certificate_names(ep, address, deadline, local_hostname):
         conn.close()
 
 
-def _authenticate(conn, ep):
+def _authenticate(conn, ep, deadline):
     """One AUTH attempt: PLAIN with UTF-8 credentials where offered, else smtplib's login().
 
     Without TLS, CRAM-MD5 is preferred where offered: the password then does
-    not cross the wire in clear.
+    not cross the wire in clear.  With OAuth2, see :func:`_oauth2`.
     """
     password = ep.password or ""
     mechanisms = conn.esmtp_features.get("auth", "").lower().split()
+    if ep.auth == "oauth2":
+        return _oauth2(conn, ep, mechanisms, deadline)
     if ep.tls == "none" and "cram-md5" in mechanisms and (ep.user + password).isascii():
         conn.user, conn.password = ep.user, password
         conn.auth("CRAM-MD5", conn.auth_cram_md5)
@@ -171,6 +177,38 @@ def _authenticate(conn, ep):
     except UnicodeError:  # smtplib encodes LOGIN/CRAM-MD5 credentials as ASCII
         raise StepFailure("SMTP auth", "the server offers no AUTH PLAIN, and its mechanisms "
                                        "take ASCII passwords only") from None
+
+
+def _oauth2(conn, ep, mechanisms, deadline):
+    """AUTH with the token; once more with a fresh token if the server refuses it."""
+    try:
+        mechanism = sasl.choose(ep.mechanism, mechanisms)
+    except sasl.NoMechanism as exc:
+        raise StepFailure("SMTP auth", str(exc)) from None
+    refused = _sasl(conn, ep, mechanism, ep.oauth2.token(deadline), deadline)
+    if refused is None:
+        return
+    fresh = renewed(ep.oauth2, deadline, "SMTP auth", refused)
+    conn.trace.hide(fresh)
+    refused = _sasl(conn, ep, mechanism, fresh, deadline)
+    if refused is not None:
+        raise StepFailure("SMTP auth", "%s (with a fresh token too)" % refused)
+
+
+def _sasl(conn, ep, mechanism, token, deadline):
+    """One AUTH dialogue with an initial response: None when accepted, else the server's words."""
+    blob = sasl.initial_response(mechanism, ep.user, token, ep.host, ep.port)
+    deadline.arm(conn.sock)
+    code, text = conn.docmd("AUTH", "%s %s" % (mechanism, base64.b64encode(blob).decode("ascii")))
+    answer = None
+    if code == 334:  # an error challenge: answer it empty, the server then gives its verdict
+        answer = sasl.error_text(text.decode("ascii", "replace") if isinstance(text, bytes) else text)
+        deadline.arm(conn.sock)
+        code, text = conn.docmd("")
+    if code == 235:
+        return None
+    words = describe(smtplib.SMTPAuthenticationError(code, text))
+    return words + ("; the server's OAuth2 answer: %s" % answer if answer else "")
 
 
 def _transaction(conn, deadline, mail_from, rcpt_to, data):

@@ -106,6 +106,11 @@ class Trace:
         self._needles = _needles(secrets) if self.on else []
         self._auth = False  # inside an authentication dialogue: client lines are secret
 
+    def hide(self, secret):
+        """Keep *secret* (e.g. a token fetched after the connection began) out of the trace."""
+        if self.on and secret:
+            self._needles = _needles(self._needles + [secret])
+
     def note(self, text, *args):
         """A line about the connection itself (connected, TLS started, ...)."""
         if self.on:

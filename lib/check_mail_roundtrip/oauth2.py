@@ -1,0 +1,307 @@
+"""OAuth2 access tokens for the mail logins: where they come from, and their cache.
+
+One :class:`TokenSource` serves both sides (SMTP, IMAP) of a run:
+
+- :class:`FileToken`: the first line of a file that something else keeps fresh;
+- :class:`CommandToken`: the first line a command prints (run without a
+  shell, bounded by the step's deadline; its stderr's first line explains a
+  failure);
+- :class:`GrantToken`: the token endpoint itself (RFC 6749), with the
+  ``client_credentials`` grant or the ``refresh_token`` grant.  A refresh
+  token the server rotates is written back to its file atomically, keeping
+  its mode and owner.  The access token is cached in the state directory
+  (a file of its own, 0600) and reused by later runs until shortly before it
+  expires.
+
+``token(deadline)`` gives the token; after a server rejected it,
+``renew(deadline)`` gives a fresh one (or None when the source cannot do
+better), so the transports retry the login once, no more.  Failures are
+StepFailures of the step ``OAuth2 token`` with the other side's words.
+"""
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from .failure import StepFailure, step
+from .state import write_atomically
+
+STEP = "OAuth2 token"
+MAX_REPLY = 64 * 1024        # bytes of a token endpoint's answer read at most
+EARLY = 60.0                 # renew this long before expiry (or a tenth of a short lifetime)
+DEFAULT_LIFETIME = 3600.0    # when the endpoint does not say (expires_in)
+
+
+class TokenSource:
+    """Where the access token comes from (see the module doc)."""
+
+    def __init__(self):
+        self.notes = []       # lines for -v
+        self._token = None
+        self._failure = None  # a failure is not repeated within one run
+
+    def token(self, deadline):
+        if self._failure is not None:
+            raise self._failure
+        if self._token is None:
+            try:
+                self._token = self._get(deadline, fresh=False)
+            except StepFailure as failure:
+                self._failure = failure
+                raise
+        return self._token
+
+    def renew(self, deadline):
+        """A fresh token after the server rejected the last one, or None."""
+        old = self._token
+        self._token = None
+        try:
+            self._token = self._get(deadline, fresh=True)
+        except StepFailure as failure:
+            self._failure = failure
+            raise
+        return self._token if self._token != old else None
+
+    def secrets(self):
+        return [self._token] if self._token else []
+
+    def _get(self, deadline, fresh):
+        raise NotImplementedError
+
+
+def _first_line(data):
+    line = data.split(b"\n", 1)[0] if isinstance(data, bytes) else data.split("\n", 1)[0]
+    return (line.decode("utf-8", "replace") if isinstance(line, bytes) else line).strip()
+
+
+class FileToken(TokenSource):
+    """The first line of *path*."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def _get(self, deadline, fresh):
+        with step(STEP, deadline):
+            try:
+                with open(self.path, "rb") as f:
+                    token = _first_line(f.read(MAX_REPLY))
+            except OSError as exc:
+                raise StepFailure(STEP, "cannot read token file %s: %s" % (self.path, exc.strerror or exc))
+        if not token:
+            raise StepFailure(STEP, "token file %s is empty" % self.path)
+        if fresh:
+            self.notes.append("OAuth2: token file %s read again" % self.path)
+        return token
+
+
+class CommandToken(TokenSource):
+    """The first line *argv* prints on stdout."""
+
+    def __init__(self, argv):
+        super().__init__()
+        self.argv = list(argv)
+
+    def _get(self, deadline, fresh):
+        name = os.path.basename(self.argv[0])
+        with step(STEP, deadline):
+            try:
+                p = subprocess.run(self.argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                   timeout=deadline.left())
+            except subprocess.TimeoutExpired:
+                raise StepFailure(STEP, "token command %s did not finish in time" % name)
+            except OSError as exc:
+                raise StepFailure(STEP, "cannot run token command %s: %s" % (name, exc.strerror or exc))
+        why = _first_line(p.stderr)
+        if p.returncode != 0:
+            raise StepFailure(STEP, "token command %s exited with %d%s"
+                              % (name, p.returncode, ": " + why if why else ""))
+        token = _first_line(p.stdout)
+        if not token:
+            raise StepFailure(STEP, "token command %s printed no token%s" % (name, ": " + why if why else ""))
+        self.notes.append("OAuth2: token from command %s" % name)
+        return token
+
+
+class GrantToken(TokenSource):
+    """The token endpoint *url*: client_credentials, or refresh_token when
+    *refresh_file* is given; the access token cached in *cache_dir*."""
+
+    def __init__(self, url, client_id, client_secret=None, scope=None, refresh_file=None,
+                 cache_dir=None, ssl_context=None, clock=time.time):
+        super().__init__()
+        self.url, self.client_id, self.client_secret = url, client_id, client_secret
+        self.scope, self.refresh_file = scope, refresh_file
+        self.ssl_context, self.clock = ssl_context, clock
+        self.grant = "refresh_token" if refresh_file else "client_credentials"
+        key = "\0".join((url, client_id, scope or "", self.grant, os.path.abspath(refresh_file or "")))
+        self.cache = (os.path.join(cache_dir, "oauth2-%s.token" % hashlib.sha256(key.encode()).hexdigest()[:16])
+                      if cache_dir else None)
+        self._refresh_token = None
+
+    def secrets(self):
+        return super().secrets() + [s for s in (self.client_secret, self._refresh_token) if s]
+
+    def _get(self, deadline, fresh):
+        if not fresh:
+            cached = self._cached()
+            if cached:
+                return cached
+        form = {"grant_type": self.grant, "client_id": self.client_id}
+        if self.client_secret:
+            form["client_secret"] = self.client_secret
+        if self.scope:
+            form["scope"] = self.scope
+        if self.refresh_file:
+            form["refresh_token"] = self._read_refresh_token()
+        with step(STEP, deadline):
+            answer = self._post(form, deadline)
+        token = answer.get("access_token")
+        if not isinstance(token, str) or not token.strip():
+            raise StepFailure(STEP, "the answer of %s holds no access_token" % self.url)
+        lifetime = _lifetime(answer.get("expires_in"))
+        now = self.clock()
+        self.notes.append("OAuth2: new token from %s (%s grant), valid for %ds"
+                          % (self.url, self.grant, lifetime))
+        rotated = answer.get("refresh_token")
+        if self.refresh_file and isinstance(rotated, str) and rotated and rotated != self._refresh_token:
+            self._write_refresh_token(rotated)
+        self._store(token.strip(), now, now + lifetime)
+        return token.strip()
+
+    # -- the endpoint -------------------------------------------------------------------------
+    def _post(self, form, deadline):
+        request = urllib.request.Request(
+            self.url, data=urllib.parse.urlencode(form).encode("ascii"), method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json",
+                     "User-Agent": "check_mail_roundtrip"})
+        try:
+            with urllib.request.urlopen(request, timeout=deadline.left(), context=self.ssl_context) as r:
+                status, kind, body = r.status, r.headers.get("Content-Type", ""), r.read(MAX_REPLY)
+        except urllib.error.HTTPError as exc:
+            status, kind = exc.code, exc.headers.get("Content-Type", "") if exc.headers else ""
+            try:
+                body = exc.read(MAX_REPLY)
+            except OSError:
+                body = b""
+            raise StepFailure(STEP, _error_words(status, kind, body)) from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            raise (reason if isinstance(reason, BaseException) else StepFailure(STEP, str(reason))) from None
+        try:
+            answer = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise StepFailure(STEP, "HTTP %d from %s is not JSON (%s): %s"
+                              % (status, self.url, kind or "no content type", _snippet(body))) from None
+        if not isinstance(answer, dict):
+            raise StepFailure(STEP, "HTTP %d from %s: not a JSON object: %s" % (status, self.url, _snippet(body)))
+        if "error" in answer:
+            raise StepFailure(STEP, _error_words(status, kind, body))
+        return answer
+
+    # -- the cache ------------------------------------------------------------------------------
+    def _cached(self):
+        if not self.cache:
+            return None
+        try:
+            with open(self.cache, "rb") as f:
+                data = json.loads(f.read(MAX_REPLY).decode("utf-8"))
+            token, issued, expires = data["access_token"], float(data["issued_at"]), float(data["expires_at"])
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return None
+        now = self.clock()
+        if not isinstance(token, str) or not token or now >= expires - min(EARLY, (expires - issued) / 10):
+            return None
+        self.notes.append("OAuth2: cached token, valid for %ds more" % (expires - now))
+        return token
+
+    def _store(self, token, issued, expires):
+        if not self.cache:
+            return
+        data = json.dumps({"access_token": token, "issued_at": issued, "expires_at": expires,
+                           "url": self.url, "grant": self.grant}).encode("utf-8")
+        try:
+            write_atomically(self.cache, data)
+        except OSError as exc:  # the token still serves this run
+            self.notes.append("OAuth2: cannot cache the token in %s: %s" % (self.cache, exc.strerror or exc))
+
+    # -- the refresh token --------------------------------------------------------------------
+    def _read_refresh_token(self):
+        try:
+            with open(self.refresh_file, "rb") as f:
+                token = _first_line(f.read(MAX_REPLY))
+        except OSError as exc:
+            raise StepFailure(STEP, "cannot read refresh token file %s: %s"
+                              % (self.refresh_file, exc.strerror or exc))
+        if not token:
+            raise StepFailure(STEP, "refresh token file %s is empty" % self.refresh_file)
+        self._refresh_token = token
+        return token
+
+    def _write_refresh_token(self, token):
+        """Replace the refresh token file atomically, keeping its mode and owner."""
+        self._refresh_token = token
+        path = self.refresh_file
+        try:
+            st = os.stat(path)
+            tmp = "%s.tmp-%d" % (path, os.getpid())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, stat.S_IMODE(st.st_mode))
+            try:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode))
+                if os.geteuid() == 0:
+                    os.fchown(fd, st.st_uid, st.st_gid)
+                os.write(fd, (token + "\n").encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise StepFailure(STEP, "the endpoint rotated the refresh token, but %s cannot be "
+                                    "rewritten: %s" % (path, exc.strerror or exc))
+        self.notes.append("OAuth2: rotated refresh token written to %s" % path)
+
+
+def _lifetime(value):
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return DEFAULT_LIFETIME
+    return seconds if 0 < seconds < 10 * 365 * 86400 else DEFAULT_LIFETIME
+
+
+def _snippet(body, limit=80):
+    text = " ".join(body[:1000].decode("utf-8", "replace").split())
+    return text[:limit] + ("..." if len(text) > limit else "") if text else "(empty)"
+
+
+def _error_words(status, kind, body):
+    """'invalid_client: <description> (HTTP 401)' from an RFC 6749 error answer."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        data = None
+    if isinstance(data, dict) and data.get("error"):
+        text = str(data["error"])
+        if data.get("error_description"):
+            text += ": " + " ".join(str(data["error_description"]).split())
+        return "%s (HTTP %d)" % (text, status)
+    return "HTTP %d, %s: %s" % (status, kind or "no content type", _snippet(body))
+
+
+def renewed(source, deadline, step_name, refused):
+    """A fresh token after the server refused one (*refused*: the server's
+    words), for the one retry; else a StepFailure of *step_name*."""
+    try:
+        fresh = source.renew(deadline)
+    except StepFailure as failure:
+        raise StepFailure(step_name, "%s; no fresh token: %s failed: %s"
+                          % (refused, failure.step, failure.detail)) from None
+    if fresh is None:
+        raise StepFailure(step_name, refused)
+    return fresh

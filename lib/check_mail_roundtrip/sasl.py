@@ -1,0 +1,64 @@
+"""SASL for OAuth2 logins: XOAUTH2 and OAUTHBEARER (RFC 7628).
+
+Pure: builds the initial client responses, picks the mechanism from what a
+server offers, and reads the error challenge a server sends when it rejects
+a token.  No I/O; the transports send and receive.
+"""
+
+import base64
+import binascii
+import json
+
+XOAUTH2, OAUTHBEARER = "XOAUTH2", "OAUTHBEARER"
+MECHANISMS = ("auto", "oauthbearer", "xoauth2")
+
+
+class NoMechanism(Exception):
+    """The server offers neither OAuth2 mechanism."""
+
+
+def choose(forced, offered):
+    """The mechanism to use: *forced* ("auto", "oauthbearer", "xoauth2"), else
+    OAUTHBEARER when *offered* (the server's mechanism names) has it, else XOAUTH2."""
+    if forced and forced != "auto":
+        return forced.upper()
+    offered = {m.upper() for m in offered}
+    for mechanism in (OAUTHBEARER, XOAUTH2):
+        if mechanism in offered:
+            return mechanism
+    raise NoMechanism("the server offers neither OAUTHBEARER nor XOAUTH2 (it offers: %s)"
+                      % (" ".join(sorted(offered)) or "nothing"))
+
+
+def initial_response(mechanism, user, token, host, port):
+    """The client's first message (bytes, not yet base64) for *mechanism*."""
+    if mechanism == XOAUTH2:
+        return ("user=%s\x01auth=Bearer %s\x01\x01" % (user, token)).encode("utf-8")
+    if mechanism == OAUTHBEARER:
+        name = user.replace("=", "=3D").replace(",", "=2C")  # RFC 5801 saslname
+        return ("n,a=%s,\x01host=%s\x01port=%d\x01auth=Bearer %s\x01\x01"
+                % (name, host, port, token)).encode("utf-8")
+    raise ValueError("not an OAuth2 mechanism: %s" % mechanism)
+
+
+def error_text(challenge):
+    """The words of a server's error challenge (JSON, RFC 7628 section 3.2.2).
+
+    *challenge*: the decoded bytes, or the base64 text as sent.  Returns e.g.
+    "invalid_token (scope mail)", or the text as it came when it is no JSON.
+    """
+    if isinstance(challenge, str):
+        try:
+            challenge = base64.b64decode(challenge.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return " ".join(challenge.split())[:200]
+    text = challenge.decode("utf-8", "replace").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return " ".join(text.split())[:200]
+    if not isinstance(data, dict):
+        return " ".join(text.split())[:200]
+    words = str(data.get("status") or data.get("error") or "rejected")
+    extra = ["%s %s" % (k, data[k]) for k in ("scope", "schemes") if data.get(k)]
+    return words + (" (%s)" % ", ".join(extra) if extra else "")
