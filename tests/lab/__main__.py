@@ -7,10 +7,12 @@
     python3 -m tests.lab fill USER N [--folder F] [--dir D]
     python3 -m tests.lab count USER [FOLDER] [--dir D]
     python3 -m tests.lab send [--to ADDR] [--subject S] [--dir D]
+    python3 -m tests.lab oauth2 client|refresh-token|access-token USER [--expires-in N] [--dir D]
+    python3 -m tests.lab oauth2 expires-in N | revoke [TOKEN] | unrevoke | counts [--dir D]
     python3 -m tests.lab stop [--dir D]
 
 The default directory is /tmp/check_mail_roundtrip-lab; <dir>/lab.json holds
-host, ports, CA file and users once the lab runs.
+host, ports, CA file, users and the OAuth2 token service once the lab runs.
 """
 
 import argparse
@@ -20,6 +22,8 @@ import sys
 from .lab import DEFAULT_DIR, LabError, MailLab, install
 
 FAULTS = ("hold", "release", "drop", "delay", "junk", "imap-down", "imap-up", "reset")
+OAUTH2_ACTIONS = ("client", "refresh-token", "access-token", "expires-in", "revoke",
+                  "unrevoke", "counts")
 
 
 def _parser():
@@ -32,7 +36,8 @@ def _parser():
     sub.add_parser("install", help="install the Debian packages (as root)")
     st = sub.add_parser("start", parents=[common], help="start a lab, print it as JSON")
     st.add_argument("--port", action="append", default=[], metavar="NAME=PORT",
-                    help="fix a port (all seven names are needed if any is given)")
+                    help="fix a port (all seven mail port names are needed if any is "
+                         "given; oauth2=PORT fixes the token service's)")
     sub.add_parser("stop", parents=[common], help="stop the lab and remove its directory")
     sub.add_parser("status", parents=[common], help="is it running? print it as JSON")
     f = sub.add_parser("fault", parents=[common], help="set or clear a fault")
@@ -50,7 +55,34 @@ def _parser():
     s.add_argument("--sender", default="other@lab.test")
     s.add_argument("--subject")
     s.add_argument("--port", default="smtp", choices=("smtp", "submission", "smtps"))
+    o = sub.add_parser("oauth2", parents=[common], help="the OAuth2 token service")
+    o.add_argument("action", choices=OAUTH2_ACTIONS)
+    o.add_argument("arg", nargs="?", help="USER, seconds for expires-in, or a TOKEN to revoke")
+    o.add_argument("--expires-in", type=int, help="for access-token")
     return ap
+
+
+def _oauth2(tokens, action, arg, expires_in=None):
+    """What the oauth2 subcommand prints for an action."""
+    if action in ("client", "refresh-token", "access-token") and not arg:
+        raise LabError("oauth2 %s needs a USER" % action)
+    if action == "client":
+        client_id, secret = tokens.client(arg)
+        return json.dumps({"client_id": client_id, "client_secret": secret,
+                           "token_url": tokens.token_url}, indent=2)
+    if action == "refresh-token":
+        return tokens.refresh_token(arg)
+    if action == "access-token":
+        return tokens.access_token(arg, expires_in=expires_in)
+    if action == "expires-in":
+        if arg is None or not arg.isdigit():
+            raise LabError("oauth2 expires-in needs a whole number of seconds")
+        tokens.expires_in(int(arg))
+    elif action == "revoke":
+        tokens.revoke(arg)
+    elif action == "unrevoke":
+        tokens.unrevoke()
+    return json.dumps(tokens.counts(), sort_keys=True)
 
 
 def main(argv=None):
@@ -96,6 +128,8 @@ def main(argv=None):
         elif args.cmd == "send":
             print(lab.send(to=args.to, sender=args.sender, subject=args.subject,
                            port=args.port))
+        elif args.cmd == "oauth2":
+            print(_oauth2(lab.tokens, args.action, args.arg, args.expires_in))
         return 0
     except LabError as exc:
         print("lab: error: %s" % exc, file=sys.stderr)

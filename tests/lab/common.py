@@ -1,20 +1,23 @@
 """What every part of the mail lab shares: constants, LabError, the layout.
 
 The layout is the lab's directory with the paths inside it, its ports and
-its users; the components (tls, postfix, dovecot, faults) all read the one
+its users; the components (tls, postfix, dovecot, faults, tokens) all read the one
 Layout object, so a change (the directory made by start(), users added by
 add_user()) is seen by each of them at once.
 
     tls/        CA, server certificate, extra certificates from make_cert()
     postfix/    main.cf, master.cf, header_checks, vmailbox
     spool/      Postfix queue_directory; postfix-data/ its data_directory
-    dovecot/    dovecot.conf, listeners.conf, users; run/ (base_dir), state/
+    dovecot/    dovecot.conf, listeners.conf, users, oauth2.conf.ext; run/ (base_dir), state/
     sieve/      global sieve_before scripts (echo address, junk fault)
     mail/       Maildirs, one per virtual user (owned by the "vmail" user)
-    log/        postfix.log, dovecot.log, releaser.log
-    run/        releaser.pid
+    log/        postfix.log, dovecot.log, releaser.log, tokenservice.log
+    run/        releaser.pid, tokenservice.pid
     faults.json the faults that are set (shared by every process using the lab)
-    lab.json    host, ports, CA, users, dir (written by start())
+    lab.json    host, ports, CA, users, dir, oauth2 (written by start())
+
+The mail ports are `ports` (PORT_NAMES); the OAuth2 token service's port is
+`oauth2_port`, apart from them.
 """
 
 import os
@@ -22,6 +25,7 @@ import os
 HOST = "127.0.0.1"
 DOMAIN = "lab.test"
 PORT_NAMES = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s")
+OAUTH2_PORT_NAME = "oauth2"
 USER_NAMES = ("monitor", "other", "echo")
 ECHO_USER = "echo@" + DOMAIN
 VMAIL_USER = "vmail"
@@ -33,7 +37,8 @@ class LabError(RuntimeError):
 
 
 class Layout:
-    """The lab directory and the files in it; ports; users (address -> password).
+    """The lab directory and the files in it; ports; users (address -> password);
+    oauth2_port (the token service's).
 
     Before the directory is known (dir None) the paths are relative ones,
     as MailLab always had them.
@@ -47,18 +52,22 @@ class Layout:
         "postfix_dir": ("postfix",),
         "queue_dir": ("spool",),
         "dovecot_conf": ("dovecot", "dovecot.conf"),
+        "oauth2_conf": ("dovecot", "oauth2.conf.ext"),
         "dovecot_run": ("dovecot", "run"),
         "postfix_log": ("log", "postfix.log"),
         "dovecot_log": ("log", "dovecot.log"),
+        "tokenservice_log": ("log", "tokenservice.log"),
+        "tokenservice_pid": ("run", "tokenservice.pid"),
         "mail_dir": ("mail",),
         "faults_file": ("faults.json",),
         "json_file": ("lab.json",),
     }
 
-    def __init__(self, dir=None, ports=None, users=None):
+    def __init__(self, dir=None, ports=None, users=None, oauth2_port=None):
         self.dir = os.path.abspath(dir) if dir else None
         self.ports = dict(ports or {})
         self.users = dict(users or {})
+        self.oauth2_port = oauth2_port
 
     def p(self, *parts):
         """A path inside the lab directory."""

@@ -4,6 +4,11 @@ Dovecot(layout)    dovecot/dovecot.conf, listeners.conf (IMAP, IMAPS, POP3,
                    POP3S on 127.0.0.1), the users file, the global sieve
                    scripts (echo address, junk fault), LMTP and SASL sockets
                    for Postfix; start, stop, reload, doveadm.
+                   Logins: PLAIN and LOGIN with the users' passwords (the
+                   passwd-file passdb), XOAUTH2 and OAUTHBEARER with tokens of
+                   the lab's token service (the oauth2 passdb, oauth2.conf.ext:
+                   RFC 7662 introspection over HTTPS, verified with the lab
+                   CA).  No auth cache: a revoked token fails at once.
 Mailboxes(layout, dovecot)
                    the users' Maildirs (owned by the "vmail" system user):
                    create, wipe, fill, count, messages, wait_for.
@@ -75,7 +80,9 @@ ssl_cert = <{d}/tls/server.pem
 ssl_key = <{d}/tls/server.key
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2 oauthbearer
+# no caching of logins: a revoked or expired token must fail at once
+auth_cache_size = 0
 default_login_user = dovenull
 default_internal_user = dovecot
 first_valid_uid = {uid}
@@ -93,7 +100,13 @@ hostname = mail.{DOMAIN}
 submission_host = {HOST}:{p['smtp']}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {d}/dovecot/users
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {lay.oauth2_conf}
 }}
 userdb {{
   driver = passwd-file
@@ -113,6 +126,13 @@ service auth {{
     mode = 0600
     user = postfix
     group = postfix
+  }}
+}}
+# no auth penalty: one test's failed logins must not slow the next test's
+# (a failure still gets its auth_failure_delay of 2 s)
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
   }}
 }}
 service lmtp {{
@@ -137,6 +157,7 @@ plugin {{
 """, mode=0o644)
         self.write_listeners(imap=True)
         self.write_users()
+        self.write_oauth2()
         _write(lay.p("sieve", "00-echo.sieve"), f"""\
 # mail lab: {ECHO_USER} sends every mail straight back to its envelope sender
 require ["envelope", "variables", "editheader"];
@@ -165,6 +186,21 @@ if envelope :is "to" "{ECHO_USER}" {{
                        for u, pw in sorted(self.layout.users.items())),
                mode=0o640)
         os.chown(path, 0, grp.getgrnam("dovecot").gr_gid)
+
+    def write_oauth2(self):
+        """The oauth2 passdb's settings: introspection at the lab's token service."""
+        lay = self.layout
+        _write(lay.oauth2_conf, f"""\
+# mail lab: tokens are checked by the lab's token service (tests/lab/tokenservice.py)
+introspection_mode = post
+introspection_url = https://{HOST}:{lay.oauth2_port}/introspect
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+tls_ca_cert_file = {lay.ca_file}
+timeout_msecs = 10000
+""")
 
     def write_listeners(self, imap=True):
         p = self.layout.ports

@@ -1,4 +1,4 @@
-"""A private Postfix + Dovecot mail lab on 127.0.0.1 for the test suite.
+"""A private Postfix + Dovecot mail lab (with an OAuth2 token service) on 127.0.0.1.
 
 MailLab is a facade over the lab's parts, one module each:
 
@@ -8,6 +8,7 @@ MailLab is a facade over the lab's parts, one module each:
     postfix.py  Postfix: config, start/stop, queue, sending
     dovecot.py  Dovecot: config, start/stop; the mailboxes (fill, count, messages)
     faults.py   hold, release, drop, delay, junk, imap-down; the releaser process
+    tokens.py   the OAuth2 token service process (tokenservice.py) and its test API
 
 Everything lives in one directory (a temporary one by default; common.py
 lists what is in it).  Nothing here touches the system Postfix or Dovecot:
@@ -29,8 +30,8 @@ import tempfile
 import time
 
 # Every name this module had before it was split stays importable from here.
-from .common import (DEFAULT_DIR, DOMAIN, ECHO_USER, HOST, PORT_NAMES,  # noqa: F401
-                     USER_NAMES, VMAIL_USER, LabError, Layout)
+from .common import (DEFAULT_DIR, DOMAIN, ECHO_USER, HOST, OAUTH2_PORT_NAME,  # noqa: F401
+                     PORT_NAMES, USER_NAMES, VMAIL_USER, LabError, Layout)
 from .dovecot import (FOLDERS, JUNK_SCRIPT_OFF, Dovecot, Mailboxes,  # noqa: F401
                       _ensure_vmail_user, _unfold, _vmail)
 from .faults import HEADER_CHECKS, JUNK_SCRIPT_ON, NO_FAULTS, Faults  # noqa: F401
@@ -39,6 +40,7 @@ from .procs import (_end_session, _kill_session, _pick_ports, _pid_alive,  # noq
                     _port_is_free, _read_pid, _run, _session_pids, _tail, _wait_port,
                     _write)
 from .tls import TLS
+from .tokens import TokenService
 
 PACKAGES = ("postfix", "dovecot-core", "dovecot-imapd", "dovecot-pop3d",
             "dovecot-lmtpd", "dovecot-sieve", "openssl")
@@ -98,7 +100,9 @@ class MailLab:
     Attributes (valid after start()): host, domain, dir, ports (dict with the
     keys smtp, submission, smtps, imap, imaps, pop3, pop3s), ca_file,
     ca_key_file, cert_file, key_file, users (address -> password).
-    Parts: tls, postfix, dovecot, mailboxes, fault_control.
+    Parts: tls, postfix, dovecot, mailboxes, fault_control, tokens (the OAuth2
+    token service: tokens.token_url, tokens.port, tokens.client(mailbox), ...).
+    ports may also name "oauth2" (the token service's port) when given.
     """
 
     dir = _shared("dir")
@@ -110,16 +114,20 @@ class MailLab:
         self.domain = DOMAIN
         self.keep = keep
         self.start_timeout = start_timeout
-        self._explicit_ports = dict(ports) if ports else None
+        ports = dict(ports or {})
+        self._explicit_oauth2 = ports.pop(OAUTH2_PORT_NAME, None)
+        self._explicit_ports = ports or None
         if self._explicit_ports and set(self._explicit_ports) != set(PORT_NAMES):
-            raise ValueError("ports must have exactly the keys %s" % ", ".join(PORT_NAMES))
-        self.layout = Layout(dir, self._explicit_ports)
+            raise ValueError("ports must have exactly the keys %s (and may have %s)"
+                             % (", ".join(PORT_NAMES), OAUTH2_PORT_NAME))
+        self.layout = Layout(dir, self._explicit_ports, oauth2_port=self._explicit_oauth2)
         self._made_dir = False
         self.tls = TLS(self.layout)
         self.postfix = Postfix(self.layout, self.tls)
         self.dovecot = Dovecot(self.layout)
         self.mailboxes = Mailboxes(self.layout, self.dovecot)
         self.fault_control = Faults(self.layout, self.postfix, self.dovecot)
+        self.tokens = TokenService(self.layout, self.tls)
 
     def _p(self, *parts):
         return self.layout.p(*parts)
@@ -133,14 +141,18 @@ class MailLab:
                 info = json.load(fh)
         except OSError as exc:
             raise LabError("no lab in %s (%s)" % (dir, exc)) from exc
-        lab = cls(dir=info["dir"], ports=info["ports"], keep=True)
+        ports = dict(info["ports"])
+        if info.get("oauth2"):
+            ports[OAUTH2_PORT_NAME] = info["oauth2"]["port"]
+        lab = cls(dir=info["dir"], ports=ports, keep=True)
         lab.users = dict(info["users"])
         return lab
 
     # --------------------------------------------------------------- describe
 
     def describe(self):
-        """Everything a client needs: host, ports, ca_file, users, dir."""
+        """Everything a client needs: host, ports, ca_file, users, dir, oauth2
+        (the token service: port, token_url, introspection_url)."""
         return {
             "host": self.host,
             "domain": self.domain,
@@ -150,18 +162,21 @@ class MailLab:
             "users": dict(self.users),
             "echo": ECHO_USER,
             "dir": self.dir,
-            "logs": {"postfix": self.postfix_log, "dovecot": self.dovecot_log},
+            "logs": {"postfix": self.postfix_log, "dovecot": self.dovecot_log,
+                     "tokenservice": self.tokenservice_log},
+            "oauth2": self.tokens.describe(),
         }
 
     env = describe
 
     def logs(self, lines=30):
-        """Tail of the Postfix and Dovecot logs (for error messages)."""
+        """Tail of the Postfix, Dovecot and token service logs (for error messages)."""
         out = []
         if not self.dir:
             return ""
         for path in (self.postfix_log, self.dovecot_log,
-                     self._p("log", "dovecot-start.err"), self._p("log", "releaser.log")):
+                     self._p("log", "dovecot-start.err"), self._p("log", "releaser.log"),
+                     self.tokenservice_log):
             text = _tail(path, lines)
             if text:
                 out.append("==> %s <==\n%s" % (path, text))
@@ -181,12 +196,13 @@ class MailLab:
         if not self.dir:
             return False
         pf, dc = self.postfix.pid(), self.dovecot.pid()
-        return bool(pf and dc and _pid_alive(pf) and _pid_alive(dc))
+        tokens_ok = self.tokens.alive() or not self.tokens.port  # a lab of before OAuth2
+        return bool(pf and dc and _pid_alive(pf) and _pid_alive(dc) and tokens_ok)
 
     running = property(is_running)
 
     def start(self):
-        """Make the sandbox, certificates and configs; start both daemons."""
+        """Make the sandbox, certificates and configs; start the token service and both daemons."""
         if os.geteuid() != 0:
             raise LabError("the mail lab must run as root (Postfix and Dovecot switch users)")
         for tool in ("postfix", "dovecot", "doveadm", "openssl", "sievec"):
@@ -215,8 +231,7 @@ class MailLab:
         last = None
         self.tls.make_ca()
         for attempt in range(attempts):
-            if not self._explicit_ports:
-                self.ports = _pick_ports(PORT_NAMES)
+            self._choose_ports()
             self._write_config()
             try:
                 self._start_daemons()
@@ -232,12 +247,22 @@ class MailLab:
         self._write_json()
         return self
 
+    def _choose_ports(self):
+        """Free ports for every mail port and the token service not given to __init__."""
+        fixed = dict(self._explicit_ports or {})
+        if self._explicit_oauth2:
+            fixed[OAUTH2_PORT_NAME] = self._explicit_oauth2
+        wanted = [n for n in PORT_NAMES + (OAUTH2_PORT_NAME,) if n not in fixed]
+        ports = {**fixed, **_pick_ports(wanted, taken=fixed.values())}
+        self.layout.oauth2_port = ports.pop(OAUTH2_PORT_NAME)
+        self.ports = ports
+
     def _write_json(self):
         _write(self.json_file, json.dumps(self.describe(), indent=2, sort_keys=True) + "\n",
                mode=0o600)
 
     def stop(self, keep=None):
-        """Stop both daemons and the releaser; remove the dir unless kept."""
+        """Stop both daemons, the token service and the releaser; remove the dir unless kept."""
         if not self.dir:
             return
         keep = self.keep if keep is None else keep
@@ -265,6 +290,7 @@ class MailLab:
         faults.apply(faults.load(), force=True)
 
     def _start_daemons(self):
+        self.tokens.start()  # Dovecot asks it about every token
         self.dovecot.start()
         self.postfix.start()
         deadline = time.monotonic() + self.start_timeout
@@ -289,6 +315,7 @@ class MailLab:
         for pid in pids:
             if pid:
                 _end_session(pid)
+        self.tokens.stop()
 
     # ------------------------------------------------------------ TLS, mail
 
@@ -344,8 +371,10 @@ class MailLab:
     imap_up = _delegate("fault_control", Faults.imap_up)
 
     def reset(self):
-        """Clear every fault, the Postfix queue, and every folder of every mailbox."""
+        """Clear every fault, the Postfix queue, every folder of every mailbox,
+        and the token service's tokens, revocations and counters."""
         self.fault_control.clear()
+        self.tokens.reset()
         self.postfix.clear_queue()
         for user in self.users:
             if self.mailboxes.dirty(user):
