@@ -146,6 +146,8 @@ def test_sasl_mechanism_choice():
 def test_sasl_error_challenge_is_read():
     challenge = base64.b64encode(b'{"status":"invalid_token","schemes":"bearer","scope":"mail"}').decode()
     assert sasl.error_text(challenge) == "invalid_token (scope mail, schemes bearer)"
+    assert sasl.error_text(b'{"status":"401","schemes":"bearer","scope":"mail"}') == \
+        "status 401 (scope mail, schemes bearer)"
     assert sasl.error_text(b"not json at all") == "not json at all"
     assert sasl.error_text("%%%") == "%%%"
 

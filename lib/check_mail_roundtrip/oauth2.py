@@ -45,6 +45,7 @@ class TokenSource:
         self.notes = []       # lines for -v
         self._token = None
         self._failure = None  # a failure is not repeated within one run
+        self._renewed = False
 
     def token(self, deadline):
         if self._failure is not None:
@@ -58,7 +59,14 @@ class TokenSource:
         return self._token
 
     def renew(self, deadline):
-        """A fresh token after the server rejected the last one, or None."""
+        """A fresh token after the server rejected the last one, or None.
+
+        Once per run: when a fresh token was refused too, the other side
+        does not ask for yet another one.
+        """
+        if self._renewed:
+            return None
+        self._renewed = True
         old = self._token
         self._token = None
         try:

@@ -60,5 +60,7 @@ def error_text(challenge):
     if not isinstance(data, dict):
         return " ".join(text.split())[:200]
     words = str(data.get("status") or data.get("error") or "rejected")
+    if words.isdigit():  # XOAUTH2 servers (Google, Dovecot) send an HTTP status
+        words = "status " + words
     extra = ["%s %s" % (k, data[k]) for k in ("scope", "schemes") if data.get(k)]
     return words + (" (%s)" % ", ".join(extra) if extra else "")
