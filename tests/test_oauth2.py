@@ -180,3 +180,18 @@ def _no_secret(check, r, *secrets):
             assert form not in r.stdout + r.stderr, "secret in the output"
             assert form not in state and form not in argv
     assert "auth=Bearer" not in r.stdout and "dXNlcj1" not in r.stdout and "bixhPW" not in r.stdout
+
+
+def test_client_secret_from_an_extra_opts_file(lab, tmp_path):
+    """The whole OAuth2 configuration, the client secret included, from a private ini file."""
+    client_id, client_secret = lab.tokens.client("monitor")
+    ini = tmp_path / "m365.ini"
+    ini.write_text("[mail]\nimap-auth = oauth2\nsmtp-auth = oauth2\noauth2-token-url = %s\n"
+                   "oauth2-client-id = %s\noauth2-client-secret = %s\noauth2-scope = mail\n"
+                   % (lab.tokens.token_url, client_id, client_secret))
+    os.chmod(ini, 0o600)
+    check = Checker(lab, tmp_path, MONITOR, None, "imaps", "submission", "--extra-opts", "mail@%s" % ini)
+    check.env.pop("CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD", None)
+    r = round_trip(lab, check)
+    assert client_secret not in r.stdout + r.stderr + " ".join(check.args)
+    assert lab.tokens.count("client_credentials") == 1
