@@ -97,6 +97,8 @@ class RoundTrip(nagiosplugin.Resource):
         yield nagiosplugin.Metric("lost", len(out.lost_now), min=0, context="lost")
         if out.late:
             yield nagiosplugin.Metric("late", len(out.late), context="late")
+        if report.unexpunged:
+            yield nagiosplugin.Metric("unexpunged", report.unexpunged, min=0, context="unexpunged")
 
 
 # -- contexts ------------------------------------------------------------------
@@ -155,6 +157,7 @@ def contexts(settings):
         Figure("since_last_success", settings.stale_warning, settings.stale_critical, evaluated=stale),
         Figure("pending", seconds=False, evaluated=False),
         Figure("lost", settings.lost_warning, settings.lost_critical, seconds=False),
+        Figure("unexpunged", seconds=False, evaluated=False),
         Note("late", Ok),
         Note("state", Warn),
         Note("unknown", Unknown),
@@ -189,7 +192,7 @@ class Summary(nagiosplugin.Summary):
         shown = {id(r) for r in problems}
         if report is None or report.unknown:
             return ", ".join(parts)
-        for name in ("rtt", "oldest_pending", "lost", "late", "pending", "since_last_success"):
+        for name in ("rtt", "oldest_pending", "lost", "late", "pending", "since_last_success", "unexpunged"):
             r = by_name.get(name)
             if r is not None and id(r) not in shown:
                 phrase = self._phrase(r, problem=False, report=report)
@@ -239,6 +242,9 @@ class Summary(nagiosplugin.Summary):
             return "%d lost probe%s came back late" % (m.value, "" if m.value == 1 else "s")
         if name == "pending":
             return "%d in flight" % m.value
+        if name == "unexpunged":
+            return ("%d removed probe%s flagged \\Deleted wait for an EXPUNGE (server without UIDPLUS, "
+                    "see --dedicated-mailbox)" % (m.value, "" if m.value == 1 else "s"))
         if name == "since_last_success":
             if rng:
                 return "no success for %ss %s" % (plain(m.value), violation(rng))

@@ -248,6 +248,10 @@ def parser():
                         "options given on the command line win; may hold smtp-password and "
                         "imap-password if only its owner can read it")
     g.add_argument("--keep", action="store_true", help="leave returned probes in the mailbox (folder opened read-only)")
+    g.add_argument("--dedicated-mailbox", action="store_true",
+                   help="the IMAP folder holds only this check's mail: on a server without UIDPLUS, "
+                        "removed probes may be expunged with a plain EXPUNGE (which removes every "
+                        "mail flagged \\Deleted there); without this they stay flagged \\Deleted")
     g.add_argument("--error-state", choices=("critical", "unknown"), default="critical",
                    help="state for a failure to talk to a mail server (default: critical)")
     g.add_argument("-t", "--timeout", type=_timeout, default=30.0, metavar="SECONDS",
@@ -344,7 +348,7 @@ def settings_from(args, checkout_state_dir=None, secrets=None):
         folder=args.imap_folder, state_dir=state_dir,
         secret_file=args.secret_file, warning=args.warning, critical=args.critical,
         lost_after=args.lost_after, lost_warning=args.lost_warning, lost_critical=args.lost_critical,
-        stale_warning=args.stale_warning, stale_critical=args.stale_critical, keep=args.keep,
+        stale_warning=args.stale_warning, stale_critical=args.stale_critical, keep=args.keep, dedicated=args.dedicated_mailbox,
         error_state=args.error_state, timeout=args.timeout, verbose=args.verbose,
         hostname=socket.gethostname() or "localhost",
     )

@@ -51,7 +51,8 @@ DEFAULT_PORTS = {"tls": 993, "starttls": 143, "none": 143}
 LOGOUT_SECONDS = 1.0  # a polite goodbye may take this long, then the connection is dropped
 # At most this many hits are read per run (the newest); more means the
 # mailbox is flooded with probes and the rest waits for the next runs.
-MAX_FETCH = 200
+MAX_FETCH = 200     # candidates per FETCH command
+MAX_READ = 2000     # candidates read per run at most (oldest first; the rest in the next runs)
 MAX_LISTED = 1000  # folders of one level looked at for a hint about a missing folder
 # Only the probe headers, and at most their first 8 KiB (a hostile mail with a
 # huge subject costs no more than a real probe).
@@ -269,13 +270,18 @@ def _shell_word(text):
 class ImapCollector:
     """A session with one IMAP folder."""
 
-    def __init__(self, endpoint, folder, deadline, readonly=False):
+    def __init__(self, endpoint, folder, deadline, readonly=False, memory=None, dedicated=False):
         self.ep = endpoint
         self.folder = folder
         self.deadline = deadline
         self.readonly = readonly
+        self.dedicated = dedicated  # the folder is the check's alone: a plain EXPUNGE is allowed
+        self.memory = memory if memory is not None else {}
+        self.uidvalidity = None
         self.client = None
         self.notes = []
+        self.unexpunged = None      # probes flagged \\Deleted and left (server without UIDPLUS)
+        self._key = probe_format.VERSION + "."
 
     # -- session -------------------------------------------------------------
     def __enter__(self):
@@ -303,9 +309,10 @@ class ImapCollector:
             with step("IMAP select", self.deadline):
                 self._arm()
                 try:
-                    self.client.select_folder(self.folder, readonly=self.readonly)
+                    selected = self.client.select_folder(self.folder, readonly=self.readonly)
                 except ServerSaid as refused:
                     raise StepFailure("IMAP select", self._not_opened(refused.words)) from refused
+                self.uidvalidity = selected.get(b"UIDVALIDITY")
         except BaseException:
             self._close()
             raise
@@ -415,29 +422,69 @@ class ImapCollector:
 
     # -- work ----------------------------------------------------------------
     def find(self, key, before=None):
-        """UIDs of mails whose Subject contains *key* (newest MAX_FETCH).
+        """UIDs of mails not flagged \\Deleted whose Subject contains *key*.
 
-        *before* (a datetime.date) keeps only mails that arrived before that
-        day (IMAP ``BEFORE``, on INTERNALDATE).
+        Each mail is read once: the search looks only above the highest UID
+        examined before (remembered with the folder's UIDVALIDITY), plus the
+        UIDs still to be removed.  At most MAX_READ per run, oldest first.
+        *before* (a datetime.date): the whole folder instead, only mails that
+        arrived before that day (IMAP ``BEFORE``, on INTERNALDATE), newest
+        MAX_FETCH, and nothing remembered.
         """
-        criteria = ["SUBJECT", key]
+        criteria = ["UNDELETED", "SUBJECT", key]
+        self._key = key
         if before is not None:
-            criteria += ["BEFORE", before]
+            with step("IMAP search", self.deadline):
+                self._arm()
+                return sorted(self.client.search(criteria + ["BEFORE", before]))[-MAX_FETCH:]
+        memory = self._memory()
+        floor = memory["floor"]
+        if floor:
+            criteria += ["UID", "%d:*" % (floor + 1)]
         with step("IMAP search", self.deadline):
             self._arm()
-            uids = sorted(self.client.search(criteria))
-        if len(uids) > MAX_FETCH:
-            self.notes.append("%d probe candidates found; reading the newest %d this run" % (len(uids), MAX_FETCH))
-            uids = uids[-MAX_FETCH:]
+            found = [uid for uid in self.client.search(criteria) if uid > floor]  # n:* always holds the last
+        uids = sorted(set(found) | set(memory["recheck"]))
+        if len(uids) > MAX_READ:
+            self.notes.append("%d probe candidates found; reading the oldest %d this run, the rest "
+                              "in the next runs" % (len(uids), MAX_READ))
+            uids = uids[:MAX_READ]
         return uids
 
+    def _memory(self):
+        """What was examined in this folder before: {"floor", "recheck", "uidvalidity"}."""
+        m = self.memory
+        ok = (m.get("kind") == "imap" and m.get("uidvalidity") == self.uidvalidity
+              and isinstance(m.get("floor"), int) and isinstance(m.get("recheck"), list)
+              and all(isinstance(u, int) for u in m["recheck"]))
+        if ok and m.get("kept") and not self.readonly:
+            ok = False
+            self.notes.append("probes left by --keep runs: searching the whole folder once to remove them")
+        elif not ok and m:
+            self.notes.append("folder changed (UIDVALIDITY) or nothing remembered: searching all of it")
+        if not ok:
+            m.clear()
+            m.update(kind="imap", uidvalidity=self.uidvalidity, floor=0, recheck=[])
+        return m
+
+    def settle(self, examined, to_remove):
+        """*examined* need not be read again; *to_remove* is looked at again until it is gone."""
+        m = self._memory()
+        m["floor"] = max([m["floor"]] + list(examined))
+        m["recheck"] = sorted(set(to_remove))[-MAX_FETCH:] if not self.readonly else []
+        if self.readonly and to_remove:
+            m["kept"] = True  # the next run without --keep looks at the whole folder once
+
+    def name(self, ref):
+        return "UID %s" % ref
+
     def fetch(self, uids):
-        """Probe headers and INTERNALDATE of *uids*, without setting \\Seen."""
-        if not uids:
-            return []
-        with step("IMAP fetch", self.deadline):
-            self._arm()
-            data = self.client.fetch(uids, ["INTERNALDATE", _HEADER_ITEM])
+        """Probe headers and INTERNALDATE of *uids*, without setting \\Seen (MAX_FETCH per command)."""
+        data = {}
+        for start in range(0, len(uids), MAX_FETCH):
+            with step("IMAP fetch", self.deadline):
+                self._arm()
+                data.update(self.client.fetch(uids[start:start + MAX_FETCH], ["INTERNALDATE", _HEADER_ITEM]))
         out = []
         for uid in uids:
             item = data.get(uid)
@@ -455,24 +502,36 @@ class ImapCollector:
         return out
 
     def remove(self, uids):
-        """Delete exactly *uids*: \\Deleted, then UID EXPUNGE when possible."""
+        """Delete exactly *uids*: \\Deleted, then UID EXPUNGE.
+
+        Without UIDPLUS a plain EXPUNGE would also remove other mail flagged
+        \\Deleted: it is sent only for a folder that is the check's alone
+        (*dedicated*); else the probes stay flagged (never read again, as the
+        search skips \\Deleted) and ``unexpunged`` counts how many wait there.
+        """
         if not uids or self.readonly:
             return
         with step("IMAP delete", self.deadline):
             self._arm()
             self.client.add_flags(uids, [imapclient.DELETED], silent=True)
+            self._arm()
             if self.client.has_capability("UIDPLUS"):
-                self._arm()
                 self.client.uid_expunge(uids)
+            elif self.dedicated:
+                self.client.expunge()
+                self.notes.append("server lacks UIDPLUS: %d probe(s) removed with a plain EXPUNGE "
+                                  "(--dedicated-mailbox)" % len(uids))
             else:
-                self.notes.append(
-                    "server lacks UIDPLUS: %d probe(s) flagged \\Deleted, not expunged" % len(uids)
-                )
+                self.unexpunged = len(self.client.search(["DELETED", "SUBJECT", self._key]))
+                self.notes.append("server lacks UIDPLUS: %d probe(s) flagged \\Deleted, not expunged; "
+                                  "%d wait for an EXPUNGE" % (len(uids), self.unexpunged))
+        if not self.readonly:
+            self._memory()["recheck"] = []
 
 
-def open_collector(endpoint, folder, deadline, readonly=False):
+def open_collector(endpoint, folder, deadline, readonly=False, memory=None, dedicated=False):
     """The collector for *endpoint* (IMAP today; POP3 slots in here)."""
     if endpoint.protocol == "IMAP":
-        return ImapCollector(endpoint, folder, deadline, readonly)
+        return ImapCollector(endpoint, folder, deadline, readonly, memory, dedicated)
     raise ValueError("no collector for protocol %s" % endpoint.protocol)
 

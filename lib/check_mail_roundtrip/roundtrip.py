@@ -58,6 +58,7 @@ class Report:
     first_probe: bool = False
     collected: bool = False         # the mailbox was read (search and fetch worked)
     sent: smtp.SendResult = None
+    unexpunged: int = None          # probes left flagged \Deleted (server without UIDPLUS)
     notes: list = field(default_factory=list)
 
 
@@ -103,7 +104,8 @@ def _collect(settings, budget, clock, store, state, secret, report, sweep=False)
     profile = settings.profile
     try:
         with open_collector(
-            settings.imap, settings.folder, budget.share(COLLECT_SHARE), readonly=settings.keep
+            settings.imap, settings.folder, budget.share(COLLECT_SHARE), readonly=settings.keep,
+            memory=state.collector, dedicated=settings.dedicated,
         ) as collector:
             fetched = collector.fetch(collector.find(search_key(profile)))
             collected_at = clock()
@@ -111,16 +113,20 @@ def _collect(settings, budget, clock, store, state, secret, report, sweep=False)
             for item in fetched:
                 probe, reason = recognise(item.headers, secret, profile)
                 if probe is None:
-                    report.notes.append("message UID %s ignored: %s" % (item.ref, reason))
+                    report.notes.append("message %s ignored: %s" % (collector.name(item.ref), reason))
                 else:
                     arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref))
             report.collected = True
             report.outcome = ledger.reconcile(state, arrivals, collected_at, settings.lost_after)
             report.notes.extend(report.outcome.notes)
-            if report.outcome.cleanup or report.outcome.lost_now:
+            # what was read need not be read again, but what is to be removed is looked at
+            # again until it is gone (the state is saved before the removal)
+            collector.settle([item.ref for item in fetched], report.outcome.cleanup)
+            if fetched or report.outcome.lost_now:
                 store.save(state)
             if not settings.keep:
                 collector.remove(report.outcome.cleanup)
+                report.unexpunged = collector.unexpunged
                 if sweep:
                     _sweep_folder(settings, collector, secret, collected_at, report)
             report.notes.extend(collector.notes)

@@ -47,6 +47,7 @@ class Settings:
     stale_warning: object = None    # Range for since_last_success (None: not evaluated)
     stale_critical: object = None
     keep: bool = False
+    dedicated: bool = False         # the folder is the check's alone: plain EXPUNGE allowed
     error_state: str = "critical"
     timeout: float = 30.0
     verbose: int = 0

@@ -59,6 +59,7 @@ class State:
     newest_returned_ms: int = None                # send time of the newest probe back
     counted_floor_ms: int = None                  # counted ids this old were forgotten
     swept: float = None                           # last look for abandoned profiles
+    collector: dict = field(default_factory=dict)  # the collector's own memory (what it examined)
     totals: dict = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
 
     def to_json(self):
@@ -72,6 +73,7 @@ class State:
             "newest_returned_ms": self.newest_returned_ms,
             "counted_floor_ms": self.counted_floor_ms,
             "swept": self.swept,
+            "collector": self.collector,
             "totals": self.totals,
         }
 
@@ -105,6 +107,10 @@ class State:
         if swept is not None and not (_is_number(swept) and 0 <= swept < _MAX_MS / 1000):
             raise ValueError("field 'swept' is not a time")
         state.swept = swept
+        memory = data.get("collector", {})
+        if not isinstance(memory, dict):
+            raise ValueError("field 'collector' is not a JSON object")
+        state.collector = memory
         for name in ("newest_returned_ms", "counted_floor_ms"):
             value = data.get(name)
             if value is not None and not _is_time_ms(value):

@@ -23,6 +23,8 @@ The mail ports are `ports` (PORT_NAMES); the OAuth2 token service's port is
 import os
 
 HOST = "127.0.0.1"
+# IMAP here answers like a server without UIDPLUS (same mailboxes, same ports)
+NO_UIDPLUS_HOST = "127.0.0.2"
 DOMAIN = "lab.test"
 PORT_NAMES = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s")
 OAUTH2_PORT_NAME = "oauth2"

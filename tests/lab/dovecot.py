@@ -26,13 +26,21 @@ import signal
 import subprocess
 import time
 
-from .common import DOMAIN, ECHO_USER, HOST, VMAIL_USER, LabError
+from .common import DOMAIN, ECHO_USER, HOST, NO_UIDPLUS_HOST, VMAIL_USER, LabError
 from .procs import _pid_alive, _read_pid, _run, _tail, _write
 
 # Folders every mailbox has from the start (name -> special-use flag).
 FOLDERS = {"Junk": "\\Junk"}
 # The faults' sieve script while no junk fault is set (see faults.py).
 JUNK_SCRIPT_OFF = "# mail lab: no junk fault set\n"
+
+
+# Dovecot 2.3's capabilities after login, less UIDPLUS (for the listener on NO_UIDPLUS_HOST)
+NO_UIDPLUS_CAPABILITY = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES THREAD=REFS "
+    "THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN NAMESPACE LIST-EXTENDED "
+    "I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE "
+    "SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+ NOTIFY SPECIAL-USE")
 
 
 def _ensure_vmail_user():
@@ -153,6 +161,12 @@ plugin {{
   sieve_redirect_duplicate_period = 0
   sieve_redirect_envelope_from = recipient
 }}
+# IMAP on {NO_UIDPLUS_HOST}: the same mailboxes, from a server that lacks UIDPLUS
+local {NO_UIDPLUS_HOST} {{
+  protocol imap {{
+    imap_capability = {NO_UIDPLUS_CAPABILITY}
+  }}
+}}
 !include {d}/dovecot/listeners.conf
 """, mode=0o644)
         self.write_listeners(imap=True)
@@ -209,11 +223,11 @@ timeout_msecs = 10000
 # IMAP listeners get port 0 while the imap-down fault is set
 service imap-login {{
   inet_listener imap {{
-    address = {HOST}
+    address = {HOST}, {NO_UIDPLUS_HOST}
     port = {imap_port}
   }}
   inet_listener imaps {{
-    address = {HOST}
+    address = {HOST}, {NO_UIDPLUS_HOST}
     port = {imaps_port}
     ssl = yes
   }}
