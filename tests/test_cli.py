@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -410,3 +411,23 @@ def test_default_thresholds_give_way_to_explicit_ones(given, warning, critical):
     args = cli.parser().parse_args(["-H", "mx", "--from", MONITOR, "--lost-after", "7200", *given])
     s = cli.settings_from(args, secrets={"imap-password": "x"})
     assert (s.warning.end, s.critical.end) == (warning, critical)
+
+
+def test_smtp_helo_names_the_client_in_ehlo(lab, tmp_path):
+    """--smtp-helo NAME greets with NAME (the lab's Postfix logs it); the default is this host's FQDN."""
+    check = Checker(lab, tmp_path)
+    r = check("-vvv", "--smtp-helo", "probe-sender.example.net")
+    assert r.rc == 0, r
+    assert re.search(r"^SMTP C: ehlo probe-sender\.example\.net$", r.stdout, re.M), r.stdout
+    lab.wait_for(MONITOR, 1)
+    conn = _imap(lab)
+    try:
+        conn.select("INBOX", readonly=True)
+        _typ, data = conn.fetch("1", "(BODY.PEEK[HEADER.FIELDS (RECEIVED)])")
+    finally:
+        conn.logout()
+    assert b"from probe-sender.example.net (localhost [127.0.0.1])" in data[0][1], data  # Postfix's stamp
+    r = check("-vvv")
+    fqdn = socket.getfqdn()
+    expected = fqdn if "." in fqdn else socket.gethostname()
+    assert re.search(r"^SMTP C: ehlo %s$" % re.escape(expected), r.stdout, re.M), r.stdout

@@ -98,6 +98,10 @@ def _side_options(p, side):
     g.add_argument("--%s-port" % side, type=_port, help="%s port (default: %s)" % (d["protocol"], ports))
     g.add_argument("--%s-tls" % side, choices=d["tls"], default=d["tls"][0], help=d["tls_help"])
     g.add_argument("--%s-user" % side, help=d["user_help"])
+    if side == "smtp":
+        g.add_argument("--smtp-helo", metavar="NAME",
+                       help="name to greet the SMTP server with in EHLO/HELO (default: this host's FQDN; "
+                            "an MX may check it)")
     g.add_argument("--%s-auth" % side, choices=("password", "oauth2"), default="password",
                    help="log in with the password (default) or an OAuth2 access token (see OAuth2)")
     g.add_argument("--%s-password-file" % side, metavar="FILE",
@@ -350,7 +354,7 @@ def settings_from(args, checkout_state_dir=None, secrets=None):
         lost_after=args.lost_after, lost_warning=args.lost_warning, lost_critical=args.lost_critical,
         stale_warning=args.stale_warning, stale_critical=args.stale_critical, keep=args.keep, dedicated=args.dedicated_mailbox,
         error_state=args.error_state, timeout=args.timeout, verbose=args.verbose,
-        hostname=socket.gethostname() or "localhost",
+        hostname=socket.gethostname() or "localhost", helo=args.smtp_helo,
     )
 
 

@@ -37,3 +37,24 @@ def lookup(host, port, deadline):
     if not result["infos"]:
         raise socket.gaierror("no address for %s" % host)
     return result["infos"][0][4][0]
+
+
+def fqdn(deadline, limit=1.0):
+    """This host's fully qualified name (``socket.getfqdn``), asked for at most
+    *limit* seconds within *deadline*; else the plain host name."""
+    result = {}
+
+    def work():
+        try:
+            result["name"] = socket.getfqdn()
+        except Exception:  # an odd resolver: the plain name will do
+            pass
+
+    worker = threading.Thread(target=work, name="fqdn", daemon=True)
+    worker.start()
+    try:
+        worker.join(min(limit, deadline.left()))
+    except Exception:  # no time left in the budget
+        pass
+    name = result.get("name") or ""
+    return name if "." in name else (socket.gethostname() or "localhost")

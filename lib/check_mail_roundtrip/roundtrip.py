@@ -24,6 +24,7 @@ from . import ledger, smtp
 from . import state as state_files
 from .failure import StepFailure
 from .imap import open_collector
+from .net import fqdn
 from .probe import VERSION, build_message, new_probe, own_token, profile_key, recognise, search_key
 from .secret import load_or_create
 from .state import StateError, StateStore
@@ -183,9 +184,10 @@ def _send(settings, budget, clock, store, state, secret, report):
     store.save(state)
     message = build_message(probe, secret, settings.mail_from, settings.rcpt_to, settings.hostname, now)
     text = message.as_string(policy=_WIRE)
+    deadline = budget.share(1.0)
     result = smtp.send(
         text, settings.mail_from, settings.rcpt_to, settings.smtp,
-        budget.share(1.0), local_hostname=settings.hostname,
+        deadline, local_hostname=settings.helo or fqdn(deadline),
     )
     report.sent = result
     if result.status == smtp.FAILED:

@@ -52,3 +52,4 @@ class Settings:
     timeout: float = 30.0
     verbose: int = 0
     hostname: str = "localhost"
+    helo: str = None                # EHLO/HELO name; None: this host's FQDN
