@@ -179,15 +179,23 @@ def _endpoint(args, side, ctx, secrets, tokens, default_user=None):
     def opt(name):
         return getattr(args, "%s_%s" % (side, name))
 
-    host = opt("host") or args.host
+    host = _host(opt("host") or args.host)
     if not host:
         raise UsageError("give -H/--host or --%s-host" % side)
     if opt("auth") == "oauth2":
         return Endpoint(d["protocol"], host, opt("port") or d["ports"][opt("tls")], opt("tls"),
-                        opt("user") or args.mail_from, None, ctx, "oauth2", tokens, args.oauth2_mechanism)
+                        opt("user") or args.mail_from, None, ctx, "oauth2", tokens, args.oauth2_mechanism,
+                        family=args.family)
     password = _password(opt("password_file"), secrets.get("%s-password" % side), d["env"], d["protocol"])
     return Endpoint(d["protocol"], host, opt("port") or d["ports"][opt("tls")], opt("tls"),
-                    opt("user") or default_user, password, ctx)
+                    opt("user") or default_user, password, ctx, family=args.family)
+
+
+def _host(text):
+    """The host as given; "[::1]" is the IPv6 address ::1."""
+    if text and text.startswith("[") and text.endswith("]"):
+        return text[1:-1]
+    return text
 
 
 def parser():
@@ -209,7 +217,14 @@ def parser():
         ),
     )
     a = p.add_argument
-    a("-H", "--host", help="mail server for both SMTP and IMAP unless --smtp-host/--imap-host say otherwise")
+    a("-H", "--host", help="mail server for both SMTP and IMAP unless --smtp-host/--imap-host say otherwise "
+                           "(a name, an IPv4 address, or an IPv6 address, also as [::1])")
+    family = p.add_mutually_exclusive_group()
+    family.add_argument("-4", "--ipv4", dest="family", action="store_const", const="ipv4",
+                        help="connect over IPv4 only (default: whatever the name resolves to, in the "
+                             "resolver's order, trying the next address when one refuses)")
+    family.add_argument("-6", "--ipv6", dest="family", action="store_const", const="ipv6",
+                        help="connect over IPv6 only")
     for side in SIDES:
         g = _side_options(p, side)
     g.add_argument("--imap-folder", default="INBOX", help="folder where probes come back (default: INBOX)")

@@ -20,6 +20,7 @@ class Endpoint:
     auth: str = "password"   # "password" or "oauth2"
     oauth2: object = field(default=None, repr=False, compare=False)  # oauth2.TokenSource
     mechanism: str = "auto"  # OAuth2 SASL mechanism: "auto", "oauthbearer" or "xoauth2"
+    family: str = None       # "ipv4", "ipv6", or None: whatever the name resolves to
 
     def secrets(self):
         """What a trace must never show: the password, the OAuth2 token and its secrets."""
