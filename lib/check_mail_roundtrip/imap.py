@@ -38,7 +38,7 @@ from imapclient import imap4, tls
 from . import probe as probe_format
 from . import sasl
 from .failure import StepFailure, attempt, step, tls_failure
-from .net import lookup
+from .net import addresses, connect_any
 from .oauth2 import renewed
 from .tls import certificate_names, names_only
 from .trace import ImapTrace
@@ -289,8 +289,10 @@ class ImapCollector:
         if ep.auth == "oauth2":  # the token first: without one there is no point in connecting
             ep.oauth2.token(self.deadline)
         with step("IMAP connect", self.deadline):
-            address = lookup(ep.host, ep.port, self.deadline)
-            self.client = self._tls_told(lambda: _connect(ep, address, self.deadline), address)
+            self.client = connect_any(
+                addresses(ep.host, ep.port, self.deadline, ep.family),
+                lambda address: self._tls_told(lambda: _connect(ep, address, self.deadline), address))
+        address = self.client._address
         try:
             if ep.tls == "starttls":
                 with step("IMAP TLS", self.deadline):

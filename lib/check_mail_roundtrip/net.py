@@ -1,29 +1,41 @@
-"""Host name lookup bounded by a deadline.
+"""Host name lookup bounded by a deadline, and connecting to the addresses found.
 
 ``getaddrinfo`` is a C call that no signal interrupts: a resolver that does
 not answer would hold a step past its deadline.  The lookup runs in a daemon
 thread instead, and the step waits for it only as long as its deadline
-allows.  The transports then connect to the address found (no second
-lookup) while TLS still checks the certificate against the host name.
+allows.  The transports then connect to the addresses found, in the
+resolver's order, trying the next one when one refuses (no second lookup),
+while TLS still checks the certificate against the host name.  ``-4``/``-6``
+keep only one family.
 """
 
+import errno
 import ipaddress
 import socket
 import threading
 
+FAMILIES = {None: socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+# A connection refused or a network not reachable: the next address may do.
+_NEXT = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
 
-def lookup(host, port, deadline):
-    """The address to connect to for *host*; raises OSError/TimeoutError/ValueError."""
+
+def addresses(host, port, deadline, family=None):
+    """The addresses to try for *host*, in the resolver's order; raises OSError/TimeoutError."""
+    want = FAMILIES[family]
     try:
-        ipaddress.ip_address(host)
-        return host
+        literal = ipaddress.ip_address(host)
     except ValueError:
-        pass
+        literal = None
+    if literal is not None:
+        if want != socket.AF_UNSPEC and (literal.version == 6) != (want == socket.AF_INET6):
+            raise OSError(errno.EAFNOSUPPORT, "%s is an IPv%d address, but -%d was given"
+                          % (host, literal.version, 6 if want == socket.AF_INET6 else 4))
+        return [host]
     result = {}
 
     def work():
         try:
-            result["infos"] = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+            result["infos"] = socket.getaddrinfo(host, port, want, socket.SOCK_STREAM)
         except Exception as exc:  # gaierror, or UnicodeError for an invalid name
             result["error"] = exc
 
@@ -34,9 +46,36 @@ def lookup(host, port, deadline):
         raise TimeoutError("host name lookup of %s timed out" % host)
     if "error" in result:
         raise result["error"]
-    if not result["infos"]:
+    found = []
+    for info in result["infos"]:
+        if info[4][0] not in found:
+            found.append(info[4][0])
+    if not found:
         raise socket.gaierror("no address for %s" % host)
-    return result["infos"][0][4][0]
+    return found
+
+
+def lookup(host, port, deadline, family=None):
+    """The first address to connect to for *host*."""
+    return addresses(host, port, deadline, family)[0]
+
+
+def connect_any(candidates, attempt):
+    """attempt(address) for each address in turn until one connects; its result.
+
+    Only a refused or unreachable address moves on to the next; any other
+    failure (a timeout, TLS) ends the step.  When every address refused, the
+    last refusal is raised.
+    """
+    last = None
+    for address in candidates:
+        try:
+            return attempt(address)
+        except OSError as exc:
+            if exc.errno not in _NEXT or isinstance(exc, socket.timeout):
+                raise
+            last = exc
+    raise last
 
 
 def fqdn(deadline, limit=1.0):

@@ -17,7 +17,7 @@ import nagiosplugin
 
 from . import sasl
 from .failure import StepFailure, describe, step, tls_failure
-from .net import lookup
+from .net import addresses, connect_any
 from .oauth2 import renewed
 from .tls import certificate_names, names_only
 from .trace import SmtpTrace
@@ -70,9 +70,11 @@ def _connect(ep, deadline, local_hostname):
     conn = None
     try:
         with step("SMTP connect", deadline):
-            address = lookup(ep.host, ep.port, deadline)
-            conn = _tls_told(lambda: _open(ep, address, deadline, local_hostname),
-                             ep, address, deadline, local_hostname)
+            conn = connect_any(
+                addresses(ep.host, ep.port, deadline, ep.family),
+                lambda address: _tls_told(lambda: _open(ep, address, deadline, local_hostname),
+                                          ep, address, deadline, local_hostname))
+        address = conn.address
         if ep.tls == "starttls":
             with step("SMTP TLS", deadline):
                 _tls_told(lambda: _starttls(conn, ep.ssl_context, deadline),
@@ -98,6 +100,7 @@ def _open(ep, address, deadline, local_hostname, why=None):
     if why:
         trace.note(why)
     conn = cls(local_hostname=local_hostname, timeout=deadline.left(), trace=trace, **kwargs)
+    conn.address = address
     conn._host = ep.host  # Python 3.11's smtplib names the TLS server (SNI, hostname check) from this
     try:
         code, text = conn.connect(address, ep.port)

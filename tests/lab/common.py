@@ -25,6 +25,8 @@ import os
 HOST = "127.0.0.1"
 # IMAP here answers like a server without UIDPLUS (same mailboxes, same ports)
 NO_UIDPLUS_HOST = "127.0.0.2"
+# IPv6 loopback: the lab's SMTP port, IMAP and POP3 listen here too, where the machine has it
+IPV6_HOST = "::1"
 DOMAIN = "lab.test"
 PORT_NAMES = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s")
 OAUTH2_PORT_NAME = "oauth2"
@@ -32,6 +34,17 @@ USER_NAMES = ("monitor", "other", "echo")
 ECHO_USER = "echo@" + DOMAIN
 VMAIL_USER = "vmail"
 DEFAULT_DIR = "/tmp/check_mail_roundtrip-lab"
+
+
+def ipv6_loopback():
+    """Can this machine listen on ::1?"""
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind((IPV6_HOST, 0))
+        return True
+    except OSError:
+        return False
 
 
 class LabError(RuntimeError):

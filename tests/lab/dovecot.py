@@ -26,7 +26,7 @@ import signal
 import subprocess
 import time
 
-from .common import DOMAIN, ECHO_USER, HOST, NO_UIDPLUS_HOST, VMAIL_USER, LabError
+from .common import DOMAIN, ECHO_USER, HOST, IPV6_HOST, NO_UIDPLUS_HOST, VMAIL_USER, LabError, ipv6_loopback
 from .procs import _pid_alive, _read_pid, _run, _tail, _write
 
 # Folders every mailbox has from the start (name -> special-use flag).
@@ -219,26 +219,27 @@ timeout_msecs = 10000
     def write_listeners(self, imap=True):
         p = self.layout.ports
         imap_port, imaps_port = (p["imap"], p["imaps"]) if imap else (0, 0)
+        v6 = ", " + IPV6_HOST if ipv6_loopback() else ""
         _write(self.layout.p("dovecot", "listeners.conf"), f"""\
 # IMAP listeners get port 0 while the imap-down fault is set
 service imap-login {{
   inet_listener imap {{
-    address = {HOST}, {NO_UIDPLUS_HOST}
+    address = {HOST}, {NO_UIDPLUS_HOST}{v6}
     port = {imap_port}
   }}
   inet_listener imaps {{
-    address = {HOST}, {NO_UIDPLUS_HOST}
+    address = {HOST}, {NO_UIDPLUS_HOST}{v6}
     port = {imaps_port}
     ssl = yes
   }}
 }}
 service pop3-login {{
   inet_listener pop3 {{
-    address = {HOST}
+    address = {HOST}{v6}
     port = {p['pop3']}
   }}
   inet_listener pop3s {{
-    address = {HOST}
+    address = {HOST}{v6}
     port = {p['pop3s']}
     ssl = yes
   }}

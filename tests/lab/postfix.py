@@ -13,7 +13,7 @@ import os
 import secrets
 import smtplib
 
-from .common import DOMAIN, HOST
+from .common import DOMAIN, HOST, ipv6_loopback
 from .procs import _pid_alive, _read_pid, _run, _write
 
 
@@ -27,6 +27,7 @@ class Postfix:
     def write_config(self):
         lay = self.layout
         d, p = lay.dir, lay.ports
+        v6 = ipv6_loopback()  # the smtp port listens on ::1 too
         _write(lay.p("postfix", "main.cf"), f"""\
 # Private Postfix of the check_mail_roundtrip mail lab (generated).
 compatibility_level = 3.6
@@ -41,9 +42,9 @@ myhostname = mail.{DOMAIN}
 mydomain = {DOMAIN}
 myorigin = {DOMAIN}
 mydestination =
-mynetworks = 127.0.0.0/8
-inet_interfaces = {HOST}
-inet_protocols = ipv4
+mynetworks = 127.0.0.0/8{" [::1]/128" if v6 else ""}
+inet_interfaces = {HOST}{", [::1]" if v6 else ""}
+inet_protocols = {"all" if v6 else "ipv4"}
 smtp_bind_address = {HOST}
 alias_maps =
 alias_database =
@@ -90,6 +91,7 @@ readme_directory = no
 # Private Postfix of the check_mail_roundtrip mail lab: no chroot, loopback only.
 # service type  private unpriv  chroot  wakeup  maxproc command + args
 {HOST}:{p['smtp']} inet n - n - - smtpd
+{"[::1]:%d inet n - n - - smtpd" % p['smtp'] if v6 else "# no IPv6 loopback on this machine"}
 {HOST}:{p['submission']} inet n - n - - smtpd
   {common.format(name='submission')}
   -o smtpd_tls_security_level=encrypt
