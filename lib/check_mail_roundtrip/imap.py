@@ -30,13 +30,13 @@ import re
 import shlex
 import socket
 import ssl
-from dataclasses import dataclass
 
 import imapclient
 from imapclient import imap4, tls
 
 from . import probe as probe_format
 from . import sasl
+from .collect import Fetched
 from .failure import StepFailure, attempt, step, tls_failure
 from .net import addresses, connect_any
 from .oauth2 import renewed
@@ -174,15 +174,6 @@ class _TLSConnection(_Connection, tls.IMAP4_TLS):
 class _PlainConnection(_Connection, imap4.IMAP4WithTimeout):
     def _create_socket(self, timeout=None):
         return self._open_tcp(timeout)
-
-
-@dataclass
-class Fetched:
-    """One candidate mail: its reference, raw probe headers (at most 8 KiB), arrival time."""
-
-    ref: int                    # UID
-    headers: bytes
-    internaldate: float         # epoch seconds, or None
 
 
 def _text(value):
@@ -529,11 +520,3 @@ class ImapCollector:
                                   "%d wait for an EXPUNGE" % (len(uids), self.unexpunged))
         if not self.readonly:
             self._memory()["recheck"] = []
-
-
-def open_collector(endpoint, folder, deadline, readonly=False, memory=None, dedicated=False):
-    """The collector for *endpoint* (IMAP today; POP3 slots in here)."""
-    if endpoint.protocol == "IMAP":
-        return ImapCollector(endpoint, folder, deadline, readonly, memory, dedicated)
-    raise ValueError("no collector for protocol %s" % endpoint.protocol)
-

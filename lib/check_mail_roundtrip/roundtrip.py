@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from . import ledger, smtp
 from . import state as state_files
 from .failure import StepFailure
-from .imap import open_collector
+from .collect import open_collector
 from .net import fqdn
 from .probe import VERSION, build_message, new_probe, own_token, profile_key, recognise, search_key
 from .secret import load_or_create
