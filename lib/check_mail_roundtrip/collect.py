@@ -32,6 +32,14 @@ class Fetched:
     source: str = "INTERNALDATE"  # where internaldate comes from (ledger.SOURCES)
 
 
+def oldest(refs, limit, notes, what):
+    """The first *limit* of *refs* (oldest first: the rest waits for the next
+    runs), with a note for -v when there are more; *what* names them."""
+    if len(refs) > limit:
+        notes.append("%d %s; reading the oldest %d this run, the rest in the next runs" % (len(refs), what, limit))
+    return refs[:limit]
+
+
 def open_collector(endpoint, folder, deadline, readonly=False, memory=None, dedicated=False):
     """The collector for *endpoint*, by its protocol (IMAP or POP3)."""
     if endpoint.protocol == "IMAP":

@@ -118,6 +118,16 @@ def attempt(name, deadline, work):
         return None
 
 
+def goodbye(name, deadline, polite, rude):
+    """``polite()`` (a QUIT, a LOGOUT) as step *name* until *deadline*; when it
+    fails or takes too long, ``rude()`` (closing the connection) instead."""
+    try:
+        with step(name, deadline):
+            polite()
+    except StepFailure:
+        rude()
+
+
 def tls_failure(name, exc, deadline, read_names):
     """The StepFailure for the TLS failure *exc*, with a hint at the fix.
 
@@ -126,6 +136,14 @@ def tls_failure(name, exc, deadline, read_names):
     """
     names = attempt(name, deadline, read_names) if tls.wrong_name(exc) else None
     return StepFailure(name, tls.describe(exc, names))
+
+
+def tls_told(name, deadline, work, read_names):
+    """``work()``; a TLS failure becomes the StepFailure of :func:`tls_failure`."""
+    try:
+        return work()
+    except ssl.SSLError as exc:
+        raise tls_failure(name, exc, deadline, read_names) from exc
 
 
 class step:

@@ -23,6 +23,14 @@ MAX_REMEMBERED = 5000
 SKEW = 5.0
 
 
+# Where a server's arrival time comes from, and how -v names it:
+# (its name, the words when there is none, the words when it is used).
+SOURCES = {
+    "INTERNALDATE": ("INTERNALDATE", "no INTERNALDATE", None),  # IMAP: the time needs no word
+    "Received": ("Received date", "no usable Received date", "arrival from the Received header"),  # POP3
+}
+
+
 @dataclass
 class Arrival:
     """A verified probe found in the mailbox."""
@@ -30,6 +38,7 @@ class Arrival:
     probe: object          # probe.Probe
     internaldate: float    # server arrival time, epoch seconds (whole second) or None
     ref: object = None     # transport reference for clean-up (e.g. IMAP UID)
+    source: str = "INTERNALDATE"  # where internaldate comes from (a key of SOURCES)
 
 
 @dataclass
@@ -49,28 +58,30 @@ class Outcome:
         return max((r for _i, r in self.rtts), default=None)
 
 
-def arrival_time(sent, internaldate, collected):
+def arrival_time(sent, internaldate, collected, source="INTERNALDATE"):
     """Best upper bound for when a probe arrived: (epoch seconds, note or None).
 
-    INTERNALDATE has whole seconds: the arrival lies in [idate, idate + 1).
-    It is plausible unless that second lies clearly (more than SKEW) before
-    the send time or after the collection time; then the collection time is
-    the upper bound.  Within SKEW the rtt is clamped at 0 by the caller.
+    INTERNALDATE (like a Received date) has whole seconds: the arrival lies
+    in [idate, idate + 1).  It is plausible unless that second lies clearly
+    (more than SKEW) before the send time or after the collection time; then
+    the collection time is the upper bound.  Within SKEW the rtt is clamped
+    at 0 by the caller.  *source* (a key of SOURCES) names the time in the note.
     """
+    name, missing, used = SOURCES[source]
     if internaldate is None:
-        return collected, "no INTERNALDATE; collection time used as arrival time"
+        return collected, "%s; collection time used as arrival time" % missing
     if internaldate + 1 <= sent - SKEW or internaldate > collected + SKEW:
         return collected, (
-            "INTERNALDATE %.0f implausible for send time %.3f (clock skew?); "
-            "collection time used as arrival time" % (internaldate, sent)
+            "%s %.0f implausible for send time %.3f (clock skew?); "
+            "collection time used as arrival time" % (name, internaldate, sent)
         )
-    note = None
+    note = used
     if internaldate + 1 <= sent:
-        note = "INTERNALDATE %.0f before the send time %.3f: the mail server's clock is behind" % (
-            internaldate, sent)
+        note = "%s %.0f before the send time %.3f: the mail server's clock is behind" % (
+            name, internaldate, sent)
     elif internaldate > collected:
-        note = "INTERNALDATE %.0f after the collection time %.3f: the mail server's clock is ahead" % (
-            internaldate, collected)
+        note = "%s %.0f after the collection time %.3f: the mail server's clock is ahead" % (
+            name, internaldate, collected)
     return min(internaldate + 1.0, collected), note
 
 
@@ -126,7 +137,7 @@ def _take(state, arr, collected, lost_after, out):
             % (pid, collected - sent, lost_after)
         )
         return
-    arrival, note = arrival_time(sent, arr.internaldate, collected)
+    arrival, note = arrival_time(sent, arr.internaldate, collected, arr.source)
     if note:
         out.notes.append("probe %s: %s" % (pid, note))
     rtt = max(0.0, arrival - sent)

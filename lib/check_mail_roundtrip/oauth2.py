@@ -29,6 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from . import sasl
 from .failure import StepFailure, step
 from .state import write_atomically
 
@@ -313,3 +314,28 @@ def renewed(source, deadline, step_name, refused):
     if fresh is None:
         raise StepFailure(step_name, refused)
     return fresh
+
+
+def sign_in(endpoint, deadline, step_name, offered, authenticate, hide, notes):
+    """Log *endpoint* in with its OAuth2 token, retrying once with a fresh one.
+
+    The SASL mechanism is chosen from *offered* (the server's mechanism
+    names, see :func:`sasl.choose`); ``authenticate(mechanism, token)`` runs
+    one dialogue and returns None when the server took the token, else its
+    words.  When it refused the token, a fresh one (:func:`renewed`) is
+    handed to ``hide`` (the trace) and tried once more, with a note for -v;
+    a second refusal is a StepFailure of *step_name*.
+    """
+    try:
+        mechanism = sasl.choose(endpoint.mechanism, offered)
+    except sasl.NoMechanism as exc:
+        raise StepFailure(step_name, str(exc)) from None
+    refused = authenticate(mechanism, endpoint.oauth2.token(deadline))
+    if refused is None:
+        return
+    fresh = renewed(endpoint.oauth2, deadline, step_name, refused)
+    notes.append("OAuth2: the server refused the token (%s); one more try with a fresh one" % refused)
+    hide(fresh)
+    refused = authenticate(mechanism, fresh)
+    if refused is not None:
+        raise StepFailure(step_name, "%s (with a fresh token too)" % refused)

@@ -64,3 +64,10 @@ def error_text(challenge):
         words = "status " + words
     extra = ["%s %s" % (k, data[k]) for k in ("scope", "schemes") if data.get(k)]
     return words + (" (%s)" % ", ".join(extra) if extra else "")
+
+
+def refusal(words, challenges):
+    """The server's *words* for a refused token, with its OAuth2 answer (the
+    first error challenge among *challenges*) when it sent one."""
+    answers = [error_text(c) for c in challenges if c]
+    return words.rstrip(". ") + ("; the server's OAuth2 answer: %s" % answers[0] if answers else "")

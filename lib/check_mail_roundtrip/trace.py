@@ -5,11 +5,15 @@
     IMAP S: * 3 FETCH (UID 7 BODY[HEADER.FIELDS (SUBJECT)]<0> {123 bytes})
     SMTP C: <message, 1234 bytes>
     SMTP S: 250 2.0.0 Ok: queued as 4F2A1
+    POP3 C: TOP 3 0
+    POP3 S: +OK <header, 1187 bytes>
 
 The transports hook their socket-level I/O into a trace: IMAP reports every
 chunk it sends and every line or literal it reads (:class:`ImapTrace`),
-SMTP every chunk it sends and every reply (:class:`SmtpTrace`).  Secrets
-never reach the output: the LOGIN password, whatever follows the mechanism
+SMTP every chunk it sends and every reply (:class:`SmtpTrace`), POP3 every
+chunk it sends and every reply, a multi-line one summarised or on one line
+(:class:`Pop3Trace`).  Secrets never reach the output: the LOGIN or PASS
+password, whatever follows the mechanism
 of AUTH/AUTHENTICATE, every client line of an authentication dialogue, and
 the password itself (and its base64) wherever it would appear.  Literals and
 message contents are summarised by their size.  When the trace is off (no
@@ -209,4 +213,37 @@ class SmtpTrace(Trace):
         self._emit("S", "%s %s" % (code, " / ".join(lines)))
         self._data = code == 354
         if code != 334:  # 334: the server wants more of the authentication
+            self._auth = False
+
+
+class Pop3Trace(Trace):
+    """POP3: commands and replies, one line each; a multi-line answer as a
+    summary (``+OK <header, 1187 bytes>``) or with its lines joined by " / "."""
+
+    protocol = "POP3"
+    AUTH = re.compile(r"(?i)^(AUTH \S+)(?: .*)?$")
+    LOGIN = re.compile(r"(?i)^(PASS)(?: .*)?$")
+
+    def __init__(self, secrets=()):
+        super().__init__(secrets)
+        self._sent = _Lines(literals=False)
+
+    def sent(self, data):
+        if not self.on:
+            return
+        for line in self._sent.feed(data):
+            self._emit("C", self._client_line(line))
+
+    def reply(self, line, body=None):
+        """A reply line (bytes or text); *body*: a multi-line answer's lines
+        (shown joined) or a summary of it (shown in angle brackets)."""
+        if not self.on:
+            return
+        text = _decode(line).rstrip("\r\n") if isinstance(line, bytes) else str(line)
+        if isinstance(body, str):
+            text += " <%s>" % body
+        elif body:
+            text = " / ".join([text] + [_decode(b) if isinstance(b, bytes) else str(b) for b in body])
+        self._emit("S", text)
+        if not (text == "+" or text.startswith("+ ")):  # "+ ": the server wants more of the authentication
             self._auth = False
