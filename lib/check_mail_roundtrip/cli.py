@@ -15,7 +15,7 @@ import sys
 
 import nagiosplugin
 
-from . import __version__, extraopts, imap, oauth2, sasl, smtp, trace
+from . import __version__, extraopts, imap, oauth2, pop3, sasl, smtp, trace
 from .budget import Budget
 from .check import NAME, build
 from .settings import Endpoint, Settings
@@ -25,6 +25,7 @@ SYSTEM_STATE_DIR = "/var/lib/check_mail_roundtrip"
 ENV_STATE_DIR = "CHECK_MAIL_ROUNDTRIP_STATE_DIR"
 ENV_SMTP_PASSWORD = "CHECK_MAIL_ROUNDTRIP_SMTP_PASSWORD"
 ENV_IMAP_PASSWORD = "CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD"
+ENV_POP3_PASSWORD = "CHECK_MAIL_ROUNDTRIP_POP3_PASSWORD"
 ENV_OAUTH2_SECRET = "CHECK_MAIL_ROUNDTRIP_OAUTH2_CLIENT_SECRET"
 MIN_TIMEOUT, MAX_TIMEOUT = 2.0, 3600.0
 DEFAULT_WARNING, DEFAULT_CRITICAL = "120", "600"
@@ -83,7 +84,11 @@ SIDES = {
     "imap": {"protocol": "IMAP", "title": "collecting (IMAP)", "ports": imap.DEFAULT_PORTS,
              "tls": ("tls", "starttls", "none"), "tls_help": "implicit TLS (default), STARTTLS, or no TLS",
              "user_help": "IMAP login (default: --from)", "env": ENV_IMAP_PASSWORD},
+    "pop3": {"protocol": "POP3", "title": "collecting (POP3, with --collect pop3)", "ports": pop3.DEFAULT_PORTS,
+             "tls": ("tls", "starttls", "none"), "tls_help": "implicit TLS (default), STLS, or no TLS",
+             "user_help": "POP3 login (default: --from)", "env": ENV_POP3_PASSWORD},
 }
+COLLECTORS = ("imap", "pop3")  # the sides that may collect (--collect)
 
 
 def _side_options(p, side):
@@ -110,7 +115,7 @@ def _side_options(p, side):
 
 
 def _oauth2_options(p):
-    g = p.add_argument_group("OAuth2 (with --imap-auth oauth2 or --smtp-auth oauth2; one token source)")
+    g = p.add_argument_group("OAuth2 (with --imap-auth, --pop3-auth or --smtp-auth oauth2; one token source)")
     g.add_argument("--oauth2-mechanism", choices=sasl.MECHANISMS, default="auto",
                    help="SASL mechanism (default auto: OAUTHBEARER where the server offers it, else XOAUTH2)")
     g.add_argument("--oauth2-token-file", metavar="FILE",
@@ -136,10 +141,10 @@ def _token_source(args, ctx, secrets, state_dir):
     """The OAuth2 TokenSource the options describe, or None when no side uses OAuth2."""
     given = [o for o in ("token_file", "token_command", "token_url", "client_id", "client_secret_file",
                          "scope", "refresh_token_file") if getattr(args, "oauth2_" + o)]
-    if "oauth2" not in (args.imap_auth, args.smtp_auth):
+    if "oauth2" not in (getattr(args, "%s_auth" % args.collect), args.smtp_auth):
         if given:
-            raise UsageError("--oauth2-%s needs --imap-auth oauth2 or --smtp-auth oauth2"
-                             % given[0].replace("_", "-"))
+            raise UsageError("--oauth2-%s needs --%s-auth oauth2 or --smtp-auth oauth2"
+                             % (given[0].replace("_", "-"), args.collect))
         return None
     sources = [o for o in ("token_file", "token_command", "token_url") if o in given]
     if len(sources) != 1:
@@ -203,31 +208,35 @@ def parser():
         prog="check_mail_roundtrip",
         description=(
             "Nagios/Icinga check that proves mail flows end to end. Each run collects "
-            "the probe mails that came back since the last run (IMAP), reports their "
+            "the probe mails that came back since the last run (IMAP or POP3), reports their "
             "round-trip time, probes still in flight and lost probes, and sends the "
             "next probe (SMTP). Probes are signed (HMAC-SHA256); the check never "
             "touches mail that is not its own verified probe."
         ),
         epilog=(
-            "Passwords: --smtp-password-file/--imap-password-file, or the environment "
-            "variables %s and %s (the OAuth2 client secret: --oauth2-client-secret-file "
-            "or %s). State directory: --state-dir, else $%s, else state/ "
+            "Passwords: --smtp-password-file/--imap-password-file/--pop3-password-file, or the "
+            "environment variables %s, %s and %s (the OAuth2 client secret: "
+            "--oauth2-client-secret-file or %s). State directory: --state-dir, else $%s, else state/ "
             "in a checkout, else %s. Exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN."
-            % (ENV_SMTP_PASSWORD, ENV_IMAP_PASSWORD, ENV_OAUTH2_SECRET, ENV_STATE_DIR, SYSTEM_STATE_DIR)
+            % (ENV_SMTP_PASSWORD, ENV_IMAP_PASSWORD, ENV_POP3_PASSWORD, ENV_OAUTH2_SECRET, ENV_STATE_DIR,
+               SYSTEM_STATE_DIR)
         ),
     )
     a = p.add_argument
-    a("-H", "--host", help="mail server for both SMTP and IMAP unless --smtp-host/--imap-host say otherwise "
-                           "(a name, an IPv4 address, or an IPv6 address, also as [::1])")
+    a("-H", "--host", help="mail server for both SMTP and IMAP (or POP3) unless --smtp-host/--imap-host "
+                           "(--pop3-host) say otherwise (a name, an IPv4 address, or an IPv6 address, "
+                           "also as [::1])")
+    a("--collect", choices=COLLECTORS, default="imap",
+      help="collect the probes by IMAP (default) or POP3 (the --pop3-* options; the POP3 side's INBOX)")
     family = p.add_mutually_exclusive_group()
     family.add_argument("-4", "--ipv4", dest="family", action="store_const", const="ipv4",
                         help="connect over IPv4 only (default: whatever the name resolves to, in the "
                              "resolver's order, trying the next address when one refuses)")
     family.add_argument("-6", "--ipv6", dest="family", action="store_const", const="ipv6",
                         help="connect over IPv6 only")
-    for side in SIDES:
-        g = _side_options(p, side)
-    g.add_argument("--imap-folder", default="INBOX", help="folder where probes come back (default: INBOX)")
+    groups = {side: _side_options(p, side) for side in SIDES}
+    groups["imap"].add_argument("--imap-folder", default="INBOX",
+                                help="folder where probes come back (default: INBOX)")
     _oauth2_options(p)
     g = p.add_argument_group("probe")
     g.add_argument("--from", dest="mail_from", metavar="ADDRESS", help="probe sender (required)")
@@ -264,8 +273,8 @@ def parser():
                         "(default: check_mail_roundtrip) of FILE (default: $MP_CONFIG_FILE, else "
                         "plugins.ini and friends in $NAGIOS_CONFIG_PATH, else e.g. "
                         "/etc/monitoring-plugins/monitoring-plugins.ini); lines 'warning = 120'; "
-                        "options given on the command line win; may hold smtp-password and "
-                        "imap-password if only its owner can read it")
+                        "options given on the command line win; may hold smtp-password, "
+                        "imap-password and pop3-password if only its owner can read it")
     g.add_argument("--keep", action="store_true", help="leave returned probes in the mailbox (folder opened read-only)")
     g.add_argument("--dedicated-mailbox", action="store_true",
                    help="the IMAP folder holds only this check's mail: on a server without UIDPLUS, "
@@ -356,14 +365,17 @@ def settings_from(args, checkout_state_dir=None, secrets=None):
     smtp_ep = _endpoint(args, "smtp", ctx, secrets, tokens)
     if smtp_ep.user and not smtp_ep.password and smtp_ep.auth == "password":
         raise UsageError("--smtp-user needs a password: --smtp-password-file or $%s" % ENV_SMTP_PASSWORD)
-    imap_ep = _endpoint(args, "imap", ctx, secrets, tokens, default_user=args.mail_from)
-    if not imap_ep.password and imap_ep.auth == "password":
-        raise UsageError("no IMAP password: give --imap-password-file or set $%s" % ENV_IMAP_PASSWORD)
+    side = args.collect  # only the side that collects is used (and needs a password)
+    collect = _endpoint(args, side, ctx, secrets, tokens, default_user=args.mail_from)
+    if not collect.password and collect.auth == "password":
+        raise UsageError("no %s password: give --%s-password-file or set $%s"
+                         % (collect.protocol, side, SIDES[side]["env"]))
     rcpt_to = args.rcpt_to or args.mail_from
-    profile = args.name or "%s>%s smtp:%s:%d imap:%s:%d/%s" % (
-        args.mail_from, rcpt_to, smtp_ep.host, smtp_ep.port, imap_ep.host, imap_ep.port, args.imap_folder)
+    where = "%s:%s:%d" % (side, collect.host, collect.port) + ("/" + args.imap_folder if side == "imap" else "")
+    profile = args.name or "%s>%s smtp:%s:%d %s" % (args.mail_from, rcpt_to, smtp_ep.host, smtp_ep.port, where)
     return Settings(
-        profile=profile, mail_from=args.mail_from, rcpt_to=rcpt_to, smtp=smtp_ep, imap=imap_ep,
+        profile=profile, mail_from=args.mail_from, rcpt_to=rcpt_to, smtp=smtp_ep,
+        imap=collect if side == "imap" else None, pop3=collect if side == "pop3" else None, collect_by=side,
         folder=args.imap_folder, state_dir=state_dir,
         secret_file=args.secret_file, warning=args.warning, critical=args.critical,
         lost_after=args.lost_after, lost_warning=args.lost_warning, lost_critical=args.lost_critical,

@@ -38,7 +38,7 @@ DEFAULT_PATHS = (
     "/etc/opt/nagios-plugins.ini",
 )
 # Keys that hold secrets: kept out of argv, allowed only in a private file.
-SECRET_KEYS = ("smtp-password", "imap-password", "oauth2-client-secret")
+SECRET_KEYS = ("smtp-password", "imap-password", "pop3-password", "oauth2-client-secret")
 MAX_BYTES = 1024 * 1024
 _TRUE = ("", "1", "yes", "true", "on")
 _FALSE = ("0", "no", "false", "off")

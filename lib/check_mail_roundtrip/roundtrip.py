@@ -95,7 +95,7 @@ def _locked_run(settings, budget, clock, store, report):
     )
     _send(settings, budget, clock, store, state, secret, report)
     report.pending = len(state.pending)
-    tokens = settings.imap.oauth2 or settings.smtp.oauth2
+    tokens = settings.collect.oauth2 or settings.smtp.oauth2
     if tokens is not None:
         report.notes.extend(tokens.notes)
 
@@ -105,7 +105,7 @@ def _collect(settings, budget, clock, store, state, secret, report, sweep=False)
     profile = settings.profile
     try:
         with open_collector(
-            settings.imap, settings.folder, budget.share(COLLECT_SHARE), readonly=settings.keep,
+            settings.collect, settings.folder, budget.share(COLLECT_SHARE), readonly=settings.keep,
             memory=state.collector, dedicated=settings.dedicated,
         ) as collector:
             fetched = collector.fetch(collector.find(search_key(profile)))
@@ -116,7 +116,7 @@ def _collect(settings, budget, clock, store, state, secret, report, sweep=False)
                 if probe is None:
                     report.notes.append("message %s ignored: %s" % (collector.name(item.ref), reason))
                 else:
-                    arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref))
+                    arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref, item.source))
             report.collected = True
             report.outcome = ledger.reconcile(state, arrivals, collected_at, settings.lost_after)
             report.notes.extend(report.outcome.notes)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 class Endpoint:
     """One server connection: where, how (TLS mode) and as whom."""
 
-    protocol: str            # "SMTP" or "IMAP" (names the steps in messages)
+    protocol: str            # "SMTP", "IMAP" or "POP3" (names the steps in messages)
     host: str
     port: int
     tls: str                 # "tls", "starttls" or "none"
@@ -36,7 +36,7 @@ class Settings:
     mail_from: str
     rcpt_to: str
     smtp: Endpoint
-    imap: Endpoint
+    imap: Endpoint                  # None when POP3 collects
     folder: str = "INBOX"
     state_dir: str = None
     secret_file: str = None
@@ -54,3 +54,10 @@ class Settings:
     verbose: int = 0
     hostname: str = "localhost"
     helo: str = None                # EHLO/HELO name; None: this host's FQDN
+    pop3: Endpoint = None           # with collect_by "pop3"
+    collect_by: str = "imap"        # the side that collects: "imap" or "pop3"
+
+    @property
+    def collect(self):
+        """The Endpoint the probes are collected from (IMAP or POP3)."""
+        return self.pop3 if self.collect_by == "pop3" else self.imap
