@@ -76,7 +76,7 @@ def test_trace_of_a_round_trip_through_submission_with_auth(lab, tmp_path):
         imap, smtp = commands(lines, "IMAP"), commands(lines, "SMTP")
         assert "LOGIN %s ****" % MONITOR in imap, imap
         assert 'SELECT "INBOX"' in imap and imap[-1] == "LOGOUT", imap
-        assert any(c.startswith("UID SEARCH SUBJECT MRTP1.") for c in imap), imap
+        assert any(c.startswith("UID SEARCH UNDELETED SUBJECT MRTP1.") for c in imap), imap
         assert smtp[:2] == ["EHLO " + smtp[0].split(" ", 1)[1], "STARTTLS"], smtp
         assert smtp[3:] == ["AUTH PLAIN ****", "MAIL FROM:<%s>" % MONITOR, "RCPT TO:<%s>" % MONITOR, "DATA",
                             smtp[7], "QUIT"], smtp
