@@ -352,50 +352,57 @@ def short(n):
     return "%dk" % (n // 1000) if n >= 1000 and n % 1000 == 0 else str(n)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[0, 10000, 100000],
-                    help="numbers of other messages in the INBOX, ascending (default: 0 10000 100000)")
-    ap.add_argument("--repeat", type=int, default=3, help="measured runs per size (default: 3)")
-    args = ap.parse_args()
-    sizes = sorted(args.sizes)
+def sized_runs(prog, port, make_check, measure_size, sizes, title, report):
+    """Start a lab and a counting relay to its *port* ("imaps", "pop3s"); for
+    each size, fill the INBOX up to it and append measure_size(lab, relay,
+    check, size, added) to the rows; print *title* (with the lab's host) and
+    report(rows).  Any failure ends the benchmark with a sentence from *prog*."""
     if os.geteuid() != 0:
-        sys.exit("imap_cost: the mail lab needs root (Postfix and Dovecot switch users): "
-                 "sudo bash benchmarks/run")
-    checkcmd.require("imap_cost", "bash benchmarks/run (as root)")
+        sys.exit("%s: the mail lab needs root (Postfix and Dovecot switch users): "
+                 "sudo bash benchmarks/run %s" % (prog, prog))
+    checkcmd.require(prog, "bash benchmarks/run (as root)")
     lab = MailLab()
     relay = failed = None
     t_start = time.monotonic()
     try:
         install(verbose=False)
         lab.start()
-        relay = CountingRelay((lab.host, lab.ports["imaps"]))
-        with tempfile.TemporaryDirectory(prefix="imap-cost-") as tmp:
-            check = Check(lab, relay, os.path.join(tmp, "state"))
+        relay = CountingRelay((lab.host, lab.ports[port]))
+        with tempfile.TemporaryDirectory(prefix="%s-" % prog) as tmp:
+            check = make_check(lab, relay, os.path.join(tmp, "state"))
             rows, have = [], 0
-            for size in sizes:
+            for size in sorted(sizes):
                 took = fill_to(lab, have, size)
-                have = size
+                added, have = size - have, size
                 total, _unseen = lab.count(USER)
                 print("%s other messages in the INBOX (%d in all, filled in %.1fs); measuring..."
                       % (fmt_int(size), total, took), file=sys.stderr, flush=True)
-                rows.append(measure(lab, relay, check, size, args.repeat))
+                rows.append(measure_size(lab, relay, check, size, added))
         print()
-        print("IMAP cost of one steady-state check run (a returned probe waiting), "
-              "median of %d runs; lab on %s, IMAPS through a counting relay"
-              % (args.repeat, lab.host))
+        print(title % lab.host)
         print()
         report(rows)
         print("\n(benchmark took %.0fs)" % (time.monotonic() - t_start))
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:  # LabError among them
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:  # LabError among them
         failed = exc
     finally:
         if relay is not None:
             relay.close()
         lab.stop()
     if failed is not None:
-        sys.exit("imap_cost: FAILED: %s" % failed)
+        sys.exit("%s: FAILED: %s" % (prog, failed))
 
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[0, 10000, 100000],
+                    help="numbers of other messages in the INBOX, ascending (default: 0 10000 100000)")
+    ap.add_argument("--repeat", type=int, default=3, help="measured runs per size (default: 3)")
+    args = ap.parse_args()
+    sized_runs("imap_cost", "imaps", Check,
+               lambda lab, relay, check, size, _added: measure(lab, relay, check, size, args.repeat),
+               args.sizes, "IMAP cost of one steady-state check run (a returned probe waiting), median of "
+               "%d runs; lab on %%s, IMAPS through a counting relay" % args.repeat, report)
 
 if __name__ == "__main__":
     main()

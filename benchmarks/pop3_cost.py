@@ -37,17 +37,12 @@ import math
 import os
 import poplib
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from imap_cost import USER, Check, CountingRelay, fill_to, fmt_int, short, wait_for_probe  # noqa: E402
-from tests.lab import MailLab, install  # noqa: E402
-from tools import checkcmd  # noqa: E402
+from imap_cost import USER, Check, fmt_int, short, sized_runs, wait_for_probe  # noqa: E402
 
 GOAL = 1.2
 PER_RUN = 2000  # messages a run examines at most (pop3.MAX_READ)
@@ -72,11 +67,14 @@ def bare_listing(lab, relay, repeat):
     sizes = []
     for _ in range(repeat):
         mark = relay.mark()
-        conn = poplib.POP3_SSL(lab.host, relay.port, context=lab.ssl_context(), timeout=60)
-        conn.user(USER)
-        conn.pass_(lab.users[USER])
-        conn.uidl()
-        conn.quit()
+        try:
+            conn = poplib.POP3_SSL(lab.host, relay.port, context=lab.ssl_context(), timeout=60)
+            conn.user(USER)
+            conn.pass_(lab.users[USER])
+            conn.uidl()
+            conn.quit()
+        except poplib.error_proto as exc:
+            raise RuntimeError("a bare POP3S session failed: %s" % exc) from exc
         sizes.append(relay.since(mark)[0])
     return statistics.median(sizes)
 
@@ -126,43 +124,10 @@ def main():
                     help="numbers of other messages in the INBOX, ascending (default: 0 1000 10000)")
     ap.add_argument("--repeat", type=int, default=3, help="measured runs per size (default: 3)")
     args = ap.parse_args()
-    sizes = sorted(args.sizes)
-    if os.geteuid() != 0:
-        sys.exit("pop3_cost: the mail lab needs root (Postfix and Dovecot switch users): "
-                 "sudo bash benchmarks/run pop3_cost")
-    checkcmd.require("pop3_cost", "bash benchmarks/run pop3_cost (as root)")
-    lab = MailLab()
-    relay = failed = None
-    t_start = time.monotonic()
-    try:
-        install(verbose=False)
-        lab.start()
-        relay = CountingRelay((lab.host, lab.ports["pop3s"]))
-        with tempfile.TemporaryDirectory(prefix="pop3-cost-") as tmp:
-            check = Pop3Check(lab, relay, os.path.join(tmp, "state"))
-            rows, have = [], 0
-            for size in sizes:
-                took = fill_to(lab, have, size)
-                new, have = size - have, size
-                total, _unseen = lab.count(USER)
-                print("%s other messages in the INBOX (%d in all, filled in %.1fs); measuring..."
-                      % (fmt_int(size), total, took), file=sys.stderr, flush=True)
-                rows.append(measure(lab, relay, check, size, new, args.repeat))
-        print()
-        print("POP3 cost of one steady-state check run (a returned probe waiting), median of %d runs; "
-              "lab on %s, POP3S through a counting relay" % (args.repeat, lab.host))
-        print()
-        report(rows)
-        print("\n(benchmark took %.0fs)" % (time.monotonic() - t_start))
-    except (RuntimeError, subprocess.TimeoutExpired, poplib.error_proto, OSError) as exc:  # LabError among them
-        failed = exc
-    finally:
-        if relay is not None:
-            relay.close()
-        lab.stop()
-    if failed is not None:
-        sys.exit("pop3_cost: FAILED: %s" % failed)
-
+    sized_runs("pop3_cost", "pop3s", Pop3Check,
+               lambda lab, relay, check, size, added: measure(lab, relay, check, size, added, args.repeat),
+               args.sizes, "POP3 cost of one steady-state check run (a returned probe waiting), median of "
+               "%d runs; lab on %%s, POP3S through a counting relay" % args.repeat, report)
 
 if __name__ == "__main__":
     main()
