@@ -88,6 +88,8 @@ ssl_cert = <{d}/tls/server.pem
 ssl_key = <{d}/tls/server.key
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
+# one POP3 session per maildrop, as many servers do: a second one gets -ERR [IN-USE]
+pop3_lock_session = yes
 auth_mechanisms = plain login xoauth2 oauthbearer
 # no caching of logins: a revoked or expired token must fail at once
 auth_cache_size = 0
