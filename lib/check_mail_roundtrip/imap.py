@@ -37,9 +37,9 @@ from imapclient import imap4, tls
 from . import probe as probe_format
 from . import sasl
 from .collect import Fetched
-from .failure import StepFailure, attempt, step, tls_failure
+from .failure import StepFailure, attempt, goodbye, step, tls_told
 from .net import addresses, connect_any
-from .oauth2 import renewed
+from .oauth2 import sign_in
 from .tls import certificate_names, names_only
 from .trace import ImapTrace
 
@@ -174,6 +174,13 @@ class _TLSConnection(_Connection, tls.IMAP4_TLS):
 class _PlainConnection(_Connection, imap4.IMAP4WithTimeout):
     def _create_socket(self, timeout=None):
         return self._open_tcp(timeout)
+
+
+def _shut(client):
+    try:
+        client.shutdown()
+    except OSError:
+        pass
 
 
 def _text(value):
@@ -320,22 +327,9 @@ class ImapCollector:
 
     def _oauth2_login(self):
         """AUTHENTICATE with the token; once more with a fresh token if the server refuses it."""
-        ep = self.ep
         offered = [c[5:] for c in (_text(c) for c in self.client.capabilities()) if c.upper().startswith("AUTH=")]
-        try:
-            mechanism = sasl.choose(ep.mechanism, offered)
-        except sasl.NoMechanism as exc:
-            raise StepFailure("IMAP login", str(exc)) from None
-        token = ep.oauth2.token(self.deadline)
-        refused = self._authenticate(mechanism, token)
-        if refused is None:
-            return
-        fresh = renewed(ep.oauth2, self.deadline, "IMAP login", refused)
-        self.notes.append("OAuth2: the server refused the token (%s); one more try with a fresh one" % refused)
-        self.client._trace.hide(fresh)
-        refused = self._authenticate(mechanism, fresh)
-        if refused is not None:
-            raise StepFailure("IMAP login", "%s (with a fresh token too)" % refused)
+        sign_in(self.ep, self.deadline, "IMAP login", offered, self._authenticate,
+                self.client._trace.hide, self.notes)
 
     def _authenticate(self, mechanism, token):
         """One AUTHENTICATE dialogue: None when logged in, else the server's words."""
@@ -356,18 +350,13 @@ class ImapCollector:
             raise
         except imaplib.IMAP4.error as exc:
             m = _COMPLETION.match(self.client._imap.completion)
-            words = server_words(m.group(1)) if m else server_words(str(exc))
-            answers = [sasl.error_text(c) for c in said if c]
-            return words.rstrip(". ") + ("; the server's OAuth2 answer: %s" % answers[0] if answers else "")
+            return sasl.refusal(server_words(m.group(1)) if m else server_words(str(exc)), said)
         self.client._imap.state = "AUTH"
         return None
 
     def _tls_told(self, work, address):
         """work(); a TLS failure becomes a StepFailure with a hint at the fix."""
-        try:
-            return work()
-        except ssl.SSLError as exc:
-            raise tls_failure("IMAP TLS", exc, self.deadline, lambda: self._certificate_names(address)) from exc
+        return tls_told("IMAP TLS", self.deadline, work, lambda: self._certificate_names(address))
 
     def _certificate_names(self, address):
         """The names in the server's certificate, read over a second connection
@@ -401,14 +390,7 @@ class ImapCollector:
         client, self.client = self.client, None
         if client is None:
             return
-        try:
-            with step("IMAP logout", self.deadline.within(LOGOUT_SECONDS)):
-                client.logout()
-        except StepFailure:
-            try:
-                client.shutdown()
-            except OSError:
-                pass
+        goodbye("IMAP logout", self.deadline.within(LOGOUT_SECONDS), client.logout, lambda: _shut(client))
 
     def _arm(self):
         self.deadline.arm(self.client.socket())

@@ -10,15 +10,14 @@ DATA leaves the outcome uncertain: the probe may still arrive.
 import base64
 import dataclasses
 import smtplib
-import ssl
 from dataclasses import dataclass
 
 import nagiosplugin
 
 from . import sasl
-from .failure import StepFailure, describe, step, tls_failure
+from .failure import StepFailure, describe, goodbye, step, tls_told
 from .net import addresses, connect_any
-from .oauth2 import renewed
+from .oauth2 import sign_in
 from .tls import certificate_names, names_only
 from .trace import SmtpTrace
 
@@ -133,11 +132,8 @@ def _starttls(conn, ssl_context, deadline):
 
 def _tls_told(work, ep, address, deadline, local_hostname):
     """work(); a TLS failure becomes a StepFailure with a hint at the fix."""
-    try:
-        return work()
-    except ssl.SSLError as exc:
-        raise tls_failure("SMTP TLS", exc, deadline,
-                          lambda: _certificate_names(ep, address, deadline, local_hostname)) from exc
+    return tls_told("SMTP TLS", deadline, work,
+                    lambda: _certificate_names(ep, address, deadline, local_hostname))
 
 
 def _certificate_names(ep, address, deadline, local_hostname):
@@ -184,18 +180,9 @@ def _authenticate(conn, ep, deadline):
 
 def _oauth2(conn, ep, mechanisms, deadline):
     """AUTH with the token; once more with a fresh token if the server refuses it."""
-    try:
-        mechanism = sasl.choose(ep.mechanism, mechanisms)
-    except sasl.NoMechanism as exc:
-        raise StepFailure("SMTP auth", str(exc)) from None
-    refused = _sasl(conn, ep, mechanism, ep.oauth2.token(deadline), deadline)
-    if refused is None:
-        return
-    fresh = renewed(ep.oauth2, deadline, "SMTP auth", refused)
-    conn.trace.hide(fresh)
-    refused = _sasl(conn, ep, mechanism, fresh, deadline)
-    if refused is not None:
-        raise StepFailure("SMTP auth", "%s (with a fresh token too)" % refused)
+    notes = []  # SMTP has no -v notes of its own: the retry shows in the status line when it fails
+    sign_in(ep, deadline, "SMTP auth", mechanisms,
+            lambda mechanism, token: _sasl(conn, ep, mechanism, token, deadline), conn.trace.hide, notes)
 
 
 def _sasl(conn, ep, mechanism, token, deadline):
@@ -203,15 +190,14 @@ def _sasl(conn, ep, mechanism, token, deadline):
     blob = sasl.initial_response(mechanism, ep.user, token, ep.host, ep.port)
     deadline.arm(conn.sock)
     code, text = conn.docmd("AUTH", "%s %s" % (mechanism, base64.b64encode(blob).decode("ascii")))
-    answer = None
+    challenges = []
     if code == 334:  # an error challenge: answer it empty, the server then gives its verdict
-        answer = sasl.error_text(text.decode("ascii", "replace") if isinstance(text, bytes) else text)
+        challenges.append(text.decode("ascii", "replace") if isinstance(text, bytes) else text)
         deadline.arm(conn.sock)
         code, text = conn.docmd("")
     if code == 235:
         return None
-    words = describe(smtplib.SMTPAuthenticationError(code, text))
-    return words + ("; the server's OAuth2 answer: %s" % answer if answer else "")
+    return sasl.refusal(describe(smtplib.SMTPAuthenticationError(code, text)), challenges)
 
 
 def _transaction(conn, deadline, mail_from, rcpt_to, data):
@@ -269,8 +255,4 @@ def send(message, mail_from, rcpt_to, ep, deadline, local_hostname=None):
     except StepFailure as failure:
         return SendResult(FAILED, failure)
     finally:
-        try:
-            with step("SMTP quit", deadline.within(QUIT_SECONDS)):
-                conn.quit()
-        except StepFailure:
-            conn.close()
+        goodbye("SMTP quit", deadline.within(QUIT_SECONDS), conn.quit, conn.close)
