@@ -7,6 +7,7 @@ daemons.
 
 import glob
 import os
+import re
 
 import pytest
 
@@ -34,3 +35,17 @@ def test_readme_holds_the_file_verbatim(path):
     assert text.endswith("\n") and indented(text) in readme, (
         "README.md does not show %s word for word (as a 4-space indented block)"
         % os.path.relpath(path, ROOT))
+
+
+def test_readme_options_table_has_every_option():
+    """Every option of the check has its row in README's Options table."""
+    from check_mail_roundtrip import cli
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    table = readme[readme.index("## Options\n"):readme.index("### Options from a file")]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    named = " ".join(line.split(" | ")[0] for line in rows)
+    options = [o for a in cli.parser()._actions for o in a.option_strings if o.startswith("--")]
+    missing = [o for o in options if not re.search(r"`%s[ `/]" % re.escape(o), named)
+               and not re.search(r"[ `]%s[ `]" % re.escape(o), named)]
+    assert not missing, "README's Options table lacks %s" % missing
