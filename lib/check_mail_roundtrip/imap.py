@@ -328,8 +328,7 @@ class ImapCollector:
     def _oauth2_login(self):
         """AUTHENTICATE with the token; once more with a fresh token if the server refuses it."""
         offered = [c[5:] for c in (_text(c) for c in self.client.capabilities()) if c.upper().startswith("AUTH=")]
-        sign_in(self.ep, self.deadline, "IMAP login", offered, self._authenticate,
-                self.client._trace.hide, self.notes)
+        sign_in(self.ep, self.deadline, "IMAP login", offered, self._authenticate, self.client._trace.hide)
 
     def _authenticate(self, mechanism, token):
         """One AUTHENTICATE dialogue: None when logged in, else the server's words."""

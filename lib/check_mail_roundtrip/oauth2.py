@@ -259,17 +259,8 @@ class GrantToken(TokenSource):
         path = self.refresh_file
         try:
             st = os.stat(path)
-            tmp = "%s.tmp-%d" % (path, os.getpid())
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, stat.S_IMODE(st.st_mode))
-            try:
-                os.fchmod(fd, stat.S_IMODE(st.st_mode))
-                if os.geteuid() == 0:
-                    os.fchown(fd, st.st_uid, st.st_gid)
-                os.write(fd, (token + "\n").encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            write_atomically(path, (token + "\n").encode("utf-8"), stat.S_IMODE(st.st_mode),
+                             (st.st_uid, st.st_gid))
         except OSError as exc:
             raise StepFailure(STEP, "the endpoint rotated the refresh token, but %s cannot be "
                                     "rewritten: %s" % (path, exc.strerror or exc))
@@ -316,14 +307,15 @@ def renewed(source, deadline, step_name, refused):
     return fresh
 
 
-def sign_in(endpoint, deadline, step_name, offered, authenticate, hide, notes):
+def sign_in(endpoint, deadline, step_name, offered, authenticate, hide):
     """Log *endpoint* in with its OAuth2 token, retrying once with a fresh one.
 
     The SASL mechanism is chosen from *offered* (the server's mechanism
     names, see :func:`sasl.choose`); ``authenticate(mechanism, token)`` runs
     one dialogue and returns None when the server took the token, else its
     words.  When it refused the token, a fresh one (:func:`renewed`) is
-    handed to ``hide`` (the trace) and tried once more, with a note for -v;
+    handed to ``hide`` (the trace) and tried once more, with a note for -v
+    among the token source's notes;
     a second refusal is a StepFailure of *step_name*.
     """
     try:
@@ -334,7 +326,8 @@ def sign_in(endpoint, deadline, step_name, offered, authenticate, hide, notes):
     if refused is None:
         return
     fresh = renewed(endpoint.oauth2, deadline, step_name, refused)
-    notes.append("OAuth2: the server refused the token (%s); one more try with a fresh one" % refused)
+    endpoint.oauth2.notes.append("OAuth2: the server refused the token (%s); one more try with a fresh one "
+                                 "(%s)" % (refused, step_name))
     hide(fresh)
     refused = authenticate(mechanism, fresh)
     if refused is not None:

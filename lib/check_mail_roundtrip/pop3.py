@@ -318,7 +318,7 @@ class Pop3Collector:
             refused, challenges = session.authenticate(mechanism, first)
             return None if refused is None else sasl.refusal(refused, challenges)
 
-        sign_in(ep, self.deadline, "POP3 login", session.mechanisms, authenticate, session.trace.hide, self.notes)
+        sign_in(ep, self.deadline, "POP3 login", session.mechanisms, authenticate, session.trace.hide)
 
     def _open(self, address):
         """A session with *address* (TLS done for implicit TLS); a TLS failure told with a hint."""

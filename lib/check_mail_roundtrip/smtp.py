@@ -180,9 +180,8 @@ def _authenticate(conn, ep, deadline):
 
 def _oauth2(conn, ep, mechanisms, deadline):
     """AUTH with the token; once more with a fresh token if the server refuses it."""
-    notes = []  # SMTP has no -v notes of its own: the retry shows in the status line when it fails
     sign_in(ep, deadline, "SMTP auth", mechanisms,
-            lambda mechanism, token: _sasl(conn, ep, mechanism, token, deadline), conn.trace.hide, notes)
+            lambda mechanism, token: _sasl(conn, ep, mechanism, token, deadline), conn.trace.hide)
 
 
 def _sasl(conn, ep, mechanism, token, deadline):

@@ -227,13 +227,21 @@ def ensure_directory(directory):
             directory, OSError(errno.EACCES, "Permission denied"), directory))
 
 
-def write_atomically(path, data, mode=0o600):
-    """Replace *path* with *data* (bytes): temp file, fsync, rename, fsync dir."""
+def write_atomically(path, data, mode=0o600, owner=None):
+    """Replace *path* with *data* (bytes): temp file, fsync, rename, fsync dir.
+
+    The file gets *mode* exactly, and as root *owner* (uid, gid) or else the
+    directory's owner (see :func:`adopt`).
+    """
     directory = os.path.dirname(path) or "."
     tmp = "%s.tmp-%d-%d" % (path, os.getpid(), time.monotonic_ns())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
-        adopt(fd, directory)
+        os.fchmod(fd, mode)  # not narrowed by the umask
+        if owner is not None and os.geteuid() == 0:
+            os.fchown(fd, *owner)
+        elif owner is None:
+            adopt(fd, directory)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
