@@ -266,8 +266,7 @@ def _lab_locks_pop3_sessions(lab):
 
 
 def test_a_maildrop_locked_by_another_dovecot_session(lab, tmp_path):
-    if not _lab_locks_pop3_sessions(lab):
-        pytest.skip("the lab's Dovecot lacks pop3_lock_session = yes (tests/lab/dovecot.py)")
+    assert _lab_locks_pop3_sessions(lab), "the lab's Dovecot lacks pop3_lock_session = yes (tests/lab/dovecot.py)"
     check = Pop3Check(lab, tmp_path)
     other = poplib.POP3_SSL(lab.host, lab.ports["pop3s"], context=lab.ssl_context(), timeout=30)
     try:
