@@ -25,6 +25,8 @@ import os
 HOST = "127.0.0.1"
 # IMAP here answers like a server without UIDPLUS (same mailboxes, same ports)
 NO_UIDPLUS_HOST = "127.0.0.2"
+# IMAP here answers like a plainer server: neither IDLE nor SPECIAL-USE (same mailboxes, same ports)
+PLAIN_HOST = "127.0.0.3"
 # IPv6 loopback: the lab's SMTP port, IMAP and POP3 listen here too, where the machine has it
 IPV6_HOST = "::1"
 DOMAIN = "lab.test"

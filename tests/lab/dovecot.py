@@ -11,7 +11,7 @@ Dovecot(layout)    dovecot/dovecot.conf, listeners.conf (IMAP, IMAPS, POP3,
                    CA).  No auth cache: a revoked token fails at once.
 Mailboxes(layout, dovecot)
                    the users' Maildirs (owned by the "vmail" system user):
-                   create, wipe, fill, count, messages, wait_for.
+                   create, wipe, delete_folder, fill, count, messages, wait_for.
 """
 
 import email.utils
@@ -26,7 +26,7 @@ import signal
 import subprocess
 import time
 
-from .common import DOMAIN, ECHO_USER, HOST, IPV6_HOST, NO_UIDPLUS_HOST, VMAIL_USER, LabError, ipv6_loopback
+from .common import DOMAIN, ECHO_USER, HOST, IPV6_HOST, NO_UIDPLUS_HOST, PLAIN_HOST, VMAIL_USER, LabError, ipv6_loopback
 from .procs import _pid_alive, _read_pid, _run, _tail, _write
 
 # Folders every mailbox has from the start (name -> special-use flag).
@@ -41,6 +41,10 @@ NO_UIDPLUS_CAPABILITY = (
     "THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN NAMESPACE LIST-EXTENDED "
     "I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE "
     "SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+ NOTIFY SPECIAL-USE")
+# ... and less IDLE and SPECIAL-USE, with UIDPLUS (for the listener on PLAIN_HOST): a client must
+# poll for new mail and find the Junk folder by its name
+PLAIN_CAPABILITY = " ".join(
+    [c for c in NO_UIDPLUS_CAPABILITY.split() if c not in ("IDLE", "SPECIAL-USE")] + ["UIDPLUS"])
 
 
 def _ensure_vmail_user():
@@ -126,9 +130,9 @@ userdb {{
 namespace inbox {{
   inbox = yes
   separator = /
+  # made by Mailboxes.create for every user (not auto: a test may take it away)
   mailbox Junk {{
     special_use = \\Junk
-    auto = subscribe
   }}
 }}
 service auth {{
@@ -167,6 +171,12 @@ plugin {{
 local {NO_UIDPLUS_HOST} {{
   protocol imap {{
     imap_capability = {NO_UIDPLUS_CAPABILITY}
+  }}
+}}
+# IMAP on {PLAIN_HOST}: the same mailboxes, from a server without IDLE and SPECIAL-USE
+local {PLAIN_HOST} {{
+  protocol imap {{
+    imap_capability = {PLAIN_CAPABILITY}
   }}
 }}
 !include {d}/dovecot/listeners.conf
@@ -226,11 +236,11 @@ timeout_msecs = 10000
 # IMAP listeners get port 0 while the imap-down fault is set
 service imap-login {{
   inet_listener imap {{
-    address = {HOST}, {NO_UIDPLUS_HOST}{v6}
+    address = {HOST}, {NO_UIDPLUS_HOST}, {PLAIN_HOST}{v6}
     port = {imap_port}
   }}
   inet_listener imaps {{
-    address = {HOST}, {NO_UIDPLUS_HOST}{v6}
+    address = {HOST}, {NO_UIDPLUS_HOST}, {PLAIN_HOST}{v6}
     port = {imaps_port}
     ssl = yes
   }}
@@ -383,6 +393,10 @@ class Mailboxes:
                 else:
                     os.unlink(e.path)
         self.create(user)
+
+    def delete_folder(self, user, folder):
+        """Remove *folder* and the mail in it (e.g. a user without a Junk folder)."""
+        self.dovecot.doveadm("mailbox", "delete", "-s", "-u", self.check_user(user), folder)
 
     def fill(self, user, n, folder="INBOX", size=600, seen=False):
         """Put n filler messages into a folder (Maildir files, then indexed)."""

@@ -3,7 +3,7 @@
 Faults(layout, postfix, dovecot)
     hold, release, drop, delay(seconds), junk, imap_down, imap_up, clear.
     Mail-path faults (hold, delay, drop) are Postfix header_checks (only one
-    at a time); junk is a global sieve script filing into Junk; imap-down
+    at a time); junk is a global sieve script filing into Junk (or another folder); imap-down
     gives the IMAP listeners port 0 and reloads Dovecot.  The faults that
     are set live in faults.json, shared by every process using the lab.
 Releaser(layout)
@@ -28,10 +28,10 @@ HEADER_CHECKS = {
     "drop": "/^/ DISCARD mail lab fault: drop\n",
 }
 JUNK_SCRIPT_ON = """\
-# mail lab: junk fault, every mail goes to the Junk folder
-require ["fileinto", "editheader"];
+# mail lab: junk fault, every mail goes to the folder %s (made if missing)
+require ["fileinto", "editheader", "mailbox"];
 addheader "X-Spam-Flag" "YES";
-fileinto "Junk";
+fileinto :create "%s";
 stop;
 """
 NO_FAULTS = {"path": None, "delay": 0, "junk": False, "imap_down": False}
@@ -120,8 +120,9 @@ class Faults:
         if force or old["path"] != new["path"]:
             self.postfix.write_header_checks(HEADER_CHECKS[new["path"]])
         if force or old["junk"] != new["junk"]:
+            folder = "Junk" if new["junk"] is True else new["junk"]  # True: as older labs saved it
             self.dovecot.write_sieve("10-faults.sieve",
-                                     JUNK_SCRIPT_ON if new["junk"] else JUNK_SCRIPT_OFF)
+                                     JUNK_SCRIPT_ON % (folder, folder) if folder else JUNK_SCRIPT_OFF)
         self.save(new)
         if not force and old["imap_down"] != new["imap_down"]:
             ports = self.layout.ports
@@ -157,9 +158,11 @@ class Faults:
             return self.set(path=None, delay=0)
         self.set(path="delay", delay=seconds)
 
-    def junk(self, on=True):
-        """Deliver into the Junk folder instead of INBOX."""
-        self.set(junk=bool(on))
+    def junk(self, on=True, folder="Junk"):
+        """Deliver into the Junk folder (or *folder*, made if missing) instead of INBOX."""
+        if '"' in folder or "\\" in folder:
+            raise ValueError("a folder name for the junk fault without quotes or backslashes")
+        self.set(junk=folder if on else False)
 
     def imap_down(self):
         """IMAP and IMAPS refuse connections; SMTP, LMTP and POP3 keep working."""

@@ -329,6 +329,7 @@ class MailLab:
 
     fill = _delegate("mailboxes", Mailboxes.fill)
     count = _delegate("mailboxes", Mailboxes.count)
+    delete_folder = _delegate("mailboxes", Mailboxes.delete_folder)
     messages = _delegate("mailboxes", Mailboxes.messages)
     wait_for = _delegate("mailboxes", Mailboxes.wait_for)
     _maildir = _delegate("mailboxes", Mailboxes.maildir)

@@ -1,7 +1,7 @@
 """The mail lab's own CA and certificates (openssl), and a client context.
 
 TLS(layout).make_ca() creates tls/ca.pem + ca.key and the servers'
-certificate tls/server.pem (CN localhost, SAN IP:127.0.0.1, IP:127.0.0.2, IP:::1 and
+certificate tls/server.pem (CN localhost, SAN IP:127.0.0.1, IP:127.0.0.2, IP:127.0.0.3, IP:::1 and
 DNS:localhost); make_cert() signs further ones for tests (other names,
 expired ones).
 """
@@ -49,7 +49,7 @@ class TLS:
         os.makedirs(p("tls", "issued"), exist_ok=True)
         _write(p("tls", "index.txt"), "")
         _write(p("tls", "serial"), "%s\n" % secrets.token_hex(8).upper())
-        cert, key = self.make_cert("localhost", ["IP:127.0.0.1", "IP:127.0.0.2", "IP:::1", "DNS:localhost"],
+        cert, key = self.make_cert("localhost", ["IP:127.0.0.1", "IP:127.0.0.2", "IP:127.0.0.3", "IP:::1", "DNS:localhost"],
                                    days=3650, name="server")
         os.chmod(key, 0o600)
 
