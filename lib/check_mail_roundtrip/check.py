@@ -1,7 +1,8 @@
 """Evaluation with nagiosplugin: Resource -> Metrics -> Contexts -> Summary.
 
 Perfdata labels (stable): ``lost``, ``oldest_pending``, ``pending``, ``rtt``,
-``since_last_success``.  Seconds carry unit ``s`` and are plain decimals; a
+``since_last_success``, ``junk`` (IMAP, unless --no-junk: own probes found in
+the Junk folder this run); ``late`` and ``unexpunged`` when there are any.  Seconds carry unit ``s`` and are plain decimals; a
 threshold field holds a plain number when the range is ``0:N`` and stays
 empty otherwise (Icinga's metric writers drop range syntax).
 """
@@ -99,6 +100,8 @@ class RoundTrip(nagiosplugin.Resource):
             yield nagiosplugin.Metric("late", len(out.late), context="late")
         if report.unexpunged:
             yield nagiosplugin.Metric("unexpunged", report.unexpunged, min=0, context="unexpunged")
+        if report.junk is not None:
+            yield nagiosplugin.Metric("junk", report.junk, min=0, context="junk")
 
 
 # -- contexts ------------------------------------------------------------------
@@ -123,6 +126,19 @@ class Figure(nagiosplugin.ScalarContext):
         minimum = "" if metric.min is None else number(metric.min)
         return Performance(metric.name, plain(metric.value, self.seconds), metric.uom or "",
                            warn, crit, minimum, "")
+
+
+class Junk(Figure):
+    """Own probes found in the Junk folder: the --junk-state when there are any."""
+
+    STATES = {"ok": Ok, "warning": Warn, "critical": Critical}
+
+    def __init__(self, junk_state):
+        super().__init__("junk", seconds=False, evaluated=False)
+        self.state = self.STATES[junk_state]
+
+    def evaluate(self, metric, resource):
+        return self.result_cls(self.state if metric.value else Ok, None, metric)
 
 
 class Failure(nagiosplugin.Context):
@@ -158,6 +174,7 @@ def contexts(settings):
         Figure("pending", seconds=False, evaluated=False),
         Figure("lost", settings.lost_warning, settings.lost_critical, seconds=False),
         Figure("unexpunged", seconds=False, evaluated=False),
+        Junk(settings.junk_state),
         Note("late", Ok),
         Note("state", Warn),
         Note("unknown", Unknown),
@@ -192,7 +209,7 @@ class Summary(nagiosplugin.Summary):
         shown = {id(r) for r in problems}
         if report is None or report.unknown:
             return ", ".join(parts)
-        for name in ("rtt", "oldest_pending", "lost", "late", "pending", "since_last_success", "unexpunged"):
+        for name in ("rtt", "oldest_pending", "lost", "late", "junk", "pending", "since_last_success", "unexpunged"):
             r = by_name.get(name)
             if r is not None and id(r) not in shown:
                 phrase = self._phrase(r, problem=False, report=report)
@@ -238,6 +255,9 @@ class Summary(nagiosplugin.Summary):
                 return ""
             text = "%d probe%s lost" % (m.value, "" if m.value == 1 else "s")
             return text + (" " + violation(rng, "") if rng and problem else "")
+        if name == "junk":
+            n = int(m.value)
+            return "" if not n else "probe delivered to Junk" if n == 1 else "%d probes delivered to Junk" % n
         if name == "late":
             return "%d lost probe%s came back late" % (m.value, "" if m.value == 1 else "s")
         if name == "pending":

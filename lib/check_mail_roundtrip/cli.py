@@ -18,6 +18,7 @@ import nagiosplugin
 from . import __version__, extraopts, imap, oauth2, pop3, sasl, smtp, trace
 from .budget import Budget
 from .check import NAME, build
+from .roundtrip import REST_OF_RUN
 from .settings import Endpoint, Settings
 from .tls import client_context
 
@@ -64,6 +65,16 @@ def _range(text):
         why = str(exc) if "greater than" in str(exc) else "expected [@][START:]END with numbers"
         raise argparse.ArgumentTypeError(
             "not a Nagios range: %r (%s; e.g. 120, 10:20, ~:10, @10:20)" % (text, why))
+
+
+def _wait(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number of seconds: %r" % text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more seconds: %r" % text)
+    return value
 
 
 def _port(text):
@@ -237,6 +248,16 @@ def parser():
     groups = {side: _side_options(p, side) for side in SIDES}
     groups["imap"].add_argument("--imap-folder", default="INBOX",
                                 help="folder where probes come back (default: INBOX)")
+    junk = groups["imap"].add_mutually_exclusive_group()
+    junk.add_argument("--junk-folder", metavar="NAME",
+                      help="also look for returned probes in this folder, where a filter files spam "
+                           "(default: the folder flagged \\Junk, else Junk, Spam, Junk E-mail, Junk Email, "
+                           "[Gmail]/Spam or the same under INBOX; none found is no error)")
+    junk.add_argument("--no-junk", action="store_true",
+                      help="do not look into a Junk folder (a probe filed as spam then looks lost)")
+    groups["imap"].add_argument("--junk-state", choices=("ok", "warning", "critical"), default="warning",
+                                help="state when a probe was found in the Junk folder (default: warning); "
+                                     "it still counts as a round trip")
     _oauth2_options(p)
     g = p.add_argument_group("probe")
     g.add_argument("--from", dest="mail_from", metavar="ADDRESS", help="probe sender (required)")
@@ -280,6 +301,13 @@ def parser():
                    help="the IMAP folder holds only this check's mail: on a server without UIDPLUS, "
                         "removed probes may be expunged with a plain EXPUNGE (which removes every "
                         "mail flagged \\Deleted there); without this they stay flagged \\Deleted")
+    g.add_argument("--wait", type=_wait, default=0.0, metavar="SECONDS",
+                   help="after sending, wait up to SECONDS for that probe and report its round trip in "
+                        "this run (default: 0, it is collected by the next run); IMAP IDLE where offered, "
+                        "else a NOOP and a search every second (POP3: a new session every 2 s); "
+                        "-t must exceed it by %g s" % REST_OF_RUN)
+    g.add_argument("--no-idle", action="store_true",
+                   help="with --wait, poll with NOOP and a search instead of IMAP IDLE")
     g.add_argument("--error-state", choices=("critical", "unknown"), default="critical",
                    help="state for a failure to talk to a mail server (default: critical)")
     g.add_argument("-t", "--timeout", type=_timeout, default=30.0, metavar="SECONDS",
@@ -352,6 +380,11 @@ def settings_from(args, checkout_state_dir=None, secrets=None):
     crit = args.critical
     if not crit.invert and crit.start == 0 and not math.isinf(crit.end) and args.lost_after <= crit.end:
         raise UsageError("--lost-after (%gs) must exceed the critical threshold (%gs)" % (args.lost_after, crit.end))
+    if args.wait and args.wait + REST_OF_RUN > args.timeout:
+        raise UsageError("--wait %gs leaves no room in -t %gs for the rest of the run: -t must be at least "
+                         "--wait + %gs (here %gs)" % (args.wait, args.timeout, REST_OF_RUN, args.wait + REST_OF_RUN))
+    if args.collect != "imap" and args.junk_folder:
+        raise UsageError("--junk-folder needs IMAP: POP3 sees only the INBOX")
     if args.insecure and args.ca_file:
         raise UsageError("--insecure and --ca-file exclude each other")
     if args.ca_file and not os.path.isfile(args.ca_file):
@@ -382,6 +415,8 @@ def settings_from(args, checkout_state_dir=None, secrets=None):
         stale_warning=args.stale_warning, stale_critical=args.stale_critical, keep=args.keep, dedicated=args.dedicated_mailbox,
         error_state=args.error_state, timeout=args.timeout, verbose=args.verbose,
         hostname=socket.gethostname() or "localhost", helo=args.smtp_helo,
+        junk=None if args.no_junk else args.junk_folder or True, junk_state=args.junk_state,
+        wait=args.wait, idle=not args.no_idle,
     )
 
 

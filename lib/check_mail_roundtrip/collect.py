@@ -12,6 +12,9 @@ context manager (the session) and offers:
   looked at again until it is gone;
 - ``remove(refs)``: delete exactly those mails (nothing with ``readonly``);
 - ``name(ref)``: a reference in words, for ``-v``;
+- ``wait(until)``: after sending, block until new mail may have come (True;
+  the caller looks with ``find``) or until *until* (a Deadline) passes
+  (False): IMAP IDLE or a NOOP poll, POP3 a new session;
 - ``notes`` (lines for ``-v``) and ``unexpunged`` (IMAP without UIDPLUS: the
   probes flagged \\Deleted that wait for an EXPUNGE; None elsewhere).
 
@@ -30,6 +33,7 @@ class Fetched:
     headers: bytes
     internaldate: float         # epoch seconds, or None
     source: str = "INTERNALDATE"  # where internaldate comes from (ledger.SOURCES)
+    junk: bool = False          # found in the Junk folder
 
 
 def oldest(refs, limit, notes, what):
@@ -40,11 +44,17 @@ def oldest(refs, limit, notes, what):
     return refs[:limit]
 
 
-def open_collector(endpoint, folder, deadline, readonly=False, memory=None, dedicated=False):
-    """The collector for *endpoint*, by its protocol (IMAP or POP3)."""
+def open_collector(endpoint, folder, deadline, readonly=False, memory=None, dedicated=False,
+                   junk=None, daily=False, idle=True):
+    """The collector for *endpoint*, by its protocol (IMAP or POP3).
+
+    *junk* (IMAP: None, True for "find it", or a folder name), *daily* (look
+    up again what is remembered for a day: the Junk folder) and *idle* (wait
+    with IDLE where offered) concern IMAP only.
+    """
     if endpoint.protocol == "IMAP":
         from .imap import ImapCollector
-        return ImapCollector(endpoint, folder, deadline, readonly, memory, dedicated)
+        return ImapCollector(endpoint, folder, deadline, readonly, memory, dedicated, junk, daily, idle)
     if endpoint.protocol == "POP3":
         from .pop3 import Pop3Collector
         return Pop3Collector(endpoint, deadline, readonly, memory)

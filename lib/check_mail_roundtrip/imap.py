@@ -27,13 +27,17 @@ import dataclasses
 import imaplib
 import logging
 import re
+import select
 import shlex
 import socket
 import ssl
+import time
+from typing import NamedTuple
 
 import imapclient
 from imapclient import imap4, tls
 
+from . import junk as junk_folder
 from . import probe as probe_format
 from . import sasl
 from .collect import Fetched
@@ -54,6 +58,9 @@ LOGOUT_SECONDS = 1.0  # a polite goodbye may take this long, then the connection
 MAX_FETCH = 200     # candidates per FETCH command
 MAX_READ = 2000     # candidates read per run at most (oldest first; the rest in the next runs)
 MAX_LISTED = 1000  # folders of one level looked at for a hint about a missing folder
+IDLE_MAX = 25 * 60  # one IDLE at most this long (servers may end an IDLE after 30 minutes)
+POLL_EVERY = 1.0    # seconds between NOOPs when waiting without IDLE
+MAX_IDLE_LINES = 100  # untagged lines before IDLE's "+" at most
 # Only the probe headers, and at most their first 8 KiB (a hostile mail with a
 # huge subject costs no more than a real probe).
 _HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (%s)]<0.8192>" % " ".join(
@@ -265,21 +272,55 @@ def _shell_word(text):
     return text if re.fullmatch(r"[\w@%+=:,./-]+", text) else shlex.quote(text)
 
 
-class ImapCollector:
-    """A session with one IMAP folder."""
+class Ref(NamedTuple):
+    """A mail examined by the collector: its UID, and whether it is in the Junk folder."""
 
-    def __init__(self, endpoint, folder, deadline, readonly=False, memory=None, dedicated=False):
+    uid: int
+    junk: bool = False
+
+
+@dataclasses.dataclass(eq=False)
+class _Folder:
+    """One folder the collector reads: the collection folder, or the Junk folder."""
+
+    name: str
+    junk: bool = False
+    uidvalidity: object = None
+    searched: bool = False     # searched in this session: its memory is current
+
+
+class ImapCollector:
+    """A session with the collection folder and, where asked, the Junk folder.
+
+    *junk*: None (not looked into), JUNK_AUTO (found by :mod:`junk`, the
+    answer remembered in *memory* and looked up again when *daily*), or a
+    folder name.  Refs are :class:`Ref`.
+    """
+
+    def __init__(self, endpoint, folder, deadline, readonly=False, memory=None, dedicated=False,
+                 junk=None, daily=False, idle=True):
         self.ep = endpoint
         self.folder = folder
         self.deadline = deadline
         self.readonly = readonly
         self.dedicated = dedicated  # the folder is the check's alone: a plain EXPUNGE is allowed
         self.memory = memory if memory is not None else {}
-        self.uidvalidity = None
+        self.junk_wanted = junk
+        self.daily = daily
+        self.idle = idle            # wait with IDLE where the server offers it (else: poll)
+        self.main = _Folder(folder)
+        self.junk = None            # the Junk folder (a _Folder) once known to exist
+        self.junk_looked = junk is None  # the Junk folder was looked for (or is not wanted)
+        self.selected = None
         self.client = None
         self.notes = []
         self.unexpunged = None      # probes flagged \\Deleted and left (server without UIDPLUS)
+        self.watching = None        # how wait() watches the folder, in words
         self._key = probe_format.VERSION + "."
+
+    @property
+    def uidvalidity(self):
+        return self.main.uidvalidity
 
     # -- session -------------------------------------------------------------
     def __enter__(self):
@@ -306,17 +347,31 @@ class ImapCollector:
             if self.client.has_capability("XMAGICTRASH") and not self.readonly:
                 self.notes.append("the server moves expunged mail to Trash (Courier's XMAGICTRASH): "
                                   "removed probes collect there until it empties Trash")
-            with step("IMAP select", self.deadline):
-                self._arm()
-                try:
-                    selected = self.client.select_folder(self.folder, readonly=self.readonly)
-                except ServerSaid as refused:
-                    raise StepFailure("IMAP select", self._not_opened(refused.words)) from refused
-                self.uidvalidity = selected.get(b"UIDVALIDITY")
+            if self.junk_wanted is None:
+                self._select(self.main)
         except BaseException:
             self._close()
             raise
         return self
+
+    def _select(self, folder):
+        """SELECT (EXAMINE with --keep) *folder* unless it is selected; False
+        when the Junk folder does not open (a note, no failure)."""
+        if self.selected is folder:
+            return True
+        self.selected = None
+        with step("IMAP select", self.deadline):
+            self._arm()
+            try:
+                selected = self.client.select_folder(folder.name, readonly=self.readonly)
+            except ServerSaid as refused:
+                if folder.junk:
+                    self._junk_gone(refused.words)
+                    return False
+                raise StepFailure("IMAP select", self._not_opened(refused.words)) from refused
+        folder.uidvalidity = selected.get(b"UIDVALIDITY")
+        self.selected = folder
+        return True
 
     def _password_login(self):
         user, password = self.ep.user or "", self.ep.password or ""
@@ -394,110 +449,284 @@ class ImapCollector:
     def _arm(self):
         self.deadline.arm(self.client.socket())
 
+    # -- the Junk folder -----------------------------------------------------
+    def _look_for_junk(self):
+        """Make self.junk the Junk folder, when one is wanted and exists (once a session)."""
+        if self.junk_looked:
+            return
+        self.junk_looked = True
+        wanted = self.junk_wanted
+        remembered = self.memory.get("junk")
+        if wanted is JUNK_AUTO:
+            if isinstance(remembered, dict) and "folder" in remembered and not self.daily:
+                name = remembered["folder"]
+            else:
+                name = junk_folder.discover(self.client, self.deadline, self._arm)
+                self.notes.append('Junk folder: "%s"' % name if name else
+                                  "no Junk folder found (by the \\Junk attribute or the usual names)")
+        else:
+            name = wanted
+        if name is not None and _same_folder(name, self.folder):
+            self.notes.append('the Junk folder "%s" is the collection folder: looked at once' % name)
+            name = None
+        if not isinstance(remembered, dict) or remembered.get("folder") != name:
+            remembered = {"folder": name}
+        self.memory["junk"] = remembered
+        self.junk = _Folder(name, junk=True) if name is not None else None
+
+    def _junk_gone(self, words):
+        """The Junk folder did not open: not looked into this run (auto: looked up again next run)."""
+        name = self.junk.name
+        self.junk = None
+        self.memory["junk"] = {} if self.junk_wanted is JUNK_AUTO else {"folder": name}
+        self.notes.append('Junk folder "%s" not looked into: it does not open (server: %s)'
+                          % (name, words.rstrip(". ") or "no reason given"))
+
+    def _folders(self):
+        """The folders to read, the one to keep selected last: Junk, then the collection folder."""
+        self._look_for_junk()
+        return [f for f in (self.junk, self.main) if f is not None]
+
+    def _by_folder(self, refs):
+        """*refs* grouped by folder, the selected folder first (fewer SELECTs): [(folder, uids)]."""
+        groups = []
+        for folder in self._folders():
+            uids = [r.uid for r in refs if r.junk == folder.junk]
+            if uids:
+                groups.append((folder, uids))
+        groups.sort(key=lambda g: g[0] is not self.selected)
+        return groups
+
     # -- work ----------------------------------------------------------------
     def find(self, key, before=None):
-        """UIDs of mails not flagged \\Deleted whose Subject contains *key*.
+        """Refs of mails not flagged \\Deleted whose Subject contains *key*,
+        in the Junk folder and in the collection folder.
 
         Each mail is read once: the search looks only above the highest UID
-        examined before (remembered with the folder's UIDVALIDITY), plus the
-        UIDs still to be removed.  At most MAX_READ per run, oldest first.
-        *before* (a datetime.date): the whole folder instead, only mails that
-        arrived before that day (IMAP ``BEFORE``, on INTERNALDATE), newest
-        MAX_FETCH, and nothing remembered.
+        examined before in that folder (remembered with its UIDVALIDITY),
+        plus the UIDs still to be removed.  At most MAX_READ per folder and
+        run, oldest first.  *before* (a datetime.date): the whole folders
+        instead, only mails that arrived before that day (IMAP ``BEFORE``, on
+        INTERNALDATE), newest MAX_FETCH, and nothing remembered.
         """
-        criteria = ["UNDELETED", "SUBJECT", key]
         self._key = key
+        refs = []
+        for folder in self._folders():
+            if self._select(folder):
+                refs += [Ref(uid, folder.junk) for uid in self._search(folder, key, before)]
+        return refs
+
+    def _search(self, folder, key, before):
+        criteria = ["UNDELETED", "SUBJECT", key]
         if before is not None:
             with step("IMAP search", self.deadline):
                 self._arm()
                 return sorted(self.client.search(criteria + ["BEFORE", before]))[-MAX_FETCH:]
-        memory = self._memory()
+        memory = self._memory(folder)
         floor = memory["floor"]
         if floor:
             criteria += ["UID", "%d:*" % (floor + 1)]
         with step("IMAP search", self.deadline):
             self._arm()
             found = [uid for uid in self.client.search(criteria) if uid > floor]  # n:* always holds the last
+        folder.searched = True
         uids = sorted(set(found) | set(memory["recheck"]))
         if len(uids) > MAX_READ:
-            self.notes.append("%d probe candidates found; reading the oldest %d this run, the rest "
-                              "in the next runs" % (len(uids), MAX_READ))
+            self.notes.append("%d probe candidates found%s; reading the oldest %d this run, the rest "
+                              "in the next runs" % (len(uids), _in(folder), MAX_READ))
             uids = uids[:MAX_READ]
         return uids
 
-    def _memory(self):
-        """What was examined in this folder before: {"floor", "recheck", "uidvalidity"}."""
-        m = self.memory
-        ok = (m.get("kind") == "imap" and m.get("uidvalidity") == self.uidvalidity
+    def _memory(self, folder):
+        """What was examined in *folder* before: {"floor", "recheck", "uidvalidity", ...}.
+
+        The collection folder's memory is the top of ``memory`` (as it always
+        was), the Junk folder's is ``memory["junk"]``, with its name.
+        """
+        m = self.memory["junk"] if folder.junk else self.memory
+        ok = (m.get("kind") == "imap" and m.get("uidvalidity") == folder.uidvalidity
               and isinstance(m.get("floor"), int) and isinstance(m.get("recheck"), list)
               and all(isinstance(u, int) for u in m["recheck"]))
         if ok and m.get("kept") and not self.readonly:
             ok = False
-            self.notes.append("probes left by --keep runs: searching the whole folder once to remove them")
-        elif not ok and m:
-            self.notes.append("folder changed (UIDVALIDITY) or nothing remembered: searching all of it")
+            self.notes.append("probes left by --keep runs%s: searching the whole folder once to remove them"
+                              % _in(folder))
+        elif not ok and m.get("kind"):
+            self.notes.append("folder%s changed (UIDVALIDITY) or nothing remembered: searching all of it"
+                              % (' "%s"' % folder.name if folder.junk else ""))
         if not ok:
+            keep = {k: m[k] for k in (("folder",) if folder.junk else ("junk",)) if k in m}
             m.clear()
-            m.update(kind="imap", uidvalidity=self.uidvalidity, floor=0, recheck=[])
+            m.update(keep, kind="imap", uidvalidity=folder.uidvalidity, floor=0, recheck=[])
         return m
 
     def settle(self, examined, to_remove):
         """*examined* need not be read again; *to_remove* is looked at again until it is gone."""
-        m = self._memory()
-        m["floor"] = max([m["floor"]] + list(examined))
-        m["recheck"] = sorted(set(to_remove))[-MAX_FETCH:] if not self.readonly else []
-        if self.readonly and to_remove:
-            m["kept"] = True  # the next run without --keep looks at the whole folder once
+        for folder in self._folders():
+            if not folder.searched:
+                continue
+            m = self._memory(folder)
+            m["floor"] = max([m["floor"]] + [r.uid for r in examined if r.junk == folder.junk])
+            gone = sorted({r.uid for r in to_remove if r.junk == folder.junk})
+            m["recheck"] = gone[-MAX_FETCH:] if not self.readonly else []
+            if self.readonly and gone:
+                m["kept"] = True  # the next run without --keep looks at the whole folder once
 
     def name(self, ref):
-        return "UID %s" % ref
+        return "UID %s%s" % (ref.uid, _in(self.junk) if ref.junk and self.junk else "")
 
-    def fetch(self, uids):
-        """Probe headers and INTERNALDATE of *uids*, without setting \\Seen (MAX_FETCH per command)."""
-        data = {}
-        for start in range(0, len(uids), MAX_FETCH):
-            with step("IMAP fetch", self.deadline):
-                self._arm()
-                data.update(self.client.fetch(uids[start:start + MAX_FETCH], ["INTERNALDATE", _HEADER_ITEM]))
+    def fetch(self, refs):
+        """Probe headers and INTERNALDATE of *refs*, without setting \\Seen (MAX_FETCH per command)."""
         out = []
-        for uid in uids:
-            item = data.get(uid)
-            if item is None:  # expunged meanwhile
+        for folder, uids in self._by_folder(refs):
+            if not self._select(folder):
                 continue
-            headers = b""
-            for k, v in item.items():
-                if k.upper().startswith(b"BODY[HEADER") and isinstance(v, bytes):
-                    headers = v
-            idate = item.get(b"INTERNALDATE")
-            when = None
-            if idate is not None and getattr(idate, "tzinfo", None) is not None:
-                when = idate.timestamp()
-            out.append(Fetched(uid, headers, when))
+            data = {}
+            for start in range(0, len(uids), MAX_FETCH):
+                with step("IMAP fetch", self.deadline):
+                    self._arm()
+                    data.update(self.client.fetch(uids[start:start + MAX_FETCH], ["INTERNALDATE", _HEADER_ITEM]))
+            for uid in uids:
+                item = data.get(uid)
+                if item is None:  # expunged meanwhile
+                    continue
+                headers = b""
+                for k, v in item.items():
+                    if k.upper().startswith(b"BODY[HEADER") and isinstance(v, bytes):
+                        headers = v
+                idate = item.get(b"INTERNALDATE")
+                when = None
+                if idate is not None and getattr(idate, "tzinfo", None) is not None:
+                    when = idate.timestamp()
+                out.append(Fetched(Ref(uid, folder.junk), headers, when, junk=folder.junk))
         return out
 
-    def remove(self, uids):
-        """Delete exactly *uids*: \\Deleted, then UID EXPUNGE.
+    def remove(self, refs):
+        """Delete exactly *refs*: \\Deleted, then UID EXPUNGE.
 
         Without UIDPLUS a plain EXPUNGE would also remove other mail flagged
-        \\Deleted: it is sent only for a folder that is the check's alone
-        (*dedicated*); else the probes stay flagged (never read again, as the
-        search skips \\Deleted) and ``unexpunged`` counts how many wait there.
+        \\Deleted: it is sent only for a collection folder that is the
+        check's alone (*dedicated*; never in the Junk folder); else the
+        probes stay flagged (never read again, as the search skips \\Deleted)
+        and ``unexpunged`` counts how many wait there.
         """
-        if not uids or self.readonly:
+        if not refs or self.readonly:
             return
-        with step("IMAP delete", self.deadline):
-            self._arm()
-            self.client.add_flags(uids, [imapclient.DELETED], silent=True)
-            self._arm()
-            if self.client.has_capability("UIDPLUS"):
-                self.client.uid_expunge(uids)
-            elif self.dedicated:
-                self.client.expunge()
-                self.notes.append("server lacks UIDPLUS: %d probe(s) removed with a plain EXPUNGE "
-                                  "(--dedicated-mailbox)" % len(uids))
-            else:
-                self.unexpunged = len(self.client.search(["DELETED", "SUBJECT", self._key]))
-                self.notes.append("server lacks UIDPLUS: %d probe(s) flagged \\Deleted, not expunged; "
-                                  "%d wait for an EXPUNGE" % (len(uids), self.unexpunged))
-        if not self.readonly:
-            self._memory()["recheck"] = []
+        for folder, uids in self._by_folder(refs):
+            if not self._select(folder):
+                continue
+            with step("IMAP delete", self.deadline):
+                self._arm()
+                self.client.add_flags(uids, [imapclient.DELETED], silent=True)
+                self._arm()
+                if self.client.has_capability("UIDPLUS"):
+                    self.client.uid_expunge(uids)
+                elif self.dedicated and not folder.junk:
+                    self.client.expunge()
+                    self.notes.append("server lacks UIDPLUS: %d probe(s) removed with a plain EXPUNGE "
+                                      "(--dedicated-mailbox)" % len(uids))
+                else:
+                    left = len(self.client.search(["DELETED", "SUBJECT", self._key]))
+                    self.unexpunged = (self.unexpunged or 0) + left
+                    self.notes.append("server lacks UIDPLUS: %d probe(s)%s flagged \\Deleted, not expunged; "
+                                      "%d wait for an EXPUNGE" % (len(uids), _in(folder), left))
+            if folder.searched:
+                self._memory(folder)["recheck"] = []
+
+    # -- waiting -------------------------------------------------------------
+    def wait(self, until):
+        """Wait in the collection folder until new mail may have come (True) or *until* passes (False).
+
+        IDLE where the server offers it (and *idle*), each IDLE ended with
+        DONE after IDLE_MAX at most; else a NOOP about every POLL_EVERY
+        seconds.  The caller searches after True.  Step ``IMAP wait``.
+        """
+        if not self._select(self.main):
+            return False
+        with step("IMAP wait", self.deadline):
+            if self.idle and self.client.has_capability("IDLE"):
+                self.watching = "IMAP IDLE"
+                return self._idle(until)
+            self.watching = "a NOOP and a search every %gs; %s" % (
+                POLL_EVERY, "--no-idle" if not self.idle else "the server does not offer IDLE")
+            return self._poll(until)
+
+    def _poll(self, until):
+        pause = min(POLL_EVERY, until.at - until.clock())
+        if pause <= 0:
+            return False
+        time.sleep(pause)
+        self._arm()
+        self.client.noop()
+        return True
+
+    def _idle(self, until):
+        """One IDLE: True when the server tells of new mail (EXISTS, RECENT) before *until*."""
+        imap = self.client._imap
+        end = min(until.at, until.clock() + IDLE_MAX)
+        self._arm()
+        tag = imap._command("IDLE")
+        news = False
+        for _ in range(MAX_IDLE_LINES):  # untagged news may come before the "+"
+            resp = imap._get_response()
+            done = imap.tagged_commands.get(tag)
+            if done is not None:
+                imap.tagged_commands.pop(tag, None)
+                raise StepFailure("IMAP wait", "IDLE refused: %s" % server_words(done[1][0] if done[1] else b""))
+            if resp is None:  # the continuation: idling
+                break
+            news = news or _is_news(resp)
+        else:
+            raise StepFailure("IMAP wait", "no answer to IDLE")
+        try:
+            while not news and until.clock() < end:
+                if not self._input(end - until.clock()):
+                    continue
+                self._arm()
+                line = imap._get_line()
+                if line.startswith(b"* BYE"):
+                    raise StepFailure("IMAP wait", "server ended the session: %s" % server_words(line[5:]))
+                news = _is_news(line)
+        finally:
+            if self.client is not None and imap.tagged_commands.get(tag) is None:
+                self._arm()
+                imap.send(b"DONE\r\n")
+                self.client._consume_until_tagged_response(tag, "IDLE")
+        return news
+
+    def _input(self, timeout):
+        """Is a line from the server at hand within *timeout* seconds (already
+        buffered, or arriving on the socket)?"""
+        sock = self.client.socket()
+        sock.setblocking(False)
+        try:
+            try:
+                if self.client._imap.file.peek(1):
+                    return True
+            except OSError:  # a TLS socket with nothing to read says so this way
+                pass
+            if isinstance(sock, ssl.SSLSocket) and sock.pending():
+                return True
+        finally:
+            sock.setblocking(True)
+        if timeout <= 0:
+            return False
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(timeout * 1000.0))
+
+
+JUNK_AUTO = True  # ImapCollector(junk=JUNK_AUTO): find the Junk folder
+_NEWS = re.compile(rb"^\* \d+ (?:EXISTS|RECENT)\b", re.I)
+
+
+def _is_news(line):
+    return bool(_NEWS.match(line))
+
+
+def _same_folder(a, b):
+    return a == b or (a.upper() == "INBOX" and b.upper() == "INBOX")
+
+
+def _in(folder):
+    return ' in "%s"' % folder.name if folder is not None and folder.junk else ""

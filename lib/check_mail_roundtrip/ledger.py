@@ -57,6 +57,15 @@ class Outcome:
         """Slowest round trip completed in this run, or None."""
         return max((r for _i, r in self.rtts), default=None)
 
+    def then(self, later):
+        """This outcome followed by *later* (a second collection in the same
+        run): the lists joined, oldest_pending as *later* found it."""
+        return Outcome(
+            rtts=self.rtts + later.rtts, late=self.late + later.late,
+            lost_now=self.lost_now + later.lost_now, cleanup=self.cleanup + later.cleanup,
+            notes=self.notes + later.notes, oldest_pending=later.oldest_pending,
+        )
+
 
 def arrival_time(sent, internaldate, collected, source="INTERNALDATE"):
     """Best upper bound for when a probe arrived: (epoch seconds, note or None).

@@ -30,6 +30,7 @@ import datetime
 import email.utils
 import hashlib
 import socket
+import time
 
 from . import probe as probe_format
 from . import sasl
@@ -50,6 +51,7 @@ MAX_LINE = 64 * 1024    # bytes read at once; a longer line is read in pieces
 MAX_PIECES = 4000000    # pieces of one answer read at most (the step's deadline comes first)
 SASL_IR_LINE = 255      # longest AUTH line with an initial response (RFC 5034)
 MARK = 8                # characters of one examined UIDL's hash in the memory
+POLL_EVERY = 2.0        # seconds between sessions while waiting for a probe (--wait)
 
 
 class ServerSaid(Exception):
@@ -276,6 +278,7 @@ class Pop3Collector:
         self.listed = None          # {UIDL: message number} of this session
         self.notes = []
         self.unexpunged = None      # IMAP only
+        self.watching = None        # how wait() watches the maildrop, in words
 
     # -- session -------------------------------------------------------------
     def __enter__(self):
@@ -392,6 +395,19 @@ class Pop3Collector:
 
     def name(self, ref):
         return "UIDL %s" % ref
+
+    def wait(self, until):
+        """A POP3 session shows the maildrop as it was at login: end the
+        session, pause about POLL_EVERY seconds and log in afresh (True), unless
+        *until* passes first (False).  Nothing is deleted meanwhile."""
+        pause = min(POLL_EVERY, until.at - until.clock())
+        if pause <= 0:
+            return False
+        self.watching = "a new POP3 session every %gs" % POLL_EVERY
+        self._close()
+        time.sleep(pause)
+        self.__enter__()
+        return True
 
     def fetch(self, refs):
         """The headers of *refs* (TOP n 0), with the topmost Received date as the

@@ -1,4 +1,5 @@
-"""One invocation, in order: lock, collect, reconcile, clean up, send, save.
+"""One invocation, in order: lock, collect, reconcile, clean up, send, save;
+with --wait, then wait for the probe just sent and book it too.
 
 - The state is saved before any probe is removed from the mailbox (a crash
   in between leaves a probe that the next run recognises as counted), and
@@ -11,6 +12,9 @@
   profile that are older than :func:`abandon_after` are removed from the
   folder, and state files of other profiles untouched that long from the
   state directory.  This housekeeping never fails a run; ``-v`` tells.
+- With --wait, a second session after sending watches the collection folder
+  (IDLE, a poll, a new POP3 session) until the probe is back or the wait is
+  over; it books what came like the first.  Its failures end it quietly.
 - Returns a :class:`Report`; printing and states are the check module's job.
 """
 
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 
 from . import ledger, smtp
 from . import state as state_files
+from .budget import RESERVE, Deadline
 from .failure import StepFailure
 from .collect import open_collector
 from .net import fqdn
@@ -38,6 +43,11 @@ LOCK_SHARE = 0.25
 COLLECT_SHARE = 0.5
 # How often a profile looks for abandoned profiles' probes and state files.
 SWEEP_EVERY = 24 * 3600.0
+# --wait: seconds kept after the wait for booking and removal; -t must leave
+# REST_OF_RUN seconds beyond --wait for the whole rest of the run.
+AFTER_WAIT = 2.0
+REST_OF_RUN = 10.0
+MAX_LOOKS = 100000  # searches during one wait at most (the wait's end comes first)
 
 
 def abandon_after(lost_after):
@@ -60,6 +70,7 @@ class Report:
     collected: bool = False         # the mailbox was read (search and fetch worked)
     sent: smtp.SendResult = None
     unexpunged: int = None          # probes left flagged \Deleted (server without UIDPLUS)
+    junk: int = None                # own probes found in the Junk folder (None: not looked into)
     notes: list = field(default_factory=list)
 
 
@@ -68,7 +79,7 @@ def run(settings, budget, clock=time.time):
     report = Report()
     store = StateStore(settings.state_dir, settings.profile)
     try:
-        store.acquire(budget.remaining() * LOCK_SHARE)
+        store.acquire(max(0.0, budget.remaining() - _kept(settings)) * LOCK_SHARE)
     except StateError as exc:
         report.unknown = str(exc)
         return report
@@ -90,14 +101,29 @@ def _locked_run(settings, budget, clock, store, report):
     collected_at = _collect(settings, budget, clock, store, state, secret, report, sweep)
     if sweep:
         _sweep_state_files(settings, state, collected_at, report)
+    probe = _send(settings, budget, clock, store, state, secret, report)
+    if settings.wait and probe is not None:
+        if report.collected:
+            collected_at = _await(settings, budget, clock, store, state, secret, report, probe) or collected_at
+        else:
+            report.notes.append("not waiting for probe %s: the mailbox could not be read" % probe.probe_id)
     report.since_last_success = (
         collected_at - state.last_success if state.last_success is not None else None
     )
-    _send(settings, budget, clock, store, state, secret, report)
     report.pending = len(state.pending)
     tokens = settings.collect.oauth2 or settings.smtp.oauth2
     if tokens is not None:
         report.notes.extend(tokens.notes)
+
+
+def _kept(settings):
+    """Seconds of the budget the steps before the wait leave for it (and what follows it)."""
+    return RESERVE + (settings.wait + AFTER_WAIT if settings.wait else 0.0)
+
+
+def _junk(settings):
+    """The Junk folder wanted (IMAP only): True to find it, a name, or None."""
+    return settings.junk if settings.collect_by == "imap" else None
 
 
 def _collect(settings, budget, clock, store, state, secret, report, sweep=False):
@@ -105,31 +131,19 @@ def _collect(settings, budget, clock, store, state, secret, report, sweep=False)
     profile = settings.profile
     try:
         with open_collector(
-            settings.collect, settings.folder, budget.share(COLLECT_SHARE), readonly=settings.keep,
-            memory=state.collector, dedicated=settings.dedicated,
+            settings.collect, settings.folder, budget.share(COLLECT_SHARE, _kept(settings)),
+            readonly=settings.keep, memory=state.collector, dedicated=settings.dedicated,
+            junk=_junk(settings), daily=sweep,
         ) as collector:
             fetched = collector.fetch(collector.find(search_key(profile)))
             collected_at = clock()
-            arrivals = []
-            for item in fetched:
-                probe, reason = recognise(item.headers, secret, profile)
-                if probe is None:
-                    report.notes.append("message %s ignored: %s" % (collector.name(item.ref), reason))
-                else:
-                    arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref, item.source))
+            arrivals = _recognise(collector, fetched, secret, profile, report)
             report.collected = True
-            report.outcome = ledger.reconcile(state, arrivals, collected_at, settings.lost_after)
-            report.notes.extend(report.outcome.notes)
-            # what was read need not be read again, but what is to be removed is looked at
-            # again until it is gone (the state is saved before the removal)
-            collector.settle([item.ref for item in fetched], report.outcome.cleanup)
-            if fetched or report.outcome.lost_now:
-                store.save(state)
-            if not settings.keep:
-                collector.remove(report.outcome.cleanup)
-                report.unexpunged = collector.unexpunged
-                if sweep:
-                    _sweep_folder(settings, collector, secret, collected_at, report)
+            if _junk(settings) is not None:
+                report.junk = report.junk or 0
+            _book(settings, collector, store, state, report, fetched, arrivals, collected_at)
+            if sweep and not settings.keep:
+                _sweep_folder(settings, collector, secret, collected_at, report)
             report.notes.extend(collector.notes)
             return collected_at
     except StepFailure as failure:
@@ -140,6 +154,80 @@ def _collect(settings, budget, clock, store, state, secret, report, sweep=False)
         report.notes.extend(report.outcome.notes)
         return collected_at
     return clock()
+
+
+def _recognise(collector, fetched, secret, profile, report):
+    """The verified probes among *fetched*, as Arrivals; the others noted for -v."""
+    arrivals = []
+    for item in fetched:
+        probe, reason = recognise(item.headers, secret, profile)
+        if probe is None:
+            report.notes.append("message %s ignored: %s" % (collector.name(item.ref), reason))
+            continue
+        arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref, item.source))
+        if item.junk:
+            report.junk = (report.junk or 0) + 1
+            report.notes.append("probe %s found in the Junk folder (%s)" % (probe.probe_id, collector.name(item.ref)))
+    return arrivals
+
+
+def _book(settings, collector, store, state, report, fetched, arrivals, collected_at):
+    """Reconcile *arrivals*, save the state, then remove what was processed."""
+    outcome = ledger.reconcile(state, arrivals, collected_at, settings.lost_after)
+    report.outcome = outcome if report.outcome is None else report.outcome.then(outcome)
+    report.notes.extend(outcome.notes)
+    # what was read need not be read again, but what is to be removed is looked at
+    # again until it is gone (the state is saved before the removal)
+    collector.settle([item.ref for item in fetched], outcome.cleanup)
+    if fetched or outcome.lost_now:
+        store.save(state)
+    if not settings.keep:
+        collector.remove(outcome.cleanup)
+        if collector.unexpunged is not None:
+            report.unexpunged = collector.unexpunged
+
+
+def _await(settings, budget, clock, store, state, secret, report, probe):
+    """--wait: watch the collection folder for *probe* (just sent) for up to
+    settings.wait seconds, then book what came; the collection time, or None.
+
+    A second session, after the SMTP dialogue: IDLE (or a poll), a search
+    for new candidates after each sign of new mail, ending as soon as the
+    probe is among them.  The Junk folder is not watched (the next run looks
+    there).  A failure ends the wait quietly (-v says why): what was found
+    before is left for the next run, exactly as without --wait.
+    """
+    deadline = budget.share(1.0)
+    until = Deadline(min(deadline.clock() + settings.wait, deadline.at - AFTER_WAIT), deadline.clock)
+    profile, fetched, arrivals, back = settings.profile, [], [], False
+    started = time.monotonic()
+    try:
+        with open_collector(settings.collect, settings.folder, deadline, readonly=settings.keep,
+                            memory=state.collector, dedicated=settings.dedicated, idle=settings.idle) as collector:
+            looked = set()
+            for _ in range(MAX_LOOKS):
+                refs = [r for r in collector.find(search_key(profile)) if r not in looked]
+                looked.update(refs)
+                items = collector.fetch(refs)
+                fetched += items
+                found = _recognise(collector, items, secret, profile, report)
+                arrivals += found
+                back = any(a.probe.probe_id == probe.probe_id for a in found)
+                if back or not collector.wait(until):
+                    break
+            report.notes.append(
+                "probe %s %s after waiting %.1fs (%s)"
+                % (probe.probe_id, "back" if back else "not back", time.monotonic() - started,
+                   collector.watching or "back at the first look"))
+            collected_at = clock()
+            _book(settings, collector, store, state, report, fetched, arrivals, collected_at)
+            report.notes.extend(collector.notes)
+        store.save(state)  # what the removal settled, as the send step's save does without --wait
+        return collected_at
+    except StepFailure as failure:
+        report.notes.append("waiting for probe %s ended after %.1fs: %s (left for the next run)"
+                            % (probe.probe_id, time.monotonic() - started, failure))
+    return None
 
 
 def _sweep_folder(settings, collector, secret, now, report):
@@ -177,14 +265,15 @@ def _days(seconds):
 
 
 def _send(settings, budget, clock, store, state, secret, report):
-    """Record the next probe as pending, send it, forget it only if refused."""
+    """Record the next probe as pending, send it, forget it only if refused;
+    the probe when it may be on its way, else None."""
     now = clock()
     probe = new_probe(settings.profile, now)
     ledger.record_sent(state, probe)
     store.save(state)
     message = build_message(probe, secret, settings.mail_from, settings.rcpt_to, settings.hostname, now)
     text = message.as_string(policy=_WIRE)
-    deadline = budget.share(1.0)
+    deadline = budget.share(1.0, _kept(settings))
     result = smtp.send(
         text, settings.mail_from, settings.rcpt_to, settings.smtp,
         deadline, local_hostname=settings.helo or fqdn(deadline),
@@ -195,8 +284,10 @@ def _send(settings, budget, clock, store, state, secret, report):
         store.save(state)
         if result.failure not in report.failures:  # e.g. the OAuth2 token both sides needed
             report.failures.append(result.failure)
-    elif result.status == smtp.UNCERTAIN:
+        return None
+    if result.status == smtp.UNCERTAIN:
         report.failures.append(result.failure)
         report.notes.append("probe %s kept as pending: it may still arrive" % probe.probe_id)
     else:
         report.notes.append("probe %s sent: %s" % (probe.probe_id, result.reply))
+    return probe

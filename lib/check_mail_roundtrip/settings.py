@@ -56,6 +56,10 @@ class Settings:
     helo: str = None                # EHLO/HELO name; None: this host's FQDN
     pop3: Endpoint = None           # with collect_by "pop3"
     collect_by: str = "imap"        # the side that collects: "imap" or "pop3"
+    junk: object = True             # IMAP's Junk folder: True (find it), a name, or None (--no-junk)
+    junk_state: str = "warning"     # state of a run that found a probe in Junk
+    wait: float = 0.0               # seconds to wait for the probe just sent (--wait)
+    idle: bool = True               # wait with IDLE where the server offers it (else poll)
 
     @property
     def collect(self):
