@@ -10,15 +10,19 @@ with the check's libraries) and runs this with the virtualenv's python; with
 a Python that cannot run the check this says so and exits 1 at once.
 
 Starts a private mail lab (tests/lab, needs root), and for each size puts
-that many other messages in the monitor INBOX, then runs the real
-``check_mail_roundtrip`` command (a subprocess) with a returned probe
-waiting to be collected, i.e. the run a monitoring system makes every few
-minutes.  The check talks IMAPS to a small byte-counting TCP relay on
+that many other messages in the monitor INBOX and a tenth as many (size//10)
+in its Junk folder, then runs the real ``check_mail_roundtrip`` command (a
+subprocess) with a returned probe waiting to be collected, i.e. the run a
+monitoring system makes every few minutes.  That run also looks into the
+Junk folder (found once, then remembered: one more SELECT and UID SEARCH, no
+download); as many runs again with ``--no-junk`` show what that look-up
+costs.  The check talks IMAPS to a small byte-counting TCP relay on
 127.0.0.1 that forwards to the lab (TLS passes through unchanged), so the
 figures are the bytes that really crossed the wire, handshake included.
 
 Printed per size (medians over --repeat runs):
   bytes in     bytes read from the IMAP server during one check run
+               (Junk folder looked into, as by default)
   bytes out    bytes the check sent to the IMAP server
   bare in      bytes of a bare TLS + LOGIN + SELECT + LOGOUT session
   wall         wall time of the whole check invocation (interpreter start-up,
@@ -32,8 +36,13 @@ Printed per size (medians over --repeat runs):
   daily in     bytes read by the one run a day that also looks for abandoned
                profiles' probes (an extra UID SEARCH ... BEFORE), for comparison
   daily wall   wall time of that run
+  no-junk in   bytes read by a steady-state run with --no-junk (same run otherwise)
+  junk +in     bytes in less no-junk in: what the Junk look-up reads
+  no-junk wall wall time of a run with --no-junk
+  junk +wall   wall less no-junk wall
 and the ratios 100k/0 (the largest size over the smallest).  Goal: the
-bytes ratio at most 1.2, i.e. the check never downloads the mailbox.
+bytes ratio at most 1.2, i.e. the check never downloads the mailbox.  Last,
+the bytes in with / without the Junk look-up at the largest size.
 
 Not a timed test and not run by CI: it prints figures.  A few minutes.
 """
@@ -60,6 +69,9 @@ from tools import checkcmd  # noqa: E402
 USER = "monitor@lab.test"
 GOAL = 1.2
 WALL_GOAL = 0.5  # seconds the largest mailbox's run may take more than the empty one's
+JUNK_SHARE = 10  # the Junk folder holds size // JUNK_SHARE filler messages
+NO_JUNK = "--no-junk"
+JUNK_METRIC = re.compile(r"(?:^|[\s'])junk=")  # the perfdata of a run that looked into Junk
 
 
 class CountingRelay:
@@ -69,7 +81,7 @@ class CountingRelay:
     relayed, and close() ends the threads within a few seconds.
     """
 
-    def __init__(self, target, timeout=60.0, max_conns=200):
+    def __init__(self, target, timeout=60.0, max_conns=1000):
         self.target = target
         self.timeout = timeout
         self.max_conns = max_conns
@@ -259,10 +271,11 @@ class Check:
                 with open(path, "w") as f:
                     json.dump(data, f)
 
-    def __call__(self):
+    def __call__(self, *extra):
+        """One check run, with *extra* arguments (e.g. "--no-junk") after the usual ones."""
         mark = self.relay.mark()
         t0 = time.perf_counter()
-        p = checkcmd.run(self.args, env=self.env, timeout=120)
+        p = checkcmd.run(self.args + list(extra), env=self.env, timeout=120)
         wall = time.perf_counter() - t0
         down, up, conns = self.relay.since(mark)
         if not checkcmd.is_result(p):
@@ -270,30 +283,51 @@ class Check:
                                % (p.returncode, checkcmd.output(p)))
         return {"rc": p.returncode, "line": p.stdout.split("\n", 1)[0], "stderr": p.stderr,
                 "output": checkcmd.output(p), "wall": wall, "down": down, "up": up,
-                "conns": conns}
+                "conns": conns, "junk": JUNK_METRIC.search(p.stdout) is not None}
 
 
-def fill_to(lab, have, want, chunk=10000):
-    """Add filler messages until the INBOX holds *want* others (in chunks)."""
+def fill_to(lab, have, want, chunk=10000, folder="INBOX"):
+    """Add filler messages until *folder* holds *want* others (in chunks)."""
     t0 = time.monotonic()
     while have < want:
         n = min(chunk, want - have)
-        lab.fill(USER, n)
+        lab.fill(USER, n, folder=folder)
         have += n
     return time.monotonic() - t0
 
 
-def measure(lab, relay, check, size, repeat):
-    last = check()               # settle: collect whatever is there, send a probe
+def steady_runs(lab, check, last, size, repeat, *extra):
+    """*repeat* steady-state runs with *extra* arguments, each collecting a returned probe.
+
+    last: the run before, whose probe the first of them collects.  A run
+    must have looked into the Junk folder unless *extra* has --no-junk.
+    """
     runs = []
     for _ in range(repeat):
         wait_for_probe(lab, last)
-        r = last = check()
+        r = last = check(*extra)
+        what = "steady-state run%s with %d messages" % ("".join(" " + a for a in extra), size)
         if r["rc"] != 0 or "round trip" not in r["line"]:
-            raise RuntimeError("steady-state run with %d messages did not collect a probe:\n%s\n%s"
-                               % (size, r["line"], r["stderr"][-2000:]))
+            raise RuntimeError("%s did not collect a probe:\n%s\n%s"
+                               % (what, r["line"], r["stderr"][-2000:]))
+        if r["junk"] == (NO_JUNK in extra):
+            raise RuntimeError("%s %s the Junk folder:\n%s"
+                               % (what, "looked into" if r["junk"] else "did not look into", r["output"]))
         runs.append(r)
-    wait_for_probe(lab, last)
+    return runs
+
+
+def median_of(runs, key):
+    """The median of *key* over check results *runs*."""
+    return statistics.median(r[key] for r in runs)
+
+
+def measure(lab, relay, check, size, repeat):
+    """Steady-state runs, as many with --no-junk, the daily run, and the server's own costs."""
+    last = check()               # settle: collect whatever is there, send a probe
+    runs = steady_runs(lab, check, last, size, repeat)
+    no_junk = steady_runs(lab, check, runs[-1], size, repeat, NO_JUNK)
+    wait_for_probe(lab, no_junk[-1])
     check.make_daily_look_due()
     daily = check()
     if daily["rc"] != 0 or "round trip" not in daily["line"]:
@@ -301,11 +335,12 @@ def measure(lab, relay, check, size, repeat):
                            % (size, daily["output"]))
     sel, search, bare = server_cost(lab, relay, max(3, repeat))
     expunge = expunge_cost(lab, max(3, repeat))
-    med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
     return {
-        "size": size, "down": med("down"), "up": med("up"), "wall": med("wall"),
+        "size": size, "down": median_of(runs, "down"), "up": median_of(runs, "up"),
+        "wall": median_of(runs, "wall"),
         "select": sel, "search": search, "bare": bare, "expunge": expunge, "conns": max(r["conns"] for r in runs),
         "line": runs[-1]["line"], "daily_down": daily["down"], "daily_wall": daily["wall"],
+        "no_junk_down": median_of(no_junk, "down"), "no_junk_wall": median_of(no_junk, "wall"),
     }
 
 
@@ -315,13 +350,16 @@ def fmt_int(n):
 
 def report(rows):
     head = ("messages", "bytes in", "bytes out", "bare in", "wall s", "select s", "expunge s",
-            "rest s", "full search s", "daily in", "daily wall s")
+            "rest s", "full search s", "daily in", "daily wall s", "no-junk in", "junk +in",
+            "no-junk wall s", "junk +wall s")
     table = [head]
     for r in rows:
         table.append((fmt_int(r["size"]), fmt_int(r["down"]), fmt_int(r["up"]), fmt_int(r["bare"]),
                       "%.3f" % r["wall"], "%.4f" % r["select"], "%.4f" % r["expunge"],
                       "%.3f" % rest(r), "%.4f" % r["search"],
-                      fmt_int(r["daily_down"]), "%.3f" % r["daily_wall"]))
+                      fmt_int(r["daily_down"]), "%.3f" % r["daily_wall"],
+                      fmt_int(r["no_junk_down"]), fmt_int(r["down"] - r["no_junk_down"]),
+                      "%.3f" % r["no_junk_wall"], "%+.3f" % (r["wall"] - r["no_junk_wall"])))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -338,6 +376,9 @@ def report(rows):
           % (short(hi["size"]), short(lo["size"]), hi["wall"] - lo["wall"], WALL_GOAL,
              "met" if hi["wall"] - lo["wall"] <= WALL_GOAL else "NOT MET",
              hi["select"] + hi["expunge"] - lo["select"] - lo["expunge"]))
+    print("Junk look-up: bytes in with/without at %s %s (one more SELECT and SEARCH), wall %+.3f s"
+          % (short(hi["size"]), "%.3f" % (hi["down"] / hi["no_junk_down"]) if hi["no_junk_down"] else "nan",
+             hi["wall"] - hi["no_junk_wall"]))
     print()
     for r in rows:
         print("%8s: %s" % (fmt_int(r["size"]), r["line"]))
@@ -352,9 +393,18 @@ def short(n):
     return "%dk" % (n // 1000) if n >= 1000 and n % 1000 == 0 else str(n)
 
 
-def sized_runs(prog, port, make_check, measure_size, sizes, title, report):
+def fill_folder(lab, have, want, folder):
+    """Fill *folder* from *have* up to *want* filler messages; what it holds now, for the progress line."""
+    took = fill_to(lab, have, want, folder=folder)
+    total, _unseen = lab.count(USER, folder)
+    return "%s other messages in %s (%d in all, filled in %.1fs)" % (
+        fmt_int(want), "the INBOX" if folder == "INBOX" else "the %s folder" % folder, total, took)
+
+
+def sized_runs(prog, port, make_check, measure_size, sizes, title, report, junk_share=None):
     """Start a lab and a counting relay to its *port* ("imaps", "pop3s"); for
-    each size, fill the INBOX up to it and append measure_size(lab, relay,
+    each size, fill the INBOX up to it (and, with *junk_share*, the Junk
+    folder up to size // junk_share) and append measure_size(lab, relay,
     check, size, added) to the rows; print *title* (with the lab's host) and
     report(rows).  Any failure ends the benchmark with a sentence from *prog*."""
     if os.geteuid() != 0:
@@ -370,13 +420,14 @@ def sized_runs(prog, port, make_check, measure_size, sizes, title, report):
         relay = CountingRelay((lab.host, lab.ports[port]))
         with tempfile.TemporaryDirectory(prefix="%s-" % prog) as tmp:
             check = make_check(lab, relay, os.path.join(tmp, "state"))
-            rows, have = [], 0
+            rows, have, junk_have = [], 0, 0
             for size in sorted(sizes):
-                took = fill_to(lab, have, size)
+                filled = [fill_folder(lab, have, size, "INBOX")]
                 added, have = size - have, size
-                total, _unseen = lab.count(USER)
-                print("%s other messages in the INBOX (%d in all, filled in %.1fs); measuring..."
-                      % (fmt_int(size), total, took), file=sys.stderr, flush=True)
+                if junk_share:
+                    filled.append(fill_folder(lab, junk_have, size // junk_share, "Junk"))
+                    junk_have = size // junk_share
+                print("%s; measuring..." % ", ".join(filled), file=sys.stderr, flush=True)
                 rows.append(measure_size(lab, relay, check, size, added))
         print()
         print(title % lab.host)
@@ -402,7 +453,8 @@ def main():
     sized_runs("imap_cost", "imaps", Check,
                lambda lab, relay, check, size, _added: measure(lab, relay, check, size, args.repeat),
                args.sizes, "IMAP cost of one steady-state check run (a returned probe waiting), median of "
-               "%d runs; lab on %%s, IMAPS through a counting relay" % args.repeat, report)
+               "%d runs; lab on %%s, IMAPS through a counting relay" % args.repeat, report,
+               junk_share=JUNK_SHARE)
 
 if __name__ == "__main__":
     main()
