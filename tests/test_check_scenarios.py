@@ -92,9 +92,11 @@ def sleep_until(t):
     time.sleep(max(0.0, t - time.monotonic()))
 
 
-def perf(lost=0, oldest=r"0\.0", pending=1, rtt=None, since=None, w=120, c=600, lostw=""):
-    """A regex for the whole perfdata part (labels in nagiosplugin's order)."""
-    text = r"lost=%s;%s;;0 oldest_pending=%ss;%s;%s;0 pending=%s;;;0" % (lost, lostw, oldest, w, c, pending)
+def perf(lost=0, oldest=r"0\.0", pending=1, rtt=None, since=None, w=120, c=600, lostw="", junk=0):
+    """A regex for the whole perfdata part (labels in nagiosplugin's order);
+    junk None: the mailbox was not read, so there is no junk figure."""
+    text = "" if junk is None else r"junk=%s;;;0 " % junk
+    text += r"lost=%s;%s;;0 oldest_pending=%ss;%s;%s;0 pending=%s;;;0" % (lost, lostw, oldest, w, c, pending)
     if rtt is not None:
         text += r" rtt=%ss;%s;%s;0" % (rtt, w, c)
     if since is not None:
@@ -298,7 +300,7 @@ def test_imap_down_is_critical_and_the_probe_is_still_sent(lab, tmp_path):
         # nothing was read: the line does not claim that nothing came back
         "CRITICAL", r"IMAP connect failed: connection refused, "
                     r"probe in flight for %ss > 3s, 2 in flight, no success yet" % NUM,
-        perf(oldest=NUM, pending=2, **p)))
+        perf(oldest=NUM, pending=2, junk=None, **p)))
     assert r.perf["oldest_pending"] > 5, r   # old enough to be declared lost ...
     assert "declared lost" not in r.stdout, r  # ... but the mailbox could not be read
     second = sent_id(r)
@@ -341,7 +343,7 @@ def test_imap_cut_at_fetch_counts_nothing_then_the_next_run_counts_it(lab, tmp_p
     assert len(cut.cuts) == 1, (cut.cuts, relay.received)
     assert_line(r, 2, line(
         "CRITICAL", r"IMAP fetch failed: connection reset by peer, oldest in flight %ss, 2 in flight, no success yet"
-        % NUM, perf(oldest=NUM, pending=2)))
+        % NUM, perf(oldest=NUM, pending=2, junk=None)))
     assert "returned" not in r.stdout and "declared lost" not in r.stdout, r
     second = sent_id(r)   # the probe still went out
     assert_books(check, sent=2, returned=0, lost=0, pending=2)
@@ -427,7 +429,7 @@ def test_wrong_imap_password(lab, tmp_path):
     assert_line(r, 2, line(
         "CRITICAL", r"IMAP login failed: \[AUTHENTICATIONFAILED\] Authentication failed, "
                     r"probe sent, 1 in flight",
-        perf()))
+        perf(junk=None)))
 
 
 def password_file(tmp_path, password, name="smtp.pw"):
@@ -456,7 +458,7 @@ def test_untrusted_certificate_fails_on_both_sides_without_fallback(lab, tmp_pat
                     r"SMTP TLS failed: certificate verify failed: [^,|(]+ \(a private CA or a self-signed "
                     r"certificate\? trust it with --ca-file, or skip verification with --insecure\), "
                     r"no probe out yet, 0 in flight",
-        perf(pending=0)))
+        perf(pending=0, junk=None)))
     # nothing went out in clear text instead
     time.sleep(0.5)
     assert lab.count(MONITOR) == (0, 0)

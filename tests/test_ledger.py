@@ -350,3 +350,13 @@ LedgerMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 test_ledger_any_sequence = LedgerMachine.TestCase
+
+
+def test_a_second_collection_in_the_same_run_adds_to_the_first():
+    first = ledger.Outcome(rtts=[("a", 1.0)], lost_now=["x"], cleanup=[1], notes=["one"], oldest_pending=5.0)
+    second = ledger.Outcome(rtts=[("b", 3.0)], late=[("y", 9.0)], cleanup=[2], notes=["two"], oldest_pending=0.0)
+    both = first.then(second)
+    assert both.rtts == [("a", 1.0), ("b", 3.0)] and both.rtt == 3.0
+    assert both.late == [("y", 9.0)] and both.lost_now == ["x"] and both.cleanup == [1, 2]
+    assert both.notes == ["one", "two"]
+    assert both.oldest_pending == 0.0  # as the later collection found it
