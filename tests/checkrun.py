@@ -50,6 +50,14 @@ class Result:
         return {m.group(1): float(m.group(2)) for m in _PERF.finditer(tail)}
 
     @property
+    def full_line(self):
+        """The status line with its perfdata, also with -v (where nagiosplugin puts the
+        perfdata after the long output)."""
+        if "|" in self.line or "|" not in self.stdout:
+            return self.line
+        return "%s | %s" % (self.line, self.perfdata)
+
+    @property
     def perfdata(self):
         return self.stdout.split("|", 1)[1].strip() if "|" in self.stdout else ""
 

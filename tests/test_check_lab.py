@@ -9,7 +9,7 @@ import time
 
 from tests.checkrun import Checker
 
-PERF_OK = r"lost=0;;;0 oldest_pending=0\.0s;120;600;0 pending=1;;;0"
+PERF_OK = r"junk=0;;;0 lost=0;;;0 oldest_pending=0\.0s;120;600;0 pending=1;;;0"
 MONITOR = "monitor@lab.test"
 ECHO = "echo@lab.test"
 
@@ -19,7 +19,7 @@ def test_first_run_sends_the_first_probe(lab, tmp_path):
     assert r.rc == 0, r
     assert r.line == (
         "MAIL_ROUNDTRIP OK - first probe sent, 1 in flight "
-        "| lost=0;;;0 oldest_pending=0.0s;120;600;0 pending=1;;;0"
+        "| junk=0;;;0 lost=0;;;0 oldest_pending=0.0s;120;600;0 pending=1;;;0"
     )
     lab.wait_for("monitor@lab.test", 1)
 

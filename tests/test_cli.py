@@ -78,7 +78,7 @@ def _headers(lab, user=MONITOR, folder="INBOX"):
 def _returned_line(rc_state="OK", w="120", c="600", pending=1, extra=""):
     return re.compile(
         r"MAIL_ROUNDTRIP %s - round trip (%s)s, %d in flight, last success \d+s ago%s "
-        r"\| lost=0;;;0 oldest_pending=%ss;%s;%s;0 pending=%d;;;0 rtt=%ss;%s;%s;0 since_last_success=%ss;;;0"
+        r"\| junk=0;;;0 lost=0;;;0 oldest_pending=%ss;%s;%s;0 pending=%d;;;0 rtt=%ss;%s;%s;0 since_last_success=%ss;;;0"
         % (rc_state, NUM, pending, extra, NUM, w, c, pending, NUM, w, c, NUM))
 
 
@@ -88,7 +88,7 @@ def _full(r):
 
 
 FIRST = ("MAIL_ROUNDTRIP OK - first probe sent, 1 in flight "
-         "| lost=0;;;0 oldest_pending=0.0s;120;600;0 pending=1;;;0")
+         "| junk=0;;;0 lost=0;;;0 oldest_pending=0.0s;120;600;0 pending=1;;;0")
 
 
 # -- -V and -h -----------------------------------------------------------------
@@ -320,7 +320,7 @@ def test_stale_thresholds(lab, tmp_path):
     r = check()
     assert re.fullmatch(
         r"MAIL_ROUNDTRIP OK - round trip (%s)s, 1 in flight, last success \ds ago "
-        r"\| lost=0;;;0 oldest_pending=%ss;120;600;0 pending=1;;;0 rtt=%ss;120;600;0 "
+        r"\| junk=0;;;0 lost=0;;;0 oldest_pending=%ss;120;600;0 pending=1;;;0 rtt=%ss;120;600;0 "
         r"since_last_success=(%s)s;2;4;0" % (NUM, NUM, NUM, NUM), r.line), r
     assert r.perf["since_last_success"] < 2, r
     last_success = _state(check, name)["last_success"]
@@ -329,7 +329,7 @@ def test_stale_thresholds(lab, tmp_path):
     assert r.rc == 1, r
     assert re.fullmatch(
         r"MAIL_ROUNDTRIP WARNING - no success for (%s)s > 2s, no probe back this run, oldest in flight %ss, 2 in flight "
-        r"\| lost=0;;;0 oldest_pending=%ss;120;600;0 pending=2;;;0 since_last_success=\1s;2;4;0"
+        r"\| junk=0;;;0 lost=0;;;0 oldest_pending=%ss;120;600;0 pending=2;;;0 since_last_success=\1s;2;4;0"
         % (NUM, NUM, NUM), r.line), r
     assert 2 < r.perf["since_last_success"] < 4, r
     time.sleep(max(0.0, last_success + 4.3 - time.time()))
@@ -337,7 +337,7 @@ def test_stale_thresholds(lab, tmp_path):
     assert r.rc == 2, r
     assert re.fullmatch(
         r"MAIL_ROUNDTRIP CRITICAL - no success for (%s)s > 4s, no probe back this run, oldest in flight %ss, 3 in flight "
-        r"\| lost=0;;;0 oldest_pending=%ss;120;600;0 pending=3;;;0 since_last_success=\1s;2;4;0"
+        r"\| junk=0;;;0 lost=0;;;0 oldest_pending=%ss;120;600;0 pending=3;;;0 since_last_success=\1s;2;4;0"
         % (NUM, NUM, NUM), r.line), r
     assert r.perf["since_last_success"] > 4, r
     # The same profile without --stale-*: reported, never judged.
@@ -346,7 +346,7 @@ def test_stale_thresholds(lab, tmp_path):
     assert r.rc == 0, r
     assert re.fullmatch(
         r"MAIL_ROUNDTRIP OK - no probe back this run, oldest in flight %ss, 4 in flight, last success \ds ago "
-        r"\| lost=0;;;0 oldest_pending=%ss;120;600;0 pending=4;;;0 since_last_success=%ss;;;0"
+        r"\| junk=0;;;0 lost=0;;;0 oldest_pending=%ss;120;600;0 pending=4;;;0 since_last_success=%ss;;;0"
         % (NUM, NUM, NUM), r.line), r
     assert r.perf["since_last_success"] > 4, r
 
@@ -358,12 +358,12 @@ def test_lost_critical_zero_makes_a_loss_critical(lab, tmp_path):
     r = check()
     back = time.time()
     assert r.line == ("MAIL_ROUNDTRIP OK - first probe sent, 1 in flight "
-                      "| lost=0;;;0 oldest_pending=0.0s;0.5;1;0 pending=1;;;0"), r
+                      "| junk=0;;;0 lost=0;;;0 oldest_pending=0.0s;0.5;1;0 pending=1;;;0"), r
     time.sleep(max(0.0, back + 1.7 - time.time()))
     r = check()
     assert r.rc == 2, r
     assert r.line == ("MAIL_ROUNDTRIP CRITICAL - 1 probe lost > 0, no probe back this run, 1 in flight, "
-                      "no success yet | lost=1;;;0 oldest_pending=0.0s;0.5;1;0 pending=1;;;0"), r
+                      "no success yet | junk=0;;;0 lost=1;;;0 oldest_pending=0.0s;0.5;1;0 pending=1;;;0"), r
 
 
 # -- the default profile name ----------------------------------------------------

@@ -140,7 +140,7 @@ def test_smtp_greeting_refusal_is_told_in_the_servers_words(lab, tmp_path):
     assert r.rc == 2, r
     assert r.line == ("MAIL_ROUNDTRIP CRITICAL - SMTP connect failed: 421 4.7.0 fault.test too many "
                       "connections, no probe out yet, 0 in flight "
-                      "| lost=0;;;0 oldest_pending=0.0s;120;600;0 pending=0;;;0"), r
+                      "| junk=0;;;0 lost=0;;;0 oldest_pending=0.0s;120;600;0 pending=0;;;0"), r
 
 
 def test_an_unreadable_reply_to_the_message_is_not_taken_as_accepted(lab, tmp_path):
@@ -192,7 +192,7 @@ def test_nothing_in_flight_is_not_judged_against_a_lower_bound_range(lab, tmp_pa
     r = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "lowbound", "-w", "10:")()
     assert r.rc == 0, r
     assert r.line == ("MAIL_ROUNDTRIP OK - first probe sent, 1 in flight "
-                      "| lost=0;;;0 oldest_pending=0.0s;;600;0 pending=1;;;0"), r
+                      "| junk=0;;;0 lost=0;;;0 oldest_pending=0.0s;;600;0 pending=1;;;0"), r
 
 
 # -- budget edges, connecting by address, report types, odd server text ------------

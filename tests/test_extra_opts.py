@@ -93,7 +93,7 @@ def test_a_whole_configuration_from_an_ini_file_against_the_lab(lab, tmp_path):
     os.chmod(ini, 0o600)
     r = _run(["--extra-opts", "lab@%s" % ini])
     assert (r.rc, r.line) == (0, "MAIL_ROUNDTRIP OK - first probe sent, 1 in flight | "
-                                 "lost=0;;;0 oldest_pending=0.0s;30;60;0 pending=1;;;0"), r
+                                 "junk=0;;;0 lost=0;;;0 oldest_pending=0.0s;30;60;0 pending=1;;;0"), r
     lab.wait_for("monitor@lab.test", 1)
     r = _run(["--extra-opts=lab@%s" % ini, "-c", "90"])  # the command line wins
     assert r.rc == 0 and "rtt=" in r.line and ";30;90;0" in r.line, r

@@ -279,7 +279,7 @@ def test_damaged_state_file_is_kept_aside(lab, tmp_path, kind):
     assert r.rc == 1, r
     assert re.fullmatch(
         r"MAIL_ROUNDTRIP WARNING - state file [^|]*%s[^|]*; kept aside as %s\.json\.damaged-\d{8}T\d{6}-\d+, "
-        r"started afresh, first probe sent, 1 in flight \| lost=0;;;0 oldest_pending=0\.0s;120;600;0 pending=1;;;0"
+        r"started afresh, first probe sent, 1 in flight \| junk=0;;;0 lost=0;;;0 oldest_pending=0\.0s;120;600;0 pending=1;;;0"
         % (re.escape(reason), re.escape(file_stem("dmg"))),
         r.line,
     ), r
@@ -445,13 +445,14 @@ def test_secrets_and_modes(lab, tmp_path):
 
 # -- 7. mail system faults over consecutive runs ------------------------------
 
-def test_delivery_into_junk_reads_as_a_stall_then_loss(lab, tmp_path):
-    """Probes filed as spam never reach the watched folder: CRITICAL, then lost.
+def test_with_no_junk_delivery_into_junk_reads_as_a_stall_then_loss(lab, tmp_path):
+    """--no-junk: probes filed as spam never reach the watched folder: CRITICAL, then lost.
 
     The probes stay in Junk untouched (only the watched folder is searched).
+    Without --no-junk they are found there (tests/test_junk.py).
     """
     check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "junk",
-                    "-w", "1", "-c", "2", "--lost-after", "4")
+                    "-w", "1", "-c", "2", "--lost-after", "4", "--no-junk")
     lab.junk()
     r = check()
     first_back = time.time()  # the first probe was sent before this

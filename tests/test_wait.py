@@ -22,7 +22,7 @@ PERF_BACK = (r"junk=0;;;0 lost=0;;;0 oldest_pending=0\.0s;120;600;0 pending=0;;;
 
 def _rtt(r):
     m = re.fullmatch(r"MAIL_ROUNDTRIP OK - round trip (%s)s, 0 in flight, last success 0s ago \| %s" % (NUM, PERF_BACK),
-                     r.line)
+                     r.full_line)
     assert m and m.group(1) == m.group(2), r
     return float(m.group(1))
 
@@ -54,7 +54,7 @@ def test_a_delay_longer_than_the_wait_leaves_the_probe_pending_for_the_next_run(
     r = check("--wait", "2", "-t", "20", "-v")
     assert r.rc == 0 and re.fullmatch(
         r"MAIL_ROUNDTRIP OK - first probe sent, oldest in flight %ss, 1 in flight \| junk=0;;;0 lost=0;;;0 "
-        r"oldest_pending=(%s)s;120;600;0 pending=1;;;0" % (NUM, NUM), r.line), r
+        r"oldest_pending=(%s)s;120;600;0 pending=1;;;0" % (NUM, NUM), r.full_line), r
     assert 2 <= r.seconds < 8, r.seconds
     probe = re.search(r"^probe (\w+) not back after waiting (%s)s \(IMAP IDLE\)$" % NUM, r.stdout, re.M)
     assert probe and 1.5 <= float(probe.group(2)) < 3, r.stdout
@@ -88,13 +88,13 @@ def test_pop3_waits_with_a_new_session_every_two_seconds(lab, tmp_path):
     assert r.rc == 0, r
     m = re.fullmatch(r"MAIL_ROUNDTRIP OK - round trip (%s)s, 0 in flight, last success 0s ago \| lost=0;;;0 "
                      r"oldest_pending=0\.0s;120;600;0 pending=0;;;0 rtt=(%s)s;120;600;0 since_last_success=%ss;;;0"
-                     % (NUM, NUM, NUM), r.line)
+                     % (NUM, NUM, NUM), r.full_line)
     assert m and 3 <= float(m.group(1)) < 7, r  # the Received date has whole seconds
     assert re.search(r"^probe \w+ back after waiting %ss \(a new POP3 session every 2s\)$" % NUM, r.stdout, re.M)
 
 
 def test_a_connection_cut_during_the_wait_ends_it_quietly(lab, tmp_path):
-    check = Checker(lab, tmp_path)
+    check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "cut-wait")
     lab.delay(4)
     cut = fs.CutRelay(lab.ports["imap"], r"^\S+ IDLE\r?$", how="reset")
     with fs.FaultServer(cut, max_connections=3) as relay:
@@ -102,7 +102,7 @@ def test_a_connection_cut_during_the_wait_ends_it_quietly(lab, tmp_path):
                   "--imap-tls", "none")
     assert len(cut.cuts) == 1, (cut.cuts, relay.received)
     assert r.rc == 0 and r.line.startswith("MAIL_ROUNDTRIP OK - first probe sent, "), r
-    assert "pending=1;;;0" in r.line
+    assert "pending=1;;;0" in r.full_line
     assert re.search(r"^waiting for probe (\w+) ended after %ss: IMAP wait failed: .*\(left for the next run\)$"
                      % NUM, r.stdout, re.M), r.stdout
     lab.wait_for(MONITOR, 1, timeout=20)
@@ -146,5 +146,5 @@ def test_a_wait_that_does_not_fit_the_timeout_is_a_usage_error(lab, tmp_path):
         "-t must be at least --wait + 10s (here 35s) (see --help)"), r
     r = Checker(lab, tmp_path)("--wait", "25", "-t", "35")
     assert r.rc == 0, r
-    r = Checker(lab, tmp_path)("--wait", "-1")
+    r = Checker(lab, tmp_path)("--wait=-1")
     assert r.rc == 3 and "--wait: must be 0 or more seconds: '-1'" in r.line, r

@@ -45,16 +45,17 @@ def oldest(refs, limit, notes, what):
 
 
 def open_collector(endpoint, folder, deadline, readonly=False, memory=None, dedicated=False,
-                   junk=None, daily=False, idle=True):
+                   junk=None, daily=False, idle=True, now=None):
     """The collector for *endpoint*, by its protocol (IMAP or POP3).
 
     *junk* (IMAP: None, True for "find it", or a folder name), *daily* (look
-    up again what is remembered for a day: the Junk folder) and *idle* (wait
-    with IDLE where offered) concern IMAP only.
+    up again what is remembered for a day: the Junk folder), *idle* (wait
+    with IDLE where offered) and *now* (the run's clock, epoch seconds)
+    concern IMAP only.
     """
     if endpoint.protocol == "IMAP":
         from .imap import ImapCollector
-        return ImapCollector(endpoint, folder, deadline, readonly, memory, dedicated, junk, daily, idle)
+        return ImapCollector(endpoint, folder, deadline, readonly, memory, dedicated, junk, daily, idle, now)
     if endpoint.protocol == "POP3":
         from .pop3 import Pop3Collector
         return Pop3Collector(endpoint, deadline, readonly, memory)

@@ -61,6 +61,7 @@ MAX_LISTED = 1000  # folders of one level looked at for a hint about a missing f
 IDLE_MAX = 25 * 60  # one IDLE at most this long (servers may end an IDLE after 30 minutes)
 POLL_EVERY = 1.0    # seconds between NOOPs when waiting without IDLE
 MAX_IDLE_LINES = 100  # untagged lines before IDLE's "+" at most
+NONE_RELOOK = 300.0   # seconds "no Junk folder" is believed (the folder may come with the first spam)
 # Only the probe headers, and at most their first 8 KiB (a hostile mail with a
 # huge subject costs no more than a real probe).
 _HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (%s)]<0.8192>" % " ".join(
@@ -293,12 +294,12 @@ class ImapCollector:
     """A session with the collection folder and, where asked, the Junk folder.
 
     *junk*: None (not looked into), JUNK_AUTO (found by :mod:`junk`, the
-    answer remembered in *memory* and looked up again when *daily*), or a
-    folder name.  Refs are :class:`Ref`.
+    answer remembered in *memory*: see _look_for_junk), or a folder name.
+    Refs are :class:`Ref`.
     """
 
     def __init__(self, endpoint, folder, deadline, readonly=False, memory=None, dedicated=False,
-                 junk=None, daily=False, idle=True):
+                 junk=None, daily=False, idle=True, now=None):
         self.ep = endpoint
         self.folder = folder
         self.deadline = deadline
@@ -307,6 +308,7 @@ class ImapCollector:
         self.memory = memory if memory is not None else {}
         self.junk_wanted = junk
         self.daily = daily
+        self.now = time.time() if now is None else now  # epoch seconds: when "none" was looked up
         self.idle = idle            # wait with IDLE where the server offers it (else: poll)
         self.main = _Folder(folder)
         self.junk = None            # the Junk folder (a _Folder) once known to exist
@@ -451,26 +453,37 @@ class ImapCollector:
 
     # -- the Junk folder -----------------------------------------------------
     def _look_for_junk(self):
-        """Make self.junk the Junk folder, when one is wanted and exists (once a session)."""
+        """Make self.junk the Junk folder, when one is wanted and exists (once a session).
+
+        What the look-up found is remembered: a folder for a day (*daily*),
+        "none" for NONE_RELOOK seconds (a filter may make the folder with the
+        first spam it files).
+        """
         if self.junk_looked:
             return
         self.junk_looked = True
         wanted = self.junk_wanted
         remembered = self.memory.get("junk")
+        if not isinstance(remembered, dict):
+            remembered = {}
         if wanted is JUNK_AUTO:
-            if isinstance(remembered, dict) and "folder" in remembered and not self.daily:
-                name = remembered["folder"]
-            else:
+            name = remembered.get("folder")
+            looked = remembered.get("looked")
+            stale = (self.daily or "folder" not in remembered or not isinstance(looked, (int, float))
+                     or (name is None and not 0 <= self.now - looked < NONE_RELOOK))
+            if stale:
                 name = junk_folder.discover(self.client, self.deadline, self._arm)
                 self.notes.append('Junk folder: "%s"' % name if name else
                                   "no Junk folder found (by the \\Junk attribute or the usual names)")
+                looked = self.now
         else:
-            name = wanted
+            name, looked = wanted, None
         if name is not None and _same_folder(name, self.folder):
             self.notes.append('the Junk folder "%s" is the collection folder: looked at once' % name)
             name = None
-        if not isinstance(remembered, dict) or remembered.get("folder") != name:
+        if remembered.get("folder") != name or "folder" not in remembered:
             remembered = {"folder": name}
+        remembered["looked"] = looked
         self.memory["junk"] = remembered
         self.junk = _Folder(name, junk=True) if name is not None else None
 
@@ -555,7 +568,7 @@ class ImapCollector:
             self.notes.append("folder%s changed (UIDVALIDITY) or nothing remembered: searching all of it"
                               % (' "%s"' % folder.name if folder.junk else ""))
         if not ok:
-            keep = {k: m[k] for k in (("folder",) if folder.junk else ("junk",)) if k in m}
+            keep = {k: m[k] for k in (("folder", "looked") if folder.junk else ("junk",)) if k in m}
             m.clear()
             m.update(keep, kind="imap", uidvalidity=folder.uidvalidity, floor=0, recheck=[])
         return m

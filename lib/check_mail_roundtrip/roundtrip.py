@@ -133,7 +133,7 @@ def _collect(settings, budget, clock, store, state, secret, report, sweep=False)
         with open_collector(
             settings.collect, settings.folder, budget.share(COLLECT_SHARE, _kept(settings)),
             readonly=settings.keep, memory=state.collector, dedicated=settings.dedicated,
-            junk=_junk(settings), daily=sweep,
+            junk=_junk(settings), daily=sweep, now=clock(),
         ) as collector:
             fetched = collector.fetch(collector.find(search_key(profile)))
             collected_at = clock()
