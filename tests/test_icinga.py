@@ -39,6 +39,7 @@ SERIES = {
     "pending": ("value", "min"),
     "lost": ("value", "min"),
     "since_last_success": ("value", "min"),
+    "junk": ("value", "min"),
 }
 # Icinga's notice about each process it runs: the argv, quoted.
 RUNNING = re.compile(r"notice/Process: Running command (.*): PID \d+$")
@@ -167,6 +168,7 @@ def test_perfdata_reaches_graphite(monitoring, carbon, service):
     assert all(0 <= v <= 10 for v in points("oldest_pending", "value")), data
     assert all(1 <= v <= 5 for v in points("pending", "value")), data
     assert set(points("lost", "value")) == {0}
+    assert set(points("junk", "value")) == {0}
     assert all(0 <= v <= 60 for v in points("since_last_success", "value")), data
 
 

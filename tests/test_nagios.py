@@ -29,7 +29,7 @@ HOST = "lab"
 PLAIN, VERBOSE = "Mail round trip", "Mail round trip verbose"
 SERVICES = (PLAIN, VERBOSE)
 USER = "nagios@lab.test"
-LABELS = {"rtt": "s", "oldest_pending": "s", "pending": "", "lost": ""}
+LABELS = {"rtt": "s", "oldest_pending": "s", "pending": "", "lost": "", "junk": ""}
 # label=value[unit];warn;crit;min;max, the value a plain decimal (never an exponent)
 PERF_ITEM = re.compile(r"^([a-z_]+)=(\d+(?:\.\d+)?)(s?)((?:;[^;\s]*){0,4})$")
 

@@ -20,13 +20,13 @@ import pytest
 
 from check_mail_roundtrip import oauth2, sasl
 from tests import faultservers as fs
-from tests.test_network_faults import PERF_SENT, assert_line, checker
+from tests.test_network_faults import PERF_SENT_UNREAD, assert_line, checker
 
 
 def first_run_line(words, state="CRITICAL"):
     """A first run whose IMAP side could not get a token and whose probe went out."""
     return r"MAIL_ROUNDTRIP %s - OAuth2 token failed: %s, probe sent, 1 in flight \| %s" % (
-        state, words, PERF_SENT)
+        state, words, PERF_SENT_UNREAD)
 
 
 def with_endpoint(lab, tmp_path, url, *extra):
