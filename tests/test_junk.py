@@ -9,6 +9,7 @@ import json
 import os
 import re
 
+from tests import faultservers as fs
 from tests.checkrun import Checker
 from tests.lab.common import PLAIN_HOST
 
@@ -170,3 +171,29 @@ def test_no_junk_leaves_the_junk_folder_alone_and_pop3_cannot_have_one(lab, tmp_
     r = check("--collect", "pop3", "--junk-folder", "Junk")
     assert r.rc == 3 and r.line == ("MAIL_ROUNDTRIP UNKNOWN - usage error: --junk-folder needs IMAP: POP3 sees only "
                                     "the INBOX (see --help)"), r
+
+
+def _on_script(lab, tmp_path, script, *extra):
+    """One run whose IMAP server is *script* (plain IMAP on loopback)."""
+    check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "scripted")
+    with fs.FaultServer(script) as srv:
+        return check("--imap-host", "127.0.0.1", "--imap-port", str(srv.port), "--imap-tls", "none", "-v", *extra)
+
+
+def test_courier_layout_has_its_spam_folder_found_under_inbox(lab, tmp_path):
+    script = fs.IMAPScript(folders=["INBOX", "INBOX.Sent", "INBOX.Spam", "INBOX.Trash"], capabilities="UIDPLUS")
+    r = _on_script(lab, tmp_path, script, "-vvv")
+    assert r.rc == 0 and "first probe sent" in r.line and "junk=0;;;0" in r.full_line, r
+    assert 'Junk folder: "INBOX.Spam"' in r.stdout, r.stdout
+    assert re.search(r'^IMAP C: \S+ SELECT "INBOX\.Spam"$', r.stdout, re.M), r.stdout
+    # Junk, then INBOX; the first run's look for abandoned probes searches both again, INBOX first
+    assert script.commands.count("SELECT") == 3 and script.commands.count("UID SEARCH") == 4, script.commands
+
+
+def test_a_server_that_refuses_to_list_folders_is_no_error(lab, tmp_path):
+    script = fs.IMAPScript(folders=["INBOX"], capabilities="UIDPLUS",
+                           replies={"LIST": "{tag} NO [NOPERM] listing is not allowed here"})
+    r = _on_script(lab, tmp_path, script)
+    assert r.rc == 0 and "first probe sent" in r.line and "junk=0;;;0" in r.full_line, r
+    assert ("no Junk folder looked into: the server refused to list folders ([NOPERM] listing is not allowed here)"
+            in r.stdout), r.stdout

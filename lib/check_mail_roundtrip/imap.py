@@ -472,9 +472,17 @@ class ImapCollector:
             stale = (self.daily or "folder" not in remembered or not isinstance(looked, (int, float))
                      or (name is None and not 0 <= self.now - looked < NONE_RELOOK))
             if stale:
-                name = junk_folder.discover(self.client, self.deadline, self._arm)
-                self.notes.append('Junk folder: "%s"' % name if name else
-                                  "no Junk folder found (by the \\Junk attribute or the usual names)")
+                try:
+                    name = junk_folder.discover(self.client, self.deadline, self._arm)
+                except StepFailure as failure:
+                    if not isinstance(failure.__cause__, ServerSaid):
+                        raise  # the connection failed: the run cannot go on either
+                    self.notes.append("no Junk folder looked into: the server refused to list folders (%s)"
+                                      % failure.__cause__.words)
+                    name = None
+                else:
+                    self.notes.append('Junk folder: "%s"' % name if name else
+                                      "no Junk folder found (by the \\Junk attribute or the usual names)")
                 looked = self.now
         else:
             name, looked = wanted, None
@@ -524,7 +532,9 @@ class ImapCollector:
         """
         self._key = key
         refs = []
-        for folder in self._folders():
+        # the folder selected already first (a second search needs no SELECT), else Junk
+        # first, so that the collection folder stays selected for what follows
+        for folder in sorted(self._folders(), key=lambda f: f is not self.selected):
             if self._select(folder):
                 refs += [Ref(uid, folder.junk) for uid in self._search(folder, key, before)]
         return refs
