@@ -19,7 +19,10 @@ system would, printing every command line and its output:
 3. a fault: the mail server holds every mail for 8 seconds.  With -w 3 -c 6
    the probe in flight turns the check WARNING, then CRITICAL, while nothing
    has come back yet; when the mail is released the slow round trips are
-   reported (CRITICAL), and the next run is OK again.
+   reported (CRITICAL), and the next run is OK again;
+4. a spam filter files a probe into Junk: the check finds it there and
+   warns (WARNING, probe delivered to Junk);
+5. --wait: the run waits for its own probe and reports its round trip.
 
 Passwords reach the check through the environment, never the command line.
 The lab is stopped and removed at the end (unless --keep-lab).
@@ -104,12 +107,12 @@ class Demo:
         if p.returncode != 0:
             raise DemoError("lab command failed: %s" % p.stderr.strip())
 
-    def wait_for_probes(self, n=1, timeout=30.0):
+    def wait_for_probes(self, n=1, timeout=30.0, folder="INBOX"):
         t0 = time.monotonic()
         self.lab.wait_for(USER, lambda msgs: sum(is_probe(m["subject"]) for m in msgs) >= n,
-                          timeout=timeout)
-        say("(%d probe%s now in the monitor INBOX, after %.1fs of waiting)"
-            % (n, "" if n == 1 else "s", time.monotonic() - t0))
+                          folder=folder, timeout=timeout)
+        say("(%d probe%s now in the monitor %s, after %.1fs of waiting)"
+            % (n, "" if n == 1 else "s", folder, time.monotonic() - t0))
 
     def pause(self, seconds, why):
         say("(waiting %ds: %s)" % (seconds, why))
@@ -174,6 +177,18 @@ def run(lab, state_dir):
     say("Mail flows normally again:")
     d.wait_for_probes()
     expect(d.check("-w", "3", "-c", "6"), "OK", "the recovery")
+
+    title("4. A spam filter files a probe into Junk: it is found there, WARNING")
+    d.lab_cli("fault", "junk")
+    d.wait_for_probes()
+    expect(d.check(), "OK", "the run before the filter bites")
+    d.wait_for_probes(1, folder="Junk")
+    d.lab_cli("fault", "clear")
+    expect(d.check(), "WARNING", "a probe in Junk")
+
+    title("5. --wait: the run's own probe is measured in the same run (0 in flight)")
+    d.wait_for_probes()
+    expect(d.check("--wait", "10", "-t", "25"), "OK", "the round trip with --wait")
 
 
 def main():

@@ -3,7 +3,8 @@
     python3 -m tests.lab install
     python3 -m tests.lab start [--dir D]          # prints the lab as JSON
     python3 -m tests.lab status [--dir D]
-    python3 -m tests.lab fault hold|release|drop|delay N|junk|imap-down|imap-up|reset [--dir D]
+    python3 -m tests.lab fault hold|release|drop|delay N|junk|imap-down|imap-up|clear|reset [--dir D]
+                                                  (clear: no fault, mail kept; reset: also empties the mailboxes)
     python3 -m tests.lab fill USER N [--folder F] [--dir D]
     python3 -m tests.lab count USER [FOLDER] [--dir D]
     python3 -m tests.lab send [--to ADDR] [--subject S] [--dir D]
@@ -21,7 +22,7 @@ import sys
 
 from .lab import DEFAULT_DIR, LabError, MailLab, install
 
-FAULTS = ("hold", "release", "drop", "delay", "junk", "imap-down", "imap-up", "reset")
+FAULTS = ("hold", "release", "drop", "delay", "junk", "imap-down", "imap-up", "clear", "reset")
 OAUTH2_ACTIONS = ("client", "refresh-token", "access-token", "expires-in", "revoke",
                   "unrevoke", "counts")
 

@@ -370,6 +370,7 @@ class MailLab:
     junk = _delegate("fault_control", Faults.junk)
     imap_down = _delegate("fault_control", Faults.imap_down)
     imap_up = _delegate("fault_control", Faults.imap_up)
+    clear = _delegate("fault_control", Faults.clear)
 
     def reset(self):
         """Clear every fault, the Postfix queue, every folder of every mailbox,
