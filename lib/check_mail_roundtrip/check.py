@@ -2,7 +2,8 @@
 
 Perfdata labels (stable): ``lost``, ``oldest_pending``, ``pending``, ``rtt``,
 ``since_last_success``, ``junk`` (IMAP, unless --no-junk: own probes found in
-the Junk folder this run); ``late`` and ``unexpunged`` when there are any.  Seconds carry unit ``s`` and are plain decimals; a
+the Junk folder this run); ``unexpunged`` when there are any; ``leg_out`` and
+``leg_back`` when the slowest probe back carries a reflector's stamp.  Seconds carry unit ``s`` and are plain decimals; a
 threshold field holds a plain number when the range is ``0:N`` and stays
 empty otherwise (Icinga's metric writers drop range syntax).
 """
@@ -88,6 +89,9 @@ class RoundTrip(nagiosplugin.Resource):
         out = report.outcome
         if out.rtts:
             yield nagiosplugin.Metric("rtt", out.rtt, "s", min=0, context="rtt")
+        for name, leg in zip(("leg_out", "leg_back"), out.slowest_legs or ()):
+            if leg is not None:
+                yield nagiosplugin.Metric(name, leg, "s", min=0, context="leg")
         yield nagiosplugin.Metric("oldest_pending", out.oldest_pending, "s", min=0, context="oldest_pending")
         if report.since_last_success is not None:
             yield nagiosplugin.Metric(
@@ -174,6 +178,8 @@ def contexts(settings):
         Figure("pending", seconds=False, evaluated=False),
         Figure("lost", settings.lost_warning, settings.lost_critical, seconds=False),
         Figure("unexpunged", seconds=False, evaluated=False),
+        Figure("leg", settings.leg_warning, settings.leg_critical,
+               evaluated=settings.leg_warning is not None or settings.leg_critical is not None),
         Junk(settings.junk_state),
         Note("late", Ok),
         Note("state", Warn),
@@ -245,7 +251,14 @@ class Summary(nagiosplugin.Summary):
         if name == "rtt":
             n = len(report.outcome.rtts) if report else 1
             text = "round trip %ss" % plain(m.value) if n <= 1 else "%d round trips, slowest %ss" % (n, plain(m.value))
+            legs = report.outcome.slowest_legs if report else None
+            if legs and any(leg is not None for leg in legs):
+                text += " (%s)" % ", ".join("%s %ss" % (way, plain(leg)) for way, leg in zip(("out", "back"), legs)
+                                           if leg is not None)
             return text + (" " + violation(rng) if rng else "")
+        if name in ("leg_out", "leg_back"):
+            way = "out" if name == "leg_out" else "back"
+            return "leg %s %ss %s" % (way, plain(m.value), violation(rng)) if rng else ""
         if name == "oldest_pending":
             if rng:
                 return "probe in flight for %ss %s" % (plain(m.value), violation(rng))

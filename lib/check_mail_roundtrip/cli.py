@@ -102,8 +102,8 @@ SIDES = {
 COLLECTORS = ("imap", "pop3")  # the sides that may collect (--collect)
 
 
-def _side_options(p, side):
-    """--X-host, --X-port, --X-tls, --X-user, --X-password-file for one side."""
+def _side_options(p, side, auth=True):
+    """--X-host, --X-port, --X-tls, --X-user, (--X-auth,) --X-password-file for one side."""
     d = SIDES[side]
     by_port = {}
     for mode in d["tls"]:
@@ -118,8 +118,9 @@ def _side_options(p, side):
         g.add_argument("--smtp-helo", metavar="NAME",
                        help="name to greet the SMTP server with in EHLO/HELO (default: this host's FQDN; "
                             "an MX may check it)")
-    g.add_argument("--%s-auth" % side, choices=("password", "oauth2"), default="password",
-                   help="log in with the password (default) or an OAuth2 access token (see OAuth2)")
+    if auth:
+        g.add_argument("--%s-auth" % side, choices=("password", "oauth2"), default="password",
+                       help="log in with the password (default) or an OAuth2 access token (see OAuth2)")
     g.add_argument("--%s-password-file" % side, metavar="FILE",
                    help="file whose first line is the %s password (or set %s)" % (d["protocol"], d["env"]))
     return g
@@ -285,6 +286,11 @@ def parser():
                    help="seconds since the last successful round trip (default: not evaluated)")
     g.add_argument("--stale-critical", type=_range, default=None, metavar="RANGE",
                    help="likewise for CRITICAL (default: not evaluated)")
+    g.add_argument("--leg-warning", type=_range, default=None, metavar="RANGE",
+                   help="seconds of either leg of a round trip through mail_roundtrip_reflector (out to "
+                        "it, back from it; from its signed stamp) (default: not evaluated)")
+    g.add_argument("--leg-critical", type=_range, default=None, metavar="RANGE",
+                   help="likewise for CRITICAL (default: not evaluated)")
     g = p.add_argument_group("behaviour")
     g.add_argument("--state-dir", metavar="DIR", help="where the state files and the signing secret live")
     g.add_argument("--secret-file", metavar="FILE",
@@ -377,6 +383,7 @@ def settings_from(args, checkout_state_dir=None, secrets=None):
     _ordered(args.warning, args.critical, "-w/--warning", "-c/--critical")
     _ordered(args.lost_warning, args.lost_critical, "--lost-warning", "--lost-critical", unit="")
     _ordered(args.stale_warning, args.stale_critical, "--stale-warning", "--stale-critical")
+    _ordered(args.leg_warning, args.leg_critical, "--leg-warning", "--leg-critical")
     crit = args.critical
     if not crit.invert and crit.start == 0 and not math.isinf(crit.end) and args.lost_after <= crit.end:
         raise UsageError("--lost-after (%gs) must exceed the critical threshold (%gs)" % (args.lost_after, crit.end))
@@ -412,7 +419,8 @@ def settings_from(args, checkout_state_dir=None, secrets=None):
         folder=args.imap_folder, state_dir=state_dir,
         secret_file=args.secret_file, warning=args.warning, critical=args.critical,
         lost_after=args.lost_after, lost_warning=args.lost_warning, lost_critical=args.lost_critical,
-        stale_warning=args.stale_warning, stale_critical=args.stale_critical, keep=args.keep, dedicated=args.dedicated_mailbox,
+        stale_warning=args.stale_warning, stale_critical=args.stale_critical, keep=args.keep,
+        leg_warning=args.leg_warning, leg_critical=args.leg_critical, dedicated=args.dedicated_mailbox,
         error_state=args.error_state, timeout=args.timeout, verbose=args.verbose,
         hostname=socket.gethostname() or "localhost", helo=args.smtp_helo,
         junk=None if args.no_junk else args.junk_folder or True, junk_state=args.junk_state,

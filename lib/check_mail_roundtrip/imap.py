@@ -64,8 +64,11 @@ MAX_IDLE_LINES = 100  # untagged lines before IDLE's "+" at most
 NONE_RELOOK = 300.0   # seconds "no Junk folder" is believed (the folder may come with the first spam)
 # Only the probe headers, and at most their first 8 KiB (a hostile mail with a
 # huge subject costs no more than a real probe).
-_HEADER_ITEM = "BODY.PEEK[HEADER.FIELDS (%s)]<0.8192>" % " ".join(
-    h.upper() for h in probe_format.FETCH_HEADERS)
+def _header_item(fields):
+    return "BODY.PEEK[HEADER.FIELDS (%s)]<0.8192>" % " ".join(h.upper() for h in fields)
+
+
+_HEADER_ITEM = _header_item(probe_format.FETCH_HEADERS)
 _COMPLETION = re.compile(rb"\S+ (?:OK|NO|BAD) ?(.*?)\r?\n?$", re.S)
 _MUTF7 = re.compile(r"&([A-Za-z0-9+,]+)-")
 _DOVECOT_TIMING = re.compile(r"\s*\(\d+\.\d+(?: \+ \d+\.\d+)* secs\)\.?$")
@@ -598,8 +601,10 @@ class ImapCollector:
     def name(self, ref):
         return "UID %s%s" % (ref.uid, _in(self.junk) if ref.junk and self.junk else "")
 
-    def fetch(self, refs):
-        """Probe headers and INTERNALDATE of *refs*, without setting \\Seen (MAX_FETCH per command)."""
+    def fetch(self, refs, fields=None):
+        """Probe headers (or the header *fields* named) and INTERNALDATE of *refs*,
+        without setting \\Seen (MAX_FETCH per command)."""
+        item_name = _header_item(fields) if fields else _HEADER_ITEM
         out = []
         for folder, uids in self._by_folder(refs):
             if not self._select(folder):
@@ -608,7 +613,7 @@ class ImapCollector:
             for start in range(0, len(uids), MAX_FETCH):
                 with step("IMAP fetch", self.deadline):
                     self._arm()
-                    data.update(self.client.fetch(uids[start:start + MAX_FETCH], ["INTERNALDATE", _HEADER_ITEM]))
+                    data.update(self.client.fetch(uids[start:start + MAX_FETCH], ["INTERNALDATE", item_name]))
             for uid in uids:
                 item = data.get(uid)
                 if item is None:  # expunged meanwhile

@@ -11,9 +11,13 @@ Pure logic, no I/O and no clock: the caller passes the collection time.
   never counted.
 - ``oldest_pending`` is the age of the oldest pending probe sent after the
   newest probe that came back (older ones were overtaken).
+- A probe that carries a reflector's stamp also gets its two legs (out to
+  the reflector, back from it; see reflection.legs).
 """
 
 from dataclasses import dataclass, field
+
+from .reflection import legs
 
 # How long ids are remembered, beyond lost_after, and how many at most.
 LOST_MEMORY = 7 * 24 * 3600.0
@@ -39,6 +43,7 @@ class Arrival:
     internaldate: float    # server arrival time, epoch seconds (whole second) or None
     ref: object = None     # transport reference for clean-up (e.g. IMAP UID)
     source: str = "INTERNALDATE"  # where internaldate comes from (a key of SOURCES)
+    stamp: tuple = None    # a reflector's (received ms, sent ms), verified, or None
 
 
 @dataclass
@@ -51,11 +56,20 @@ class Outcome:
     cleanup: list = field(default_factory=list)     # refs of processed probes
     notes: list = field(default_factory=list)       # lines for -v
     oldest_pending: float = 0.0
+    legs: dict = field(default_factory=dict)        # probe id -> (out s or None, back s or None)
 
     @property
     def rtt(self):
         """Slowest round trip completed in this run, or None."""
         return max((r for _i, r in self.rtts), default=None)
+
+    @property
+    def slowest_legs(self):
+        """(out, back) of the slowest round trip, when a reflector stamped it; else None."""
+        if not self.rtts:
+            return None
+        pid, _rtt = max(self.rtts, key=lambda r: r[1])
+        return self.legs.get(pid)
 
     def then(self, later):
         """This outcome followed by *later* (a second collection in the same
@@ -64,6 +78,7 @@ class Outcome:
             rtts=self.rtts + later.rtts, late=self.late + later.late,
             lost_now=self.lost_now + later.lost_now, cleanup=self.cleanup + later.cleanup,
             notes=self.notes + later.notes, oldest_pending=later.oldest_pending,
+            legs={**self.legs, **later.legs},
         )
 
 
@@ -157,6 +172,10 @@ def _take(state, arr, collected, lost_after, out):
     out.rtts.append((pid, rtt))
     out.cleanup.append(arr.ref)
     out.notes.append("probe %s returned, round trip %.3fs" % (pid, rtt))
+    if arr.stamp is not None:
+        leg_out, leg_back, note = legs(sent, arr.stamp[0] / 1000.0, arr.stamp[1] / 1000.0, arrival, rtt)
+        out.legs[pid] = (leg_out, leg_back)
+        out.notes.append(note or "probe %s: out %.3fs to the reflector, back %.3fs" % (pid, leg_out, leg_back))
 
 
 def _returned(state, p):

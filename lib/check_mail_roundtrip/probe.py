@@ -31,10 +31,14 @@ from dataclasses import dataclass
 
 VERSION = "MRTP1"
 HEADER = "X-Mail-Roundtrip"
+# The signed return address of a probe, and the reflector's stamp (reflection.py).
+RETURN_HEADER = "X-Mail-Roundtrip-Return"
+STAMP_HEADER = "X-Mail-Roundtrip-Reflected"
 # Headers fetched from the server to recognise a probe (keep this list short:
 # it is what each returned probe costs in bytes).  Content-Type tells a
-# delivery report (a bounce quoting the probe) from the probe itself.
-FETCH_HEADERS = ("Subject", HEADER, "Content-Type")
+# delivery report (a bounce quoting the probe) from the probe itself; the
+# stamp of a reflector splits the round trip into its legs.
+FETCH_HEADERS = ("Subject", HEADER, "Content-Type", STAMP_HEADER)
 _REPORT = re.compile(r"\s*multipart/report\b", re.IGNORECASE)  # a probe never is one
 
 _TOKEN_RE = re.compile(

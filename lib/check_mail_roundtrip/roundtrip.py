@@ -30,7 +30,8 @@ from .budget import RESERVE, Deadline
 from .failure import StepFailure
 from .collect import open_collector
 from .net import fqdn
-from .probe import VERSION, build_message, new_probe, own_token, profile_key, recognise, search_key
+from .probe import RETURN_HEADER, VERSION, build_message, new_probe, own_token, profile_key, recognise, search_key
+from .reflection import read_stamp, return_header
 from .secret import load_or_create
 from .state import StateError, StateStore
 
@@ -164,7 +165,8 @@ def _recognise(collector, fetched, secret, profile, report):
         if probe is None:
             report.notes.append("message %s ignored: %s" % (collector.name(item.ref), reason))
             continue
-        arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref, item.source))
+        stamp = read_stamp(item.headers, probe.token(secret), secret)
+        arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref, item.source, stamp))
         if item.junk:
             report.junk = (report.junk or 0) + 1
             report.notes.append("probe %s found in the Junk folder (%s)" % (probe.probe_id, collector.name(item.ref)))
@@ -272,6 +274,7 @@ def _send(settings, budget, clock, store, state, secret, report):
     ledger.record_sent(state, probe)
     store.save(state)
     message = build_message(probe, secret, settings.mail_from, settings.rcpt_to, settings.hostname, now)
+    message[RETURN_HEADER] = return_header(probe.token(secret), settings.mail_from, secret)
     text = message.as_string(policy=_WIRE)
     deadline = budget.share(1.0, _kept(settings))
     result = smtp.send(

@@ -47,6 +47,8 @@ class Settings:
     lost_critical: object = None
     stale_warning: object = None    # Range for since_last_success (None: not evaluated)
     stale_critical: object = None
+    leg_warning: object = None      # Range for each leg of a reflected round trip (None: not evaluated)
+    leg_critical: object = None
     keep: bool = False
     dedicated: bool = False         # the folder is the check's alone: plain EXPUNGE allowed
     error_state: str = "critical"

@@ -260,6 +260,43 @@ def write_atomically(path, data, mode=0o600, owner=None):
         os.close(dfd)
 
 
+def set_aside(path, reason):
+    """Rename a damaged *path* aside under a timestamped name; the words saying so."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside = "%s.damaged-%s-%d" % (path, stamp, os.getpid())
+    try:
+        os.rename(path, aside)
+    except OSError as exc:
+        raise StateError("state file %s %s and cannot be moved aside: %s" % (path, reason, exc.strerror or exc))
+    return "state file %s; kept aside as %s, started afresh" % (reason, os.path.basename(aside))
+
+
+def lock(lock_path, directory, timeout, holder):
+    """An open descriptor holding the exclusive flock on *lock_path* (created
+    0600), waiting at most *timeout* seconds; LockTimeout names *holder*
+    ("another run of this check").  Closing the descriptor drops the lock."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        if _denied(exc):
+            raise StateError("lock file " + access_problem(lock_path, exc))
+        raise StateError("cannot open lock file %s: %s" % (lock_path, exc.strerror or exc))
+    adopt(fd, directory)
+    deadline = time.monotonic() + max(0.0, timeout)
+    delay = 0.01
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                os.close(fd)
+                raise LockTimeout("%s holds the lock %s (waited %.1fs)" % (holder, lock_path, timeout))
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.2)
+
+
 class StateStore:
     """The state file of one profile in *directory*."""
 
@@ -276,31 +313,8 @@ class StateStore:
     def acquire(self, timeout):
         """Take the exclusive lock, waiting at most *timeout* seconds."""
         ensure_directory(self.directory)
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            if _denied(exc):
-                raise StateError("lock file " + access_problem(self.lock_path, exc))
-            raise StateError("cannot open lock file %s: %s" % (self.lock_path, exc.strerror or exc))
-        adopt(fd, self.directory)
-        deadline = time.monotonic() + max(0.0, timeout)
-        delay = 0.01
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._lock_fd = fd
-                self._remove_stale_temp_files()
-                return
-            except BlockingIOError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    os.close(fd)
-                    raise LockTimeout(
-                        "another run of this check holds the lock %s (waited %.1fs)"
-                        % (self.lock_path, timeout)
-                    )
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, 0.2)
+        self._lock_fd = lock(self.lock_path, self.directory, timeout, "another run of this check")
+        self._remove_stale_temp_files()
 
     def _remove_stale_temp_files(self):
         """Temp files of a run killed mid-write (only the lock holder writes)."""
@@ -383,16 +397,7 @@ class StateStore:
             pass
 
     def _set_aside(self, reason):
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        aside = "%s.damaged-%s-%d" % (self.path, stamp, os.getpid())
-        try:
-            os.rename(self.path, aside)
-        except OSError as exc:
-            raise StateError(
-                "state file %s %s and cannot be moved aside: %s"
-                % (self.path, reason, exc.strerror or exc)
-            )
-        return "state file %s; kept aside as %s, started afresh" % (reason, os.path.basename(aside))
+        return set_aside(self.path, reason)
 
     def save(self, state):
         """Write the state atomically (the lock must be held)."""

@@ -1,7 +1,7 @@
 """The mail lab's faults, and the releaser process behind the delay fault.
 
 Faults(layout, postfix, dovecot)
-    hold, release, drop, delay(seconds), junk, imap_down, imap_up, clear.
+    hold, release, drop, delay(seconds, only=HEADER), junk, imap_down, imap_up, clear.
     Mail-path faults (hold, delay, drop) are Postfix header_checks (only one
     at a time); junk is a global sieve script filing into Junk (or another folder); imap-down
     gives the IMAP listeners port 0 and reloads Dovecot.  The faults that
@@ -12,6 +12,7 @@ Releaser(layout)
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ addheader "X-Spam-Flag" "YES";
 fileinto :create "%s";
 stop;
 """
-NO_FAULTS = {"path": None, "delay": 0, "junk": False, "imap_down": False}
+NO_FAULTS = {"path": None, "delay": 0, "only": None, "junk": False, "imap_down": False}
 
 
 class Releaser:
@@ -117,8 +118,11 @@ class Faults:
     def apply(self, new, force=False):
         """Make the servers match *new*; force: rewrite everything (at start)."""
         old = self.load()
-        if force or old["path"] != new["path"]:
-            self.postfix.write_header_checks(HEADER_CHECKS[new["path"]])
+        if force or old["path"] != new["path"] or old["only"] != new["only"]:
+            checks = HEADER_CHECKS[new["path"]]
+            if new["only"] and checks:  # the fault hits only mail with this header
+                checks = checks.replace("/^/", "/^%s:/" % new["only"], 1)
+            self.postfix.write_header_checks(checks)
         if force or old["junk"] != new["junk"]:
             folder = "Junk" if new["junk"] is True else new["junk"]  # True: as older labs saved it
             self.dovecot.write_sieve("10-faults.sieve",
@@ -140,23 +144,26 @@ class Faults:
 
     def hold(self):
         """Accept mail but keep it in the hold queue (until release())."""
-        self.set(path="hold", delay=0)
+        self.set(path="hold", delay=0, only=None)
 
     def release(self):
         """Stop holding and deliver every held mail now."""
-        self.set(path=None, delay=0)
+        self.set(path=None, delay=0, only=None)
         self.postfix.release_held()
 
     def drop(self):
         """Accept mail with 250 and throw it away (header_checks DISCARD)."""
-        self.set(path="drop", delay=0)
+        self.set(path="drop", delay=0, only=None)
 
-    def delay(self, seconds):
-        """Deliver every accepted mail no earlier than `seconds` after acceptance."""
+    def delay(self, seconds, only=None):
+        """Deliver every accepted mail (or, with *only*, a header name: each mail that
+        has that header) no earlier than `seconds` after acceptance."""
         seconds = float(seconds)
         if seconds <= 0:
-            return self.set(path=None, delay=0)
-        self.set(path="delay", delay=seconds)
+            return self.set(path=None, delay=0, only=None)
+        if only is not None and not re.fullmatch(r"[A-Za-z0-9-]+", only):
+            raise ValueError("a header name: %r" % only)
+        self.set(path="delay", delay=seconds, only=only)
 
     def junk(self, on=True, folder="Junk"):
         """Deliver into the Junk folder (or *folder*, made if missing) instead of INBOX."""

@@ -323,6 +323,7 @@ class MailLab:
     ssl_context = _delegate("tls", TLS.ssl_context)
 
     send = deliver = _delegate("postfix", Postfix.send)
+    pipe = _delegate("postfix", Postfix.pipe)
     held = _delegate("postfix", Postfix.held)
     queue = _delegate("postfix", Postfix.queue)
     _queue_files = _delegate("postfix", Postfix.queue_files)

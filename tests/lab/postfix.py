@@ -19,6 +19,7 @@ from .procs import _pid_alive, _read_pid, _run, _write
 
 class Postfix:
     def __init__(self, layout, tls):
+        self.pipes = {}  # address -> (service name, argv, user): see pipe()
         self.layout = layout
         self.tls = tls
 
@@ -56,6 +57,7 @@ default_transport = error:5.7.1 the mail lab sends nothing off this machine
 virtual_mailbox_domains = {DOMAIN}
 virtual_mailbox_maps = texthash:{d}/postfix/vmailbox
 virtual_transport = lmtp:unix:{d}/dovecot/run/lmtp
+transport_maps = texthash:{d}/postfix/transport
 recipient_delimiter = +
 smtpd_relay_restrictions = reject_unauth_destination
 smtpd_recipient_restrictions = reject_unlisted_recipient
@@ -124,15 +126,32 @@ lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
-""")
+""" + "".join(self._pipe_services()))
         self.write_vmailbox()
+        _write(lay.p("postfix", "transport"),
+               "".join("%s %s:\n" % (a, name) for a, (name, _argv, _user) in sorted(self.pipes.items())))
         if not os.path.exists(lay.p("postfix", "header_checks")):
             _write(lay.p("postfix", "header_checks"), "")
 
     def write_vmailbox(self):
-        """The recipients Postfix accepts: one line per lab user."""
+        """The recipients Postfix accepts: one line per lab user and per pipe address."""
         _write(self.layout.p("postfix", "vmailbox"),
-               "".join("%s OK\n" % u for u in sorted(self.layout.users)))
+               "".join("%s OK\n" % u for u in sorted(set(self.layout.users) | set(self.pipes))))
+
+    def pipe(self, address, argv, user):
+        """Deliver mail for *address* to the program *argv* (a list; Postfix's ${sender},
+        ${recipient} expand in it), run as *user*, through a pipe(8) transport: exit 0
+        delivered, 75 deferred and retried, others bounced.  Reloads Postfix."""
+        name = "pipe%d" % (len(self.pipes) + 1) if address not in self.pipes else self.pipes[address][0]
+        self.pipes[address] = (name, list(argv), user)
+        self.write_config()
+        self.reload()
+
+    def _pipe_services(self):
+        for _address, (name, argv, user) in sorted(self.pipes.items()):
+            # D, R: Delivered-To and Return-Path (the envelope sender); null_sender=: a bounce's is empty
+            yield "%s unix - n n - - pipe\n  flags=DRq null_sender= user=%s argv=%s\n" % (
+                name, user, " ".join(argv))
 
     def write_header_checks(self, text):
         # cleanup runs with max_use=1, so the next mail reads the new table

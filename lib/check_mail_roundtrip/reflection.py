@@ -1,0 +1,244 @@
+"""Reflection format and rules: what the reflector may send back, and the legs.
+
+Pure logic, no I/O and no clock (callers pass times in), shared by the
+reflector (which decides and stamps) and the check (which reads the stamp).
+
+- **The return address** is signed: the check puts
+  ``X-Mail-Roundtrip-Return: <address>; sig=<hex>`` into each probe, an
+  HMAC over the token and the address, keyed with the secret.  The reflector
+  sends a probe back only to that address, and only when it is the probe's
+  From: a probe whose From was changed, or that has no signed return
+  address, is never answered (no backscatter to forged senders, no relay).
+- **The stamp** the reflector adds, ``X-Mail-Roundtrip-Reflected: <token>;
+  received=<ms>; sent=<ms>; sig=<hex>``, says when it received the probe and
+  when it sent it back, signed like the rest.  A mail that carries one is
+  never reflected again (two reflectors pointed at each other stop after
+  one step).
+- :func:`decide` holds every rule for one incoming mail; :func:`legs` splits
+  a round trip into its two legs, from two clocks.
+"""
+
+import email.message
+import email.utils
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, field
+
+from .probe import HEADER, RETURN_HEADER, STAMP_HEADER, VERSION, header_values, own_token
+
+# What the reflector reads of an incoming mail (and fetches over IMAP).
+REFLECTOR_HEADERS = ("Subject", HEADER, RETURN_HEADER, STAMP_HEADER, "Content-Type", "From", "To",
+                     "Message-ID", "Auto-Submitted", "Return-Path", "Precedence")
+# Clock difference tolerated between the check's and the reflector's clocks.
+SKEW = 5.0
+_STAMP = re.compile(r"^\s*(\S+)\s*;\s*received=(\d{10,15})\s*;\s*sent=(\d{10,15})\s*;\s*sig=([0-9a-f]{32})\s*$",
+                    re.I)
+_RETURN = re.compile(r"^\s*(.+?)\s*;\s*sig=([0-9a-f]{32})\s*$", re.I)
+_REPORT = re.compile(r"\s*multipart/report\b", re.I)
+_BULK = re.compile(r"\s*(bulk|list|junk)\b", re.I)
+
+
+def _mac(secret, *parts):
+    msg = "|".join((VERSION,) + tuple(str(p) for p in parts)).encode("utf-8")
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()[:32]
+
+
+def address(text):
+    """The bare address in a From/To value (lower-case domain), or None."""
+    _name, addr = email.utils.parseaddr(text or "")
+    if "@" not in addr or any(c in addr for c in " \t\r\n<>,;"):
+        return None
+    local, _, domain = addr.rpartition("@")
+    return "%s@%s" % (local, domain.lower())
+
+
+def return_header(token, mail_from, secret):
+    """The value of RETURN_HEADER for a probe with *token* sent from *mail_from*."""
+    addr = address(mail_from) or mail_from
+    return "%s; sig=%s" % (addr, _mac(secret, "return", token, addr.lower()))
+
+
+def signed_return(value, token, secret):
+    """The return address in a RETURN_HEADER *value*, if *secret* signed it for *token*; else None."""
+    m = _RETURN.match(value or "")
+    if not m:
+        return None
+    addr = address(m.group(1))
+    if addr is None or not hmac.compare_digest(_mac(secret, "return", token, addr.lower()), m.group(2).lower()):
+        return None
+    return addr
+
+
+def stamp(token, received_ms, sent_ms, secret):
+    """The value of STAMP_HEADER: when the reflector received the probe and sent it back."""
+    return "%s; received=%d; sent=%d; sig=%s" % (
+        token, received_ms, sent_ms, _mac(secret, "reflected", token, received_ms, sent_ms))
+
+
+def read_stamp(header_block, token, secret):
+    """(received_ms, sent_ms) of a valid stamp for *token* in *header_block*, else None."""
+    for name, value in header_values(header_block, (STAMP_HEADER,)):
+        m = _STAMP.match(value)
+        if not m or m.group(1).lower() != token.lower():
+            continue
+        received, sent = int(m.group(2)), int(m.group(3))
+        if hmac.compare_digest(_mac(secret, "reflected", token, received, sent), m.group(4).lower()):
+            return received, sent
+    return None
+
+
+# -- the rules for one incoming mail --------------------------------------------
+
+@dataclass
+class Memory:
+    """What the reflector remembers: probes reflected, recent reflections per address."""
+
+    reflected: dict = field(default_factory=dict)   # probe id -> reflected at (epoch s)
+    recent: dict = field(default_factory=dict)      # address -> [epoch s of reflections]
+
+    def to_json(self):
+        return {"reflected": self.reflected, "recent": self.recent}
+
+    @classmethod
+    def from_json(cls, data):
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        reflected, recent = data.get("reflected", {}), data.get("recent", {})
+        if not (isinstance(reflected, dict) and isinstance(recent, dict)
+                and all(isinstance(v, (int, float)) for v in reflected.values())
+                and all(isinstance(v, list) and all(isinstance(t, (int, float)) for t in v)
+                        for v in recent.values())):
+            raise ValueError("wrong shape")
+        return cls(dict(reflected), {k: list(v) for k, v in recent.items()})
+
+    def prune(self, now, max_age):
+        """Forget what can no longer matter: reflections older than *max_age* (a probe that
+        old is refused anyway), rate-limit times older than a minute."""
+        self.reflected = {k: t for k, t in self.reflected.items() if now - t <= max_age + SKEW}
+        self.recent = {a: [t for t in ts if now - t < 60.0] for a, ts in self.recent.items()}
+        self.recent = {a: ts for a, ts in self.recent.items() if ts}
+
+    def record(self, probe_id, to, now):
+        self.reflected[probe_id] = now
+        self.recent.setdefault(to, []).append(now)
+
+
+@dataclass
+class Decision:
+    """Reflect (to *to*) or drop (why)."""
+
+    to: str = None              # the return address, when the probe is to be reflected
+    why: str = None             # why not, in words
+    token: object = None        # probe.Token when one was found
+    subject: str = ""
+    message_id: str = None
+    again: bool = False         # a verified probe reflected before (a duplicate: may be removed)
+
+
+def decide(header_block, envelope_sender, secret, memory, now, max_age, max_per_minute):
+    """Whether to reflect one incoming mail (raw headers), at *now* (epoch seconds).
+
+    *envelope_sender*: the SMTP MAIL FROM ("" for a bounce; None when unknown).
+    """
+    pairs = header_values(header_block, REFLECTOR_HEADERS)
+    get = {}
+    for name, value in pairs:
+        get.setdefault(name, value)
+    sender = envelope_sender if envelope_sender is not None else get.get("return-path")
+    if sender is not None and sender.strip() in ("", "<>"):
+        return Decision(why="a bounce (null envelope sender)")
+    if _REPORT.match(get.get("content-type", "")):
+        return Decision(why="a delivery report (bounce)")
+    if STAMP_HEADER.lower() in get:
+        return Decision(why="reflected already (it carries a reflector stamp)")
+    auto = get.get("auto-submitted", "no").strip().lower()
+    if auto and not auto.startswith("no"):
+        return Decision(why="an automatic mail (Auto-Submitted: %s)" % auto)
+    if _BULK.match(get.get("precedence", "")):
+        return Decision(why="a bulk or list mail (Precedence: %s)" % get["precedence"].strip())
+    token = own_token(header_block, secret)
+    if token is None:
+        return Decision(why="no probe signed with this secret")
+    d = Decision(token=token, subject=get.get("subject", ""), message_id=get.get("message-id"))
+    to = signed_return(get.get(RETURN_HEADER.lower()), token_text(token), secret)
+    if to is None:
+        d.why = "no signed return address"
+        return d
+    if address(get.get("from")) is None or address(get.get("from")).lower() != to.lower():
+        d.why = "From (%s) is not the signed return address" % (get.get("from") or "none")
+        return d
+    age = now - token.sent_ms / 1000.0
+    if age > max_age:
+        d.why = "sent %.0fs ago, more than --max-age %gs" % (age, max_age)
+        return d
+    if age < -SKEW * 60:
+        d.why = "sent %.0fs in the future (clock?)" % -age
+        return d
+    if token.probe_id in memory.reflected:
+        d.why, d.again = "reflected before (a duplicate)", True
+        return d
+    if len(memory.recent.get(to, [])) >= max_per_minute:
+        d.why = "rate limit: %d reflections to %s in the last minute" % (max_per_minute, to)
+        return d
+    d.to = to
+    return d
+
+
+def token_text(token):
+    """A probe.Token as it stands in the mail."""
+    return "%s.%s.%s.%d.%s" % (VERSION, token.key, token.probe_id, token.sent_ms, token.signature)
+
+
+# -- the two legs ----------------------------------------------------------------
+
+def legs(sent, received, reflected, arrival, rtt):
+    """(leg_out, leg_back, note): seconds out (probe sent -> reflector received) and
+    back (reflector sent -> arrival), or None for a leg the clocks make implausible
+    (below -SKEW, or above the round trip), with a note for -v saying so.
+
+    *sent* and *arrival* are on the monitor's and the mail server's clocks (as the
+    round trip), *received* and *reflected* on the reflector's.
+    """
+    out, back = received - sent, arrival - reflected
+    bad = [name for name, leg in (("out", out), ("back", back)) if leg < -SKEW or leg > rtt]
+    note = None
+    if bad:
+        note = ("leg%s %s not reported: the reflector's clock and ours disagree (out %.3fs, back %.3fs, "
+                "round trip %.3fs)" % ("s" if len(bad) > 1 else "", " and ".join(bad), out, back, rtt))
+    return (None if "out" in bad else max(0.0, out)), (None if "back" in bad else max(0.0, back)), note
+
+
+# -- the reflected mail --------------------------------------------------------
+
+def build_reflection(decision, received_ms, sent_ms, secret, mail_from, hostname):
+    """The mail that sends a verified probe back (email.message.EmailMessage).
+
+    The token stays in the Subject and in X-Mail-Roundtrip; the stamp says
+    when the probe came and went; ``Auto-Submitted: auto-replied`` (RFC 3834)
+    keeps vacation responders and other reflectors from answering it.
+    """
+    token = token_text(decision.token)
+    msg = email.message.EmailMessage()
+    msg["From"] = mail_from
+    msg["To"] = decision.to
+    msg["Subject"] = decision.subject if token in decision.subject else "Mail round-trip probe %s" % token
+    msg["Date"] = email.utils.formatdate(sent_ms / 1000.0, localtime=False)
+    _local, at, domain = mail_from.rpartition("@")
+    msg["Message-ID"] = "<%s.%d.reflected@%s>" % (decision.token.probe_id, sent_ms, domain if at else hostname)
+    if decision.message_id:
+        msg["In-Reply-To"] = decision.message_id
+        msg["References"] = decision.message_id
+    msg["Auto-Submitted"] = "auto-replied"
+    msg[HEADER] = token
+    msg[STAMP_HEADER] = stamp(token, received_ms, sent_ms, secret)
+    msg.set_content(
+        "This is mail_roundtrip_reflector on %s sending a check_mail_roundtrip\n"
+        "probe back to %s, the address the probe was signed for.\n"
+        "It received the probe at %s and sent it back at %s (UTC).\n"
+        % (hostname, decision.to, _utc(received_ms), _utc(sent_ms)))
+    return msg
+
+
+def _utc(ms):
+    return email.utils.formatdate(ms / 1000.0, usegmt=True)

@@ -1,0 +1,382 @@
+"""mail_roundtrip_reflector: the far end of the loop sends verified probes back.
+
+    mail_roundtrip_reflector pipe [--sender S] [--recipient R] --secret-file F ...
+    mail_roundtrip_reflector poll -H HOST --imap-user U --secret-file F [--loop] ...
+
+``pipe`` reads one message on stdin, as a ``.forward`` line, an aliases
+entry, a Postfix ``pipe(8)`` transport or a Sieve ``pipe`` delivers it;
+``poll`` reads a mailbox over IMAP (one pass, for cron or a systemd timer,
+or ``--loop`` with IDLE).  Either way each mail goes through
+:func:`reflection.decide`: only a probe signed with the shared secret, for a
+signed return address that is its From, not reflected before, not a bounce
+or an automatic mail, and within the rate limit is sent back, by SMTP (the
+check's ``--smtp-*`` options) or the local MTA (``--sendmail``), stamped with
+when it came and went.  Anything else is dropped without a reply.
+
+Exit codes, pipe: 0 reflected or deliberately dropped (also when the way
+back refused the reflection for good: never a bounce to the probe's
+sender), 75 (EX_TEMPFAIL) when sending back failed for now, or the
+reflector could not work at all, so the MTA keeps the mail and retries.
+Poll: 0 done, 1 a failure (the server, sending back), 64 usage.  The state
+(probes reflected, recent reflections per address, what poll examined) is a
+locked JSON file written atomically in ``--state-dir``.  Every decision is
+one line on stderr and in syslog (facility mail).
+"""
+
+import argparse
+import email.policy
+import json
+import os
+import socket
+import subprocess
+import sys
+import syslog
+import time
+
+from . import __version__, cli, smtp
+from .budget import Budget, Deadline
+from .collect import open_collector
+from .failure import StepFailure
+from .probe import VERSION
+from .reflection import REFLECTOR_HEADERS, Memory, address, build_reflection, decide, token_text
+from .secret import _read as read_secret
+from .state import StateError, ensure_directory, lock, set_aside, write_atomically
+
+PROG = "mail_roundtrip_reflector"
+EX_OK, EX_FAIL, EX_USAGE, EX_TEMPFAIL = 0, 1, 64, 75
+DEFAULT_STATE_DIR = "/var/lib/mail_roundtrip_reflector"
+MAX_MESSAGE = 10 * 1024 * 1024   # bytes of a piped message read at most (the header is what counts)
+LOCK_SECONDS = 20.0
+MAX_PASSES = 100000              # poll passes or sessions of one --loop at most (its time comes first)
+RETRY_PAUSE = 10.0               # seconds before a new session when one failed in --loop
+_WIRE = email.policy.SMTP.clone(max_line_length=998)
+
+
+class Failure(Exception):
+    """The reflector cannot work at all (state, secret, options); the words say why."""
+
+
+class Temporary(Exception):
+    """Sending back failed for now: try again later."""
+
+
+# -- the state -------------------------------------------------------------------
+
+class Store:
+    """reflector.json in the state directory: Memory, and poll's memory per mailbox."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.path = os.path.join(directory, "reflector.json")
+        self.lock_path = os.path.join(directory, "reflector.lock")
+        self.fd = None
+        self.memory = Memory()
+        self.mailboxes = {}
+        self.notes = []
+
+    def __enter__(self):
+        try:
+            ensure_directory(self.directory)
+            self.fd = lock(self.lock_path, self.directory, LOCK_SECONDS, "another reflector")
+            self._load()
+        except StateError as exc:
+            self.__exit__()
+            raise Failure(str(exc))
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _load(self):
+        try:
+            with open(self.path, "rb") as f:
+                data = json.loads(f.read(16 * 1024 * 1024).decode("utf-8"))
+            self.memory = Memory.from_json(data)
+            mailboxes = data.get("mailboxes", {})
+            self.mailboxes = mailboxes if isinstance(mailboxes, dict) else {}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            self.notes.append(set_aside(self.path, "is damaged (%s)" % (exc.strerror if isinstance(exc, OSError)
+                                                                        else exc)))
+
+    def save(self):
+        data = dict(self.memory.to_json(), mailboxes=self.mailboxes)
+        try:
+            write_atomically(self.path, json.dumps(data, sort_keys=True).encode("utf-8"))
+        except OSError as exc:
+            raise Failure("cannot write %s: %s" % (self.path, exc.strerror or exc))
+
+
+# -- sending back -------------------------------------------------------------------
+
+def send_back(message, envelope_from, to, args, deadline):
+    """Send *message* (an EmailMessage) to *to*; Temporary when it may work later.
+
+    Returns None when sent, or the words of a permanent refusal.
+    """
+    text = message.as_string(policy=_WIRE)
+    if args.sendmail:
+        try:
+            p = subprocess.run([args.sendmail, "-i", "-f", envelope_from, "--", to], input=text.encode("utf-8"),
+                               capture_output=True, timeout=max(1.0, deadline.left()))
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise Temporary("%s: %s" % (args.sendmail, exc))
+        if p.returncode == 0:
+            return None
+        words = "%s exited %d: %s" % (args.sendmail, p.returncode,
+                                     (p.stderr or p.stdout).decode("utf-8", "replace").strip()[:300])
+        if p.returncode == EX_TEMPFAIL:
+            raise Temporary(words)
+        return words
+    result = smtp.send(text, envelope_from, to, args.smtp_endpoint, deadline,
+                       local_hostname=args.smtp_helo or socket.getfqdn())
+    if result.status == smtp.SENT:
+        return None
+    if result.status == smtp.FAILED and result.failure.detail.startswith("permanent rejection"):
+        return str(result.failure)
+    raise Temporary(str(result.failure))  # refused for now, no connection, or an unknown outcome
+
+
+def reflect_one(header_block, envelope_sender, envelope_recipient, received, store, secret, args, deadline,
+                clock=time.time):
+    """Decide about one incoming mail and act on it; (outcome, words).
+
+    outcome: "reflected", "dropped", "again" (a verified probe reflected before)
+    or "refused" (the way back refused it for good).  Raises Temporary.
+    """
+    now = clock()
+    store.memory.prune(now, args.max_age)
+    d = decide(header_block, envelope_sender, secret, store.memory, now, args.max_age, args.max_per_minute)
+    pid = d.token.probe_id if d.token else None
+    if d.to is None:
+        return ("again" if d.again else "dropped"), "%s: %s" % ("probe %s" % pid if pid else "mail", d.why)
+    me = args.mail_from or envelope_recipient or "mail-roundtrip-reflector@%s" % socket.getfqdn()
+    received_ms = int(round(received * 1000))
+    sent_ms = max(received_ms, int(round(clock() * 1000)))
+    message = build_reflection(d, received_ms, sent_ms, secret, me, socket.gethostname() or "localhost")
+    refused = send_back(message, me, d.to, args, deadline)
+    if refused:
+        return "refused", "probe %s: sending it back to %s was refused: %s" % (pid, d.to, refused)
+    store.memory.record(pid, d.to, now)
+    store.save()
+    return "reflected", "probe %s reflected to %s (%s)" % (pid, d.to, token_text(d.token)[:40] + "...")
+
+
+def say(line):
+    sys.stderr.write("%s: %s\n" % (PROG, line))
+    sys.stderr.flush()
+    try:
+        syslog.openlog(PROG, syslog.LOG_PID, syslog.LOG_MAIL)
+        syslog.syslog(syslog.LOG_INFO, line)
+    except OSError:
+        pass
+
+
+# -- pipe ----------------------------------------------------------------------------
+
+def run_pipe(args, secret, stdin=None, clock=time.time):
+    """One message on stdin: an exit code for the MTA."""
+    received = clock()
+    data = (stdin or sys.stdin.buffer).read(MAX_MESSAGE)
+    header_block = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    sender = args.sender if args.sender is not None else os.environ.get("SENDER")
+    recipient = args.recipient or os.environ.get("ORIGINAL_RECIPIENT") or os.environ.get("RECIPIENT")
+    deadline = Budget(args.timeout).share(1.0)
+    try:
+        with Store(args.state_dir) as store:
+            for note in store.notes:
+                say(note)
+            outcome, words = reflect_one(header_block, sender, address(recipient) if recipient else None,
+                                         received, store, secret, args, deadline, clock)
+    except Temporary as exc:
+        say("sending back failed for now, the MTA will retry: %s" % exc)
+        return EX_TEMPFAIL
+    except Failure as exc:
+        say("cannot work, the MTA will retry: %s" % exc)
+        return EX_TEMPFAIL
+    say(words)
+    return EX_OK
+
+
+# -- poll -----------------------------------------------------------------------------
+
+def run_poll(args, secret, clock=time.time):
+    """One pass over the far mailbox, or with --loop sessions that watch it for --loop-for seconds."""
+    if not args.loop:
+        return _session(args, secret, clock, None)
+    end = time.monotonic() + args.loop_for
+    code = EX_OK
+    for _ in range(MAX_PASSES):
+        if time.monotonic() >= end:
+            break
+        code = _session(args, secret, clock, end)
+        if code != EX_OK and end - time.monotonic() > RETRY_PAUSE:
+            time.sleep(RETRY_PAUSE)  # the server went away: a new session a little later
+    return code
+
+
+def _session(args, secret, clock, end):
+    """One IMAP session: a pass, and until *end* (monotonic; None: no waiting) a pass
+    after each sign of new mail (IDLE, else a NOOP poll)."""
+    ep = args.imap_endpoint
+    key = "%s@%s:%d/%s" % (ep.user, ep.host, ep.port, args.imap_folder)
+    waiting = max(0.0, end - time.monotonic()) if end is not None else 0.0
+    deadline = Budget(args.timeout + waiting).share(1.0)
+    try:
+        with Store(args.state_dir) as store:
+            memory = store.mailboxes.get(key)
+        memory = memory if isinstance(memory, dict) else {}
+        with open_collector(ep, args.imap_folder, deadline, memory=memory, idle=True) as collector:
+            code = _pass(collector, key, args, secret, deadline, clock)
+            if end is None:
+                return code
+            until = Deadline(min(time.monotonic() + waiting, deadline.at - args.timeout))
+            for _ in range(MAX_PASSES):
+                if not collector.wait(until):
+                    break
+                code = _pass(collector, key, args, secret, deadline, clock)
+            return code
+    except (StepFailure, Failure) as exc:
+        say("poll: %s" % exc)
+        return EX_FAIL
+
+
+def _pass(collector, key, args, secret, deadline, clock):
+    """Read the new candidates, reflect the verified probes, remove those sent back."""
+    fetched = collector.fetch(collector.find(VERSION + "."), REFLECTOR_HEADERS)
+    examined, to_remove, code = [], [], EX_OK
+    with Store(args.state_dir) as store:
+        for note in store.notes:
+            say(note)
+        store.mailboxes[key] = collector.memory
+        for item in fetched:
+            received = item.internaldate if item.internaldate is not None else clock()
+            try:
+                outcome, words = reflect_one(item.headers, None, address(args.imap_endpoint.user), received,
+                                             store, secret, args, deadline, clock)
+            except Temporary as exc:
+                say("sending back failed for now, left for the next pass: %s" % exc)
+                code = EX_FAIL
+                break
+            say(words)
+            examined.append(item.ref)
+            if outcome in ("reflected", "again"):
+                to_remove.append(item.ref)
+        collector.settle(examined, to_remove)
+        store.mailboxes[key] = collector.memory
+        store.save()  # what was sent back is remembered before it is removed
+    collector.remove(to_remove)
+    with Store(args.state_dir) as store:
+        store.mailboxes[key] = collector.memory
+        store.save()
+    for note in collector.notes:
+        say(note)
+    del collector.notes[:]
+    return code
+
+
+# -- command line ----------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise cli.UsageError(message)
+
+
+def parser():
+    p = _Parser(prog=PROG, description="The far end of a check_mail_roundtrip loop: sends the probes it "
+                                       "receives back to the check that signed them, if they verify with the "
+                                       "shared secret, stamped with when they came and went.",
+                epilog="Passwords as for check_mail_roundtrip: --smtp-password-file/--imap-password-file, or "
+                       "$%s and $%s. See README, 'The reflector'." % (cli.ENV_SMTP_PASSWORD, cli.ENV_IMAP_PASSWORD))
+    p.add_argument("-V", "--version", action="version", version="%s %s" % (PROG, __version__))
+    sub = p.add_subparsers(dest="mode", required=True, parser_class=_Parser)
+    pipe = sub.add_parser("pipe", help="reflect the one message on stdin (from .forward, aliases, Postfix pipe, Sieve)")
+    pipe.add_argument("--sender", help="envelope sender of the message (default: $SENDER; empty: a bounce)")
+    pipe.add_argument("--recipient", help="envelope recipient (default: $ORIGINAL_RECIPIENT, else $RECIPIENT)")
+    poll = sub.add_parser("poll", help="reflect the probes in a mailbox read over IMAP")
+    poll.add_argument("--loop", action="store_true", help="keep watching the folder (IMAP IDLE) for --loop-for seconds")
+    poll.add_argument("--loop-for", type=cli._seconds, default=3600.0, metavar="SECONDS",
+                      help="with --loop: end after this long, e.g. for systemd to start it again (default: 3600)")
+    for mode in (pipe, poll):
+        _common(mode, imap=mode is poll)
+    return p
+
+
+def _common(p, imap):
+    a = p.add_argument
+    a("-H", "--host", help="mail server for SMTP%s unless --smtp-host%s say otherwise"
+      % (" and IMAP" if imap else "", "/--imap-host" if imap else ""))
+    a("--secret-file", required=True, metavar="FILE",
+      help="the signing secret the checks use (the same file's contents; required)")
+    a("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+      help="where the reflector keeps what it reflected (default: %s)" % DEFAULT_STATE_DIR)
+    a("--from", dest="mail_from", metavar="ADDRESS",
+      help="sender of the reflections, envelope and From (default: the address the probe came to)")
+    a("--sendmail", metavar="PATH", help="send back with the local MTA's sendmail program instead of SMTP")
+    a("--max-per-minute", type=int, default=10, metavar="N",
+      help="reflections to one address per minute at most (default: 10)")
+    a("--max-age", type=cli._seconds, default=86400.0, metavar="SECONDS",
+      help="never reflect a probe sent longer ago than this (default: 86400)")
+    a("-t", "--timeout", type=cli._timeout, default=60.0, metavar="SECONDS",
+      help="time for one message or one poll pass (default: 60)")
+    family = p.add_mutually_exclusive_group()
+    family.add_argument("-4", "--ipv4", dest="family", action="store_const", const="ipv4", help="IPv4 only")
+    family.add_argument("-6", "--ipv6", dest="family", action="store_const", const="ipv6", help="IPv6 only")
+    g = p.add_argument_group("TLS")
+    g.add_argument("--ca-file", metavar="FILE", help="trust these CA certificates (PEM) instead of the system store")
+    g.add_argument("--insecure", action="store_true", help="do NOT verify server certificates (avoid)")
+    cli._side_options(p, "smtp", auth=False)
+    if imap:
+        cli._side_options(p, "imap", auth=False).add_argument("--imap-folder", default="INBOX",
+                                                  help="folder the probes arrive in (default: INBOX)")
+
+
+def settings(args):
+    """Fill in the endpoints; cli.UsageError on a bad combination."""
+    if args.insecure and args.ca_file:
+        raise cli.UsageError("--insecure and --ca-file exclude each other")
+    if args.max_per_minute < 1:
+        raise cli.UsageError("--max-per-minute must be at least 1")
+    ctx = cli.client_context(args.ca_file, args.insecure)
+    args.collect, args.oauth2_mechanism, args.smtp_auth, args.imap_auth = "imap", "auto", "password", "password"
+    args.smtp_endpoint = None
+    if not args.sendmail:
+        args.smtp_endpoint = cli._endpoint(args, "smtp", ctx, {}, None)
+        if args.smtp_endpoint.user and not args.smtp_endpoint.password:
+            raise cli.UsageError("--smtp-user needs a password: --smtp-password-file or $%s" % cli.ENV_SMTP_PASSWORD)
+    if args.mode == "poll":
+        if not (args.imap_user or args.mail_from):
+            raise cli.UsageError("poll needs --imap-user (or --from)")
+        args.imap_endpoint = cli._endpoint(args, "imap", ctx, {}, None, default_user=args.mail_from)
+        if not args.imap_endpoint.password:
+            raise cli.UsageError("no IMAP password: give --imap-password-file or set $%s" % cli.ENV_IMAP_PASSWORD)
+    try:
+        return read_secret(args.secret_file)
+    except FileNotFoundError:
+        raise Failure("secret file %s does not exist (copy the checks' secret there)" % args.secret_file)
+    except StateError as exc:
+        raise Failure(str(exc))
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    piped = bool(argv) and argv[0] == "pipe"
+    try:
+        args = parser().parse_args(argv)
+        secret = settings(args)
+    except cli.UsageError as exc:
+        say("usage error: %s (see --help)" % exc)
+        sys.exit(EX_TEMPFAIL if piped else EX_USAGE)  # a piped message waits until the setup is fixed
+    except Failure as exc:
+        say("cannot work: %s" % exc)
+        sys.exit(EX_TEMPFAIL if piped else EX_FAIL)
+    if args.mode == "pipe":
+        sys.exit(run_pipe(args, secret))
+    sys.exit(run_poll(args, secret))
+
+
+if __name__ == "__main__":
+    main()
