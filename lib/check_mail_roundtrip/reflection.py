@@ -145,22 +145,24 @@ def decide(header_block, envelope_sender, secret, memory, now, max_age, max_per_
     get = {}
     for name, value in pairs:
         get.setdefault(name, value)
-    sender = envelope_sender if envelope_sender is not None else get.get("return-path")
-    if sender is not None and sender.strip() in ("", "<>"):
-        return Decision(why="a bounce (null envelope sender)")
-    if _REPORT.match(get.get("content-type", "")):
-        return Decision(why="a delivery report (bounce)")
-    if STAMP_HEADER.lower() in get:
-        return Decision(why="reflected already (it carries a reflector stamp)")
-    auto = get.get("auto-submitted", "no").strip().lower()
-    if auto and not auto.startswith("no"):
-        return Decision(why="an automatic mail (Auto-Submitted: %s)" % auto)
-    if _BULK.match(get.get("precedence", "")):
-        return Decision(why="a bulk or list mail (Precedence: %s)" % get["precedence"].strip())
     token = own_token(header_block, secret)
-    if token is None:
-        return Decision(why="no probe signed with this secret")
     d = Decision(token=token, subject=get.get("subject", ""), message_id=get.get("message-id"))
+    sender = envelope_sender if envelope_sender is not None else get.get("return-path")
+    auto = get.get("auto-submitted", "no").strip().lower()
+    if sender is not None and sender.strip() in ("", "<>"):
+        d.why = "a bounce (null envelope sender)"
+    elif _REPORT.match(get.get("content-type", "")):
+        d.why = "a delivery report (bounce)"
+    elif STAMP_HEADER.lower() in get:
+        d.why = "reflected already (it carries a reflector stamp)"
+    elif auto and not auto.startswith("no"):
+        d.why = "an automatic mail (Auto-Submitted: %s)" % auto
+    elif _BULK.match(get.get("precedence", "")):
+        d.why = "a bulk or list mail (Precedence: %s)" % get["precedence"].strip()
+    elif token is None:
+        d.why = "no probe signed with this secret"
+    if d.why:
+        return d
     to = signed_return(get.get(RETURN_HEADER.lower()), token_text(token), secret)
     if to is None:
         d.why = "no signed return address"

@@ -1,0 +1,288 @@
+"""mail_roundtrip_reflector at the far end of the loop, against the lab.
+
+The reflector installed as README says (/opt/check_mail_roundtrip, the
+``installed_plugin`` fixture) runs behind Postfix pipe(8) transports as the
+unprivileged user ``nagios``: reflector@lab.test, reflector2@lab.test (for
+the loop test) and reflector3@lab.test (re-pointed for the retry test).  A
+far mailbox, far@lab.test, is read by ``poll``.  Where a test plays the MTA
+itself, it runs ``pipe`` from the checkout with a probe made by the
+library and a scripted SMTP server on the way back (faultservers.SMTPScript),
+which shows what was, or was not, sent.
+"""
+
+import email.policy
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from check_mail_roundtrip.probe import RETURN_HEADER, Probe, build_message, profile_key
+from check_mail_roundtrip.reflection import return_header
+from tests import faultservers as fs
+from tests.checkrun import ROOT, Checker
+
+MONITOR = "monitor@lab.test"
+FAR = "far@lab.test"
+FAR_PASSWORD = "far-mailbox-pw-1"
+REFLECTOR = "/opt/check_mail_roundtrip/bin/mail_roundtrip_reflector"
+SHIM = os.path.join(ROOT, "mail_roundtrip_reflector")
+PIPE_USER = "nagios"
+NUM = r"\d+(?:\.\d+)?"
+WIRE = email.policy.SMTP.clone(max_line_length=998)
+
+
+class FarEnd:
+    """The secret shared by the checks and the reflectors, the reflectors' state, the pipes."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.dir = tempfile.mkdtemp(prefix="reflector-lab-")
+        os.chmod(self.dir, 0o755)  # the pipe user must reach the files in it
+        user = pwd.getpwnam(PIPE_USER)
+        self.secret = os.path.join(self.dir, "secret")
+        with open(self.secret, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        os.chmod(self.secret, 0o600)
+        os.chown(self.secret, user.pw_uid, user.pw_gid)
+        self.state = os.path.join(self.dir, "state")
+        os.mkdir(self.state, 0o700)
+        os.chown(self.state, user.pw_uid, user.pw_gid)
+
+    def argv(self, smtp_port=None, *extra):
+        return [REFLECTOR, "pipe", "--sender", "${sender}", "--recipient", "${recipient}",
+                "-H", self.lab.host, "--smtp-port", str(smtp_port or self.lab.ports["smtp"]), "--smtp-tls", "none",
+                "--secret-file", self.secret, "--state-dir", self.state, "--max-per-minute", "1000", *extra]
+
+    def secret_bytes(self):
+        with open(self.secret, "rb") as f:
+            return f.read().strip()
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def far_end(lab_session, installed_plugin):
+    end = FarEnd(lab_session)
+    for address in ("reflector@lab.test", "reflector2@lab.test", "reflector3@lab.test"):
+        lab_session.pipe(address, end.argv(), PIPE_USER)
+    if FAR not in lab_session.users:
+        lab_session.add_user(FAR, FAR_PASSWORD)
+    yield end
+    end.close()
+
+
+def check_via(lab, tmp_path, far_end, to, *options):
+    """A check whose probes go to *to*, named after the test (a reflection still on its way
+    from an earlier test is another profile's)."""
+    name = os.environ.get("PYTEST_CURRENT_TEST", "reflector").split(" ")[0]
+    check = Checker(lab, tmp_path, MONITOR, to, "imaps", "smtp", "--secret-file", far_end.secret,
+                    "--no-junk", "--name", name, *options)
+    check.key = "MRTP1.%s." % profile_key(name)
+    return check
+
+
+def probes_back(check, n=1, timeout=20):
+    """Wait until *n* of *check*'s probes are in the monitor INBOX."""
+    return check.lab.wait_for(MONITOR, lambda msgs: sum(check.key in (m["subject"] or "") for m in msgs) >= n,
+                              timeout=timeout)
+
+
+def legs_of(r):
+    """(rtt, out, back) from the status line and perfdata."""
+    m = re.search(r"round trip (%s)s \(out (%s)s, back (%s)s\)" % (NUM, NUM, NUM), r.line)
+    assert m, r
+    rtt, out, back = (float(x) for x in m.groups())
+    assert (r.perf["rtt"], r.perf["leg_out"], r.perf["leg_back"]) == (rtt, out, back), r
+    return rtt, out, back
+
+
+def pipe_log(lab, service_text):
+    """The Postfix log lines of pipe deliveries that mention *service_text*."""
+    with open(os.path.join(lab.dir, "log", "postfix.log"), errors="replace") as f:
+        return [line for line in f if "postfix/pipe" in line and service_text in line]
+
+
+# -- through Postfix --------------------------------------------------------------------
+
+def test_a_round_trip_through_the_pipe_reflector_reports_its_legs(lab, tmp_path, far_end):
+    check = check_via(lab, tmp_path, far_end, "reflector@lab.test")
+    assert check().rc == 0
+    probes_back(check)
+    r = check("-v")
+    assert r.rc == 0 and r.line.startswith("MAIL_ROUNDTRIP OK - round trip "), r
+    rtt, out, back = legs_of(r)
+    assert abs(out + back - rtt) < 1.0, r  # the pipe sends back at once: the legs add up
+    assert re.search(r" leg_back=%ss;;;0 leg_out=%ss;;;0 " % (NUM, NUM), r.full_line), r
+    assert re.search(r"^probe \w+: out %ss to the reflector, back %ss$" % (NUM, NUM), r.stdout, re.M), r.stdout
+
+
+def test_a_round_trip_through_a_polled_far_mailbox(lab, tmp_path, far_end):
+    check = check_via(lab, tmp_path, far_end, FAR)
+    env = dict(os.environ, CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD=FAR_PASSWORD)
+    poll = [sys.executable, SHIM, "poll", "-H", lab.host, "--smtp-port", str(lab.ports["smtp"]), "--smtp-tls", "none",
+            "--imap-port", str(lab.ports["imaps"]), "--ca-file", lab.ca_file, "--imap-user", FAR,
+            "--secret-file", far_end.secret, "--state-dir", str(tmp_path / "poll-state"), "--max-per-minute", "100"]
+    # one pass, as from cron: the probe waiting in the far mailbox is sent back, then removed there
+    assert check().rc == 0
+    lab.wait_for(FAR, 1)
+    p = subprocess.run(poll, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and re.search(r"probe \w+ reflected to monitor@lab.test", p.stderr), p
+    assert lab.count(FAR) == (0, 0)
+    probes_back(check)
+    # --loop: IDLE on the far mailbox, the probe goes back at once
+    looping = subprocess.Popen(poll + ["--loop", "--loop-for", "20"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        r = check()
+        assert r.rc == 0 and r.line.startswith("MAIL_ROUNDTRIP OK - round trip "), r
+        probes_back(check)
+        r = check("-v")
+        rtt, out, back = legs_of(r)
+        assert abs(out + back - rtt) < 1.0, r  # received is the far mailbox's INTERNALDATE: whole seconds
+    finally:
+        looping.terminate()
+        _out, err = looping.communicate(timeout=20)
+    assert err.count("reflected to monitor@lab.test") >= 1, err
+
+
+def test_two_reflectors_pointed_at_each_other_stop_after_one_step(lab, tmp_path, far_end):
+    # the check's return address is the second reflector: the first sends the probe there, the
+    # second finds a reflected probe and answers nothing
+    check = check_via(lab, tmp_path, far_end, "reflector@lab.test", "--from", "reflector2@lab.test",
+                      "--imap-user", MONITOR)
+    r = check()
+    assert r.rc == 0, r
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not pipe_log(lab, "reflected already"):
+        time.sleep(0.2)
+    dropped = pipe_log(lab, "reflected already")
+    assert dropped and "relay=pipe2" in dropped[-1], dropped
+    time.sleep(2)  # nothing more comes: no third step
+    probe_id = re.search(r"probe (\w+): reflected already", dropped[-1]).group(1)
+    assert len([line for line in pipe_log(lab, probe_id) if "relay=pipe1" in line]) == 1
+
+
+def test_a_temporary_failure_on_the_way_back_is_deferred_and_retried_by_postfix(lab, tmp_path, far_end):
+    check = check_via(lab, tmp_path, far_end, "reflector3@lab.test")
+    lab.pipe("reflector3@lab.test", far_end.argv(fs.free_port()), PIPE_USER)  # nothing listens there
+    try:
+        assert check().rc == 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not pipe_log(lab, "status=deferred"):
+            time.sleep(0.2)
+        deferred = pipe_log(lab, "status=deferred")
+        assert deferred and "sending back failed for now" in deferred[-1], deferred
+        assert "bounced" not in "".join(pipe_log(lab, "reflector3"))
+    finally:
+        lab.pipe("reflector3@lab.test", far_end.argv(), PIPE_USER)
+    lab.release()  # flush the queue: Postfix tries the pipe again
+    probes_back(check, timeout=30)
+    r = check("-v")
+    assert r.rc == 0 and r.line.startswith("MAIL_ROUNDTRIP OK - round trip "), r
+    rtt, out, back = legs_of(r)
+    assert out > back, r  # the time in Postfix's queue was on the way out
+
+
+@pytest.mark.parametrize("header, slow", [("X-Mail-Roundtrip-Reflected", "back"), ("X-Mail-Roundtrip-Return", "out")])
+def test_a_delayed_leg_shows_in_its_figure(lab, tmp_path, far_end, header, slow):
+    check = check_via(lab, tmp_path, far_end, "reflector@lab.test")
+    lab.delay(4, only=header)
+    assert check().rc == 0
+    probes_back(check, timeout=30)
+    r = check()
+    rtt, out, back = legs_of(r)
+    delayed, other = (back, out) if slow == "back" else (out, back)
+    assert delayed >= 3.5 and other < 1.5 and abs(out + back - rtt) < 1.0, r
+
+
+# -- the reflector's own rules, with the test as the MTA ------------------------------------
+
+def _probe(far_end, sent=None, mail_from=MONITOR, pid="0123456789abcdef"):
+    secret = far_end.secret_bytes()
+    p = Probe("reflector-rules", pid, int((sent or time.time()) * 1000))
+    msg = build_message(p, secret, mail_from, "reflector@lab.test", "mon1", p.sent)
+    msg[RETURN_HEADER] = return_header(p.token(secret), mail_from, secret)
+    return msg.as_bytes(policy=WIRE)
+
+
+def _pipe(far_end, tmp_path, message, smtp_port, *extra, sender=MONITOR):
+    argv = [sys.executable, SHIM, "pipe", "--sender", sender, "--recipient", "reflector@lab.test",
+            "-H", "127.0.0.1", "--smtp-port", str(smtp_port), "--smtp-tls", "none",
+            "--secret-file", far_end.secret, "--state-dir", str(tmp_path / "rules-state"), *extra]
+    return subprocess.run(argv, input=message, capture_output=True, timeout=60)
+
+
+def test_forged_unsigned_bounced_replayed_and_reflected_mail_gets_no_reply(far_end, tmp_path):
+    genuine = _probe(far_end)
+    signature = re.search(rb"X-Mail-Roundtrip: MRTP1\.\S+\.([0-9a-f]{32})", genuine).group(1)
+    cases = [
+        ("forged", genuine.replace(signature, b"0" * 32), "no probe signed with this secret"),
+        ("From changed", genuine.replace(b"From: monitor@lab.test", b"From: victim@lab.test"),
+         "From (victim@lab.test) is not the signed return address"),
+        ("unsigned", b"From: someone@lab.test\nSubject: hello\n\nhi\n", "no probe signed with this secret"),
+        ("no return address", re.sub(rb"X-Mail-Roundtrip-Return: [^\n]*\n", b"", genuine), "no signed return address"),
+        ("report", genuine.replace(b"Content-Type: text/plain", b"Content-Type: multipart/report"),
+         "a delivery report (bounce)"),
+        ("stamped", genuine.replace(b"Subject:", b"X-Mail-Roundtrip-Reflected: x\nSubject:"), "reflected already"),
+        ("auto-reply", genuine.replace(b"Subject:", b"Auto-Submitted: auto-replied\nSubject:"), "an automatic mail"),
+    ]
+    script = fs.SMTPScript()
+    with fs.FaultServer(script) as srv:
+        for name, message, why in cases:
+            p = _pipe(far_end, tmp_path, message, srv.port)
+            assert p.returncode == 0 and why in p.stderr.decode(), (name, p)
+        p = _pipe(far_end, tmp_path, genuine, srv.port, sender="")
+        assert p.returncode == 0 and b"a bounce (null envelope sender)" in p.stderr, p
+        assert not script.messages and not srv.received  # nothing was even connected for
+        p = _pipe(far_end, tmp_path, genuine, srv.port)
+        assert p.returncode == 0 and b"reflected to monitor@lab.test" in p.stderr, p
+        p = _pipe(far_end, tmp_path, genuine, srv.port)  # replayed
+        assert p.returncode == 0 and b"reflected before (a duplicate)" in p.stderr, p
+        old = _probe(far_end, sent=time.time() - 90000, pid="00000000000000aa")
+        p = _pipe(far_end, tmp_path, old, srv.port)
+        assert p.returncode == 0 and b"more than --max-age 86400s" in p.stderr, p
+    assert len(script.messages) == 1
+    sent = script.messages[0]
+    assert b"Auto-Submitted: auto-replied" in sent and b"X-Mail-Roundtrip-Reflected: MRTP1." in sent
+    assert any(line.upper().startswith("RCPT TO:<MONITOR@LAB.TEST>") for line in srv.received), srv.received
+
+
+def test_the_rate_limit_holds_per_address(far_end, tmp_path):
+    script = fs.SMTPScript()
+    with fs.FaultServer(script) as srv:
+        results = [_pipe(far_end, tmp_path, _probe(far_end, pid="%016x" % (0xabc0 + i)), srv.port,
+                         "--max-per-minute", "2") for i in range(3)]
+    assert [r.returncode for r in results] == [0, 0, 0]
+    assert b"reflected to" in results[0].stderr and b"reflected to" in results[1].stderr
+    assert b"rate limit: 2 reflections to monitor@lab.test in the last minute" in results[2].stderr
+    assert len(script.messages) == 2
+
+
+def test_a_temporary_smtp_refusal_exits_75_and_a_permanent_one_0(far_end, tmp_path):
+    genuine = _probe(far_end, pid="00000000000000bb")
+    with fs.FaultServer(fs.SMTPScript({"MAIL": "451 4.3.0 try again later"})) as srv:
+        p = _pipe(far_end, tmp_path, genuine, srv.port)
+    assert p.returncode == 75 and b"sending back failed for now" in p.stderr and b"451 4.3.0" in p.stderr, p
+    with fs.FaultServer(fs.SMTPScript({"RCPT": "550 5.1.1 no such user"})) as srv:
+        p = _pipe(far_end, tmp_path, genuine, srv.port)
+    assert p.returncode == 0 and b"was refused" in p.stderr and b"550 5.1.1" in p.stderr, p  # never a bounce
+    script = fs.SMTPScript()
+    with fs.FaultServer(script) as srv:  # not remembered as reflected: a later try sends it
+        p = _pipe(far_end, tmp_path, genuine, srv.port)
+    assert p.returncode == 0 and len(script.messages) == 1, p
+
+
+def test_a_reflector_that_cannot_work_defers_instead_of_bouncing(far_end, tmp_path):
+    p = subprocess.run([sys.executable, SHIM, "pipe", "--secret-file", str(tmp_path / "missing"), "-H", "127.0.0.1"],
+                       input=_probe(far_end), capture_output=True, timeout=30)
+    assert p.returncode == 75 and b"secret file" in p.stderr and b"does not exist" in p.stderr, p
+    p = subprocess.run([sys.executable, SHIM, "pipe", "--bogus"], input=b"", capture_output=True, timeout=30)
+    assert p.returncode == 75 and b"usage error" in p.stderr, p
+    p = subprocess.run([sys.executable, SHIM, "poll", "--bogus"], capture_output=True, timeout=30)
+    assert p.returncode == 64 and b"usage error" in p.stderr, p
