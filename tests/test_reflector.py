@@ -3,7 +3,11 @@
 The reflector installed as README says (/opt/check_mail_roundtrip, the
 ``installed_plugin`` fixture) runs behind Postfix pipe(8) transports as the
 unprivileged user ``nagios``: reflector@lab.test, reflector2@lab.test (for
-the loop test) and reflector3@lab.test (re-pointed for the retry test).  A
+the loop test) and reflector3@lab.test (re-pointed for the retry test);
+from an aliases entry run by Postfix's local(8) as ``nobody``
+(reflector@local.lab.test, the envelope in the environment); and from a
+Sieve ``pipe`` run by Dovecot as the mail user (sieve-reflector@lab.test).
+Each user has its own copy of the secret and its own state directory.  A
 far mailbox, far@lab.test, is read by ``poll``.  Where a test plays the MTA
 itself, it runs ``pipe`` from the checkout with a probe made by the
 library and a scripted SMTP server on the way back (faultservers.SMTPScript),
@@ -26,10 +30,12 @@ from check_mail_roundtrip.probe import RETURN_HEADER, Probe, build_message, prof
 from check_mail_roundtrip.reflection import return_header
 from tests import faultservers as fs
 from tests.checkrun import ROOT, Checker
+from tests.lab.common import VMAIL_USER
 
 MONITOR = "monitor@lab.test"
 FAR = "far@lab.test"
 FAR_PASSWORD = "far-mailbox-pw-1"
+SIEVE = "sieve-reflector@lab.test"
 REFLECTOR = "/opt/check_mail_roundtrip/bin/mail_roundtrip_reflector"
 SHIM = os.path.join(ROOT, "mail_roundtrip_reflector")
 PIPE_USER = "nagios"
@@ -43,21 +49,30 @@ class FarEnd:
     def __init__(self, lab):
         self.lab = lab
         self.dir = tempfile.mkdtemp(prefix="reflector-lab-")
-        os.chmod(self.dir, 0o755)  # the pipe user must reach the files in it
-        user = pwd.getpwnam(PIPE_USER)
-        self.secret = os.path.join(self.dir, "secret")
-        with open(self.secret, "w") as f:
-            f.write(os.urandom(32).hex() + "\n")
-        os.chmod(self.secret, 0o600)
-        os.chown(self.secret, user.pw_uid, user.pw_gid)
-        self.state = os.path.join(self.dir, "state")
-        os.mkdir(self.state, 0o700)
-        os.chown(self.state, user.pw_uid, user.pw_gid)
+        os.chmod(self.dir, 0o755)  # the pipe users must reach the files in it
+        self.value = os.urandom(32).hex() + "\n"
+        self.secret, self.state = self.files_for(PIPE_USER)
 
-    def argv(self, smtp_port=None, *extra):
+    def files_for(self, user):
+        """(secret file, state directory) of the reflector running as *user*."""
+        pw = pwd.getpwnam(user)
+        secret = os.path.join(self.dir, "secret-" + user)
+        with open(secret, "w") as f:
+            f.write(self.value)
+        os.chmod(secret, 0o600)
+        os.chown(secret, pw.pw_uid, pw.pw_gid)
+        state = os.path.join(self.dir, "state-" + user)
+        os.mkdir(state, 0o700)
+        os.chown(state, pw.pw_uid, pw.pw_gid)
+        return secret, state
+
+    def options(self, secret, state, smtp_port=None):
+        return ["-H", self.lab.host, "--smtp-port", str(smtp_port or self.lab.ports["smtp"]), "--smtp-tls", "none",
+                "--secret-file", secret, "--state-dir", state, "--max-per-minute", "1000"]
+
+    def argv(self, smtp_port=None):
         return [REFLECTOR, "pipe", "--sender", "${sender}", "--recipient", "${recipient}",
-                "-H", self.lab.host, "--smtp-port", str(smtp_port or self.lab.ports["smtp"]), "--smtp-tls", "none",
-                "--secret-file", self.secret, "--state-dir", self.state, "--max-per-minute", "1000", *extra]
+                *self.options(self.secret, self.state, smtp_port)]
 
     def secret_bytes(self):
         with open(self.secret, "rb") as f:
@@ -72,8 +87,12 @@ def far_end(lab_session, installed_plugin):
     end = FarEnd(lab_session)
     for address in ("reflector@lab.test", "reflector2@lab.test", "reflector3@lab.test"):
         lab_session.pipe(address, end.argv(), PIPE_USER)
-    if FAR not in lab_session.users:
-        lab_session.add_user(FAR, FAR_PASSWORD)
+    lab_session.alias_command("reflector", [REFLECTOR, "pipe", *end.options(*end.files_for("nobody"))])
+    for user, password in ((FAR, FAR_PASSWORD), (SIEVE, "sieve-reflector-pw-1")):
+        if user not in lab_session.users:
+            lab_session.add_user(user, password)
+    lab_session.sieve_pipe(SIEVE, REFLECTOR, ["pipe", "--sender", "${sender}", "--recipient", SIEVE,
+                                              *end.options(*end.files_for(VMAIL_USER))])
     yield end
     end.close()
 
@@ -111,8 +130,10 @@ def pipe_log(lab, service_text):
 
 # -- through Postfix --------------------------------------------------------------------
 
-def test_a_round_trip_through_the_pipe_reflector_reports_its_legs(lab, tmp_path, far_end):
-    check = check_via(lab, tmp_path, far_end, "reflector@lab.test")
+@pytest.mark.parametrize("to", ["reflector@lab.test", "reflector@local.lab.test", SIEVE],
+                         ids=["postfix-pipe", "aliases", "sieve-pipe"])
+def test_a_round_trip_through_a_piped_reflector_reports_its_legs(lab, tmp_path, far_end, to):
+    check = check_via(lab, tmp_path, far_end, to)
     assert check().rc == 0
     probes_back(check)
     r = check("-v")

@@ -30,6 +30,8 @@ PLAIN_HOST = "127.0.0.3"
 # IPv6 loopback: the lab's SMTP port, IMAP and POP3 listen here too, where the machine has it
 IPV6_HOST = "::1"
 DOMAIN = "lab.test"
+# Postfix's local(8) domain: aliases that pipe into commands (Postfix.alias_command)
+LOCAL_DOMAIN = "local.lab.test"
 PORT_NAMES = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s")
 OAUTH2_PORT_NAME = "oauth2"
 USER_NAMES = ("monitor", "other", "echo")

@@ -71,6 +71,7 @@ def _unfold(value):
 class Dovecot:
     def __init__(self, layout):
         self.layout = layout
+        self.pipes = {}  # address -> (program name, args): see sieve_pipe()
 
     # ---------------------------------------------------------------- config
 
@@ -163,7 +164,11 @@ plugin {{
   sieve = file:~/sieve;active=~/.dovecot.sieve
   sieve_before = {d}/sieve/00-echo.sieve
   sieve_before2 = {d}/sieve/10-faults.sieve
+  sieve_before3 = {d}/sieve/20-pipes.sieve
   sieve_extensions = +editheader
+  sieve_plugins = sieve_extprograms
+  sieve_global_extensions = +vnd.dovecot.pipe
+  sieve_pipe_bin_dir = {d}/sieve-pipe
   sieve_redirect_duplicate_period = 0
   sieve_redirect_envelope_from = recipient
 }}
@@ -201,6 +206,8 @@ if envelope :is "to" "{ECHO_USER}" {{
 """)
         if not os.path.exists(lay.p("sieve", "10-faults.sieve")):
             _write(lay.p("sieve", "10-faults.sieve"), JUNK_SCRIPT_OFF)
+        os.makedirs(lay.p("sieve-pipe"), mode=0o755, exist_ok=True)
+        self.write_sieve_pipes()
         self.compile_sieve("00-echo.sieve")
         self.compile_sieve("10-faults.sieve")
 
@@ -257,6 +264,32 @@ service pop3-login {{
   }}
 }}
 """)
+
+    def sieve_pipe(self, address, program, args):
+        """Mail for *address* goes to *program* (run as the mail user) by Sieve's
+        vnd.dovecot.pipe, with *args*; "${sender}" in them is the envelope sender.
+        If the program fails, the mail is kept in *address*'s INBOX."""
+        name = os.path.basename(program)
+        link = self.layout.p("sieve-pipe", name)
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(program, link)
+        self.pipes[address] = (name, list(args))
+        self.write_sieve_pipes()
+
+    def write_sieve_pipes(self):
+        lines = ['# mail lab: addresses piped to programs (Dovecot.sieve_pipe)',
+                 'require ["vnd.dovecot.pipe", "envelope", "variables"];']
+        for address, (name, args) in sorted(self.pipes.items()):
+            quoted = ", ".join('"%s"' % a.replace("\\", "\\\\").replace('"', '\\"') for a in args)
+            lines += ['if envelope :is "to" "%s" {' % address,
+                      '  set "sender" "";',
+                      '  if envelope :matches "from" "*" { set "sender" "${1}"; }',
+                      '  pipe "%s" [%s];' % (name, quoted),
+                      '  discard;',
+                      '  stop;',
+                      '}']
+        self.write_sieve("20-pipes.sieve", "\n".join(lines) + "\n")
 
     def write_sieve(self, name, text):
         """A global sieve script, compiled at once."""

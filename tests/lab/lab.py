@@ -324,6 +324,7 @@ class MailLab:
 
     send = deliver = _delegate("postfix", Postfix.send)
     pipe = _delegate("postfix", Postfix.pipe)
+    alias_command = _delegate("postfix", Postfix.alias_command)
     held = _delegate("postfix", Postfix.held)
     queue = _delegate("postfix", Postfix.queue)
     _queue_files = _delegate("postfix", Postfix.queue_files)
@@ -336,6 +337,7 @@ class MailLab:
     _maildir = _delegate("mailboxes", Mailboxes.maildir)
     _check_user = _delegate("mailboxes", Mailboxes.check_user)
     _doveadm = _delegate("dovecot", Dovecot.doveadm)
+    sieve_pipe = _delegate("dovecot", Dovecot.sieve_pipe)
 
     def add_user(self, user, password):
         """Another mailbox (any password, e.g. non-ASCII); reloads Postfix."""

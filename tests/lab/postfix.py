@@ -13,13 +13,14 @@ import os
 import secrets
 import smtplib
 
-from .common import DOMAIN, HOST, ipv6_loopback
+from .common import DOMAIN, HOST, LOCAL_DOMAIN, ipv6_loopback
 from .procs import _pid_alive, _read_pid, _run, _write
 
 
 class Postfix:
     def __init__(self, layout, tls):
         self.pipes = {}  # address -> (service name, argv, user): see pipe()
+        self.aliases = {}  # local part -> argv: see alias_command()
         self.layout = layout
         self.tls = tls
 
@@ -42,14 +43,16 @@ setgid_group = postdrop
 myhostname = mail.{DOMAIN}
 mydomain = {DOMAIN}
 myorigin = {DOMAIN}
-mydestination =
+mydestination = {LOCAL_DOMAIN}
 mynetworks = 127.0.0.0/8{" [::1]/128" if v6 else ""}
 inet_interfaces = {HOST}{", [::1]" if v6 else ""}
 inet_protocols = {"all" if v6 else "ipv4"}
 smtp_bind_address = {HOST}
-alias_maps =
+alias_maps = texthash:{d}/postfix/aliases
 alias_database =
-local_recipient_maps =
+local_recipient_maps = $alias_maps
+allow_mail_to_commands = alias
+default_privs = nobody
 relay_domains =
 relayhost =
 relay_transport = error:5.7.1 the mail lab sends nothing off this machine
@@ -126,8 +129,11 @@ lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+local     unix  -       n       n       -       -       local
 """ + "".join(self._pipe_services()))
         self.write_vmailbox()
+        _write(lay.p("postfix", "aliases"),
+               "".join('%s "|%s"\n' % (name, " ".join(argv)) for name, argv in sorted(self.aliases.items())))
         _write(lay.p("postfix", "transport"),
                "".join("%s %s:\n" % (a, name) for a, (name, _argv, _user) in sorted(self.pipes.items())))
         if not os.path.exists(lay.p("postfix", "header_checks")):
@@ -146,6 +152,15 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         self.pipes[address] = (name, list(argv), user)
         self.write_config()
         self.reload()
+
+    def alias_command(self, local_part, argv):
+        """Mail for *local_part*@LOCAL_DOMAIN goes to the command *argv* by an aliases
+        entry ("|command"), run by local(8) as the user nobody with the envelope in
+        $SENDER, $RECIPIENT and $ORIGINAL_RECIPIENT.  Reloads Postfix; the address."""
+        self.aliases[local_part] = list(argv)
+        self.write_config()
+        self.reload()
+        return "%s@%s" % (local_part, LOCAL_DOMAIN)
 
     def _pipe_services(self):
         for _address, (name, argv, user) in sorted(self.pipes.items()):
