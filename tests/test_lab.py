@@ -343,7 +343,7 @@ def test_reset_empties_everything(lab):
     t0 = time.monotonic()
     lab.reset()
     assert time.monotonic() - t0 < 3
-    assert lab.faults() == {"path": None, "delay": 0, "junk": False, "imap_down": False}
+    assert lab.faults() == {"path": None, "delay": 0, "only": None, "junk": False, "imap_down": False}
     assert lab.held() == [] and lab.queue() == []
     for user in lab.users:
         for folder in ("INBOX", "Junk"):
