@@ -28,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTRIB = os.path.join(ROOT, "contrib", "icinga2")
 CHECK_COMMAND_FILE = os.path.join(CONTRIB, "mail_roundtrip.conf")
 SERVICES_FILE = os.path.join(CONTRIB, "services.conf")
+MULTI_LOCATION_FILE = os.path.join(CONTRIB, "multi-location.conf")
 HOST, COMMAND = "mail-lab", "mail_roundtrip"
 SERVICE, INI_SERVICE = "mail-roundtrip", "mail-roundtrip-ini"
 MAILBOXES = {SERVICE: "icinga@lab.test", INI_SERVICE: "icinga-ini@lab.test"}
@@ -218,6 +219,17 @@ def test_contrib_services_conf_is_valid():
     finally:
         icinga.stop()
     assert "Instantiated 1 Service." in out and "Instantiated 1 Host." in out, out
+
+
+@pytest.mark.lab  # installs icinga2 when it is missing
+def test_contrib_multi_location_conf_is_valid():
+    icinga_install()
+    icinga = Icinga("", "/usr/lib/nagios/plugins", includes=[CHECK_COMMAND_FILE, MULTI_LOCATION_FILE])
+    try:
+        out = icinga.validate("-DNodeName=master1.example.org")  # the master of the example
+    finally:
+        icinga.stop()
+    assert "Instantiated 3 Services." in out and "Instantiated 3 Zones." in out, out
 
 
 def test_check_command_has_every_option():

@@ -360,3 +360,62 @@ def test_a_second_collection_in_the_same_run_adds_to_the_first():
     assert both.late == [("y", 9.0)] and both.lost_now == ["x"] and both.cleanup == [1, 2]
     assert both.notes == ["one", "two"]
     assert both.oldest_pending == 0.0  # as the later collection found it
+
+
+# -- several nodes on one mailbox (docs/distributed.md) ------------------------------------
+
+def _node_probe(node, sent):
+    from check_mail_roundtrip.probe import new_probe
+    return new_probe("shared", sent, node)
+
+
+def test_another_nodes_probe_is_left_for_it_not_counted_and_not_removed():
+    from check_mail_roundtrip.probe import node_tag
+    mine, theirs = State("shared"), State("shared")
+    p = _node_probe("beta", T0)
+    record_sent(theirs, p)
+    out = reconcile(mine, [Arrival(p, T0 + 1, ref=7)], T0 + 2, LOST_AFTER, node=node_tag("alpha"))
+    assert out.rtts == [] and out.cleanup == [] and mine.totals["sent"] == 0
+    assert out.notes == ["probe %s was sent by another node (tag %s): left for it" % (p.probe_id, p.probe_id[:4])]
+    out = reconcile(theirs, [Arrival(p, T0 + 1, ref=7)], T0 + 2, LOST_AFTER, node=node_tag("beta"))
+    assert [pid for pid, _ in out.rtts] == [p.probe_id] and out.cleanup == [7]
+
+
+def test_a_nodes_own_probe_without_a_pending_record_is_still_measured():
+    from check_mail_roundtrip.probe import node_tag
+    state = State("shared")
+    p = _node_probe("alpha", T0)
+    out = reconcile(state, [Arrival(p, T0 + 1, ref=1)], T0 + 2, LOST_AFTER, node=node_tag("alpha"))
+    assert [pid for pid, _ in out.rtts] == [p.probe_id] and state.totals == {**state.totals, "sent": 1, "returned": 1}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.booleans(), st.integers(1, 2000)), min_size=1, max_size=40))
+def test_any_order_of_runs_on_any_nodes_counts_each_probe_once_and_loses_none(runs):
+    """Nodes a, b, c share a mailbox; each run collects what is there, then sends. A node's run
+    may see the mailbox before a delivery (delivered False). Every probe is delivered; time
+    moves by the drawn milliseconds; lost_after is far away, except that a node may stay away."""
+    from check_mail_roundtrip.probe import node_tag
+    states = {n: State("shared") for n in "abc"}
+    mailbox, in_flight, counted = {}, [], {}
+    now = T0
+    for node, delivered, step in runs:
+        now += step / 10.0
+        if delivered:  # everything sent so far arrives
+            for p in in_flight:
+                mailbox[p.probe_id] = Arrival(p, p.sent + 0.5, ref=p.probe_id)
+            in_flight = []
+        out = reconcile(states[node], list(mailbox.values()), now, LOST_AFTER, node=node_tag(node))
+        for pid, _rtt in out.rtts:
+            assert pid not in counted, "counted twice"
+            counted[pid] = node
+        for ref in out.cleanup:
+            assert mailbox.pop(ref).probe.probe_id.startswith(node_tag(node))  # only its own removed
+        assert out.lost_now == []  # nothing is ever lost here
+        p = _node_probe(node, now)
+        record_sent(states[node], p)
+        in_flight.append(p)
+    for node, state in states.items():
+        t = state.totals
+        assert t["sent"] == t["returned"] + len(state.pending) + t["lost"]
+        assert all(counted[pid] == node for pid in state.counted)

@@ -266,6 +266,10 @@ def parser():
                    help="probe recipient (default: --from); an echo or forwarding address for an external loop")
     g.add_argument("--name", help="profile name: separates probes and state of several checks sharing "
                                   "one mailbox (default: derived from addresses, hosts, ports and folder)")
+    g.add_argument("--node", metavar="NAME",
+                   help="this monitoring node's name, when several nodes (an HA zone) run the same check "
+                        "on one mailbox: each counts only the probes it sent and leaves the others' for "
+                        "them (default: this host's name)")
     g = p.add_argument_group("TLS")
     g.add_argument("--ca-file", metavar="FILE", help="trust these CA certificates (PEM) instead of the system store")
     g.add_argument("--insecure", action="store_true",
@@ -424,7 +428,7 @@ def settings_from(args, checkout_state_dir=None, secrets=None):
         error_state=args.error_state, timeout=args.timeout, verbose=args.verbose,
         hostname=socket.gethostname() or "localhost", helo=args.smtp_helo,
         junk=None if args.no_junk else args.junk_folder or True, junk_state=args.junk_state,
-        wait=args.wait, idle=not args.no_idle,
+        wait=args.wait, idle=not args.no_idle, node=args.node or socket.gethostname() or "localhost",
     )
 
 

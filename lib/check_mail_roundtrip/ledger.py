@@ -9,6 +9,11 @@ Pure logic, no I/O and no clock: the caller passes the collection time.
 - A probe without a pending record (crash, state reset) is measured from its
   signed send time when it is younger than ``lost_after``; an older one is
   never counted.
+- With a *node* (several monitoring nodes share the mailbox, the profile and
+  the secret), a node counts only the probes it sent (their ids start with
+  its node tag): another node's probe is left in the mailbox for its sender,
+  so no probe is counted twice and none is declared lost by its sender
+  because another node took it away.
 - ``oldest_pending`` is the age of the oldest pending probe sent after the
   newest probe that came back (older ones were overtaken).
 - A probe that carries a reflector's stamp also gets its two legs (out to
@@ -109,15 +114,17 @@ def arrival_time(sent, internaldate, collected, source="INTERNALDATE"):
     return min(internaldate + 1.0, collected), note
 
 
-def reconcile(state, arrivals, collected, lost_after, collection_ok=True):
+def reconcile(state, arrivals, collected, lost_after, collection_ok=True, node=None):
     """Update *state* with *arrivals* found at time *collected*; an Outcome.
 
     When the collection failed (*collection_ok* false) nothing is declared
     lost: the probes may be waiting in a mailbox that could not be read.
+    *node*: this node's tag (probe.node_tag), or None when every probe of
+    the profile is this node's.
     """
     out = Outcome()
     for arr in sorted(arrivals, key=lambda a: (a.probe.sent_ms, a.probe.probe_id)):
-        _take(state, arr, collected, lost_after, out)
+        _take(state, arr, collected, lost_after, out, node)
     if collection_ok:
         for pid, sent_ms in sorted(state.pending.items(), key=lambda kv: kv[1]):
             if collected - sent_ms / 1000.0 > lost_after:
@@ -131,9 +138,13 @@ def reconcile(state, arrivals, collected, lost_after, collection_ok=True):
     return out
 
 
-def _take(state, arr, collected, lost_after, out):
+def _take(state, arr, collected, lost_after, out, node=None):
     p = arr.probe
     pid, sent = p.probe_id, p.sent
+    if node is not None and not pid.startswith(node) and not (
+            pid in state.pending or pid in state.counted or pid in state.lost):
+        out.notes.append("probe %s was sent by another node (tag %s): left for it" % (pid, pid[:len(node)]))
+        return
     if pid in state.counted:
         out.cleanup.append(arr.ref)
         out.notes.append("probe %s: duplicate of a probe already counted, not counted again" % pid)

@@ -6,7 +6,8 @@ A probe carries a token::
 
 - profile key: 12 hex digits of SHA-256 over the profile name, so that a
   server-side ``SEARCH SUBJECT "MRTP1.<key>"`` finds one profile's probes only;
-- probe id: 16 random hex digits;
+- probe id: 16 hex digits, the first 4 naming the node that sent it (a hash
+  of its name, see :func:`node_tag`), the rest random;
 - send time: the monitor's clock, integer milliseconds since the epoch;
 - signature: HMAC-SHA256 (first 128 bits, hex) over version, profile key,
   id and send time, keyed with the secret, so that whoever holds the secret
@@ -88,9 +89,19 @@ class Probe:
         )
 
 
-def new_probe(profile, now):
-    """A fresh probe for *profile*, sent at *now* (epoch seconds)."""
-    return Probe(profile, secrets.token_hex(8), int(round(now * 1000)))
+NODE_TAG = 4  # hex digits of the probe id that name the sending node
+
+
+def node_tag(node):
+    """The first hex digits of the ids of the probes *node* sends (a hash of its name)."""
+    return hashlib.sha256(node.encode("utf-8")).hexdigest()[:NODE_TAG]
+
+
+def new_probe(profile, now, node=None):
+    """A fresh probe for *profile*, sent at *now* (epoch seconds) by *node* (a name;
+    None: an id all random)."""
+    tag = node_tag(node) if node is not None else secrets.token_hex(NODE_TAG // 2)
+    return Probe(profile, tag + secrets.token_hex(8 - NODE_TAG // 2), int(round(now * 1000)))
 
 
 @dataclass(frozen=True)

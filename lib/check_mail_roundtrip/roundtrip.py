@@ -30,7 +30,8 @@ from .budget import RESERVE, Deadline
 from .failure import StepFailure
 from .collect import open_collector
 from .net import fqdn
-from .probe import RETURN_HEADER, VERSION, build_message, new_probe, own_token, profile_key, recognise, search_key
+from .probe import (RETURN_HEADER, VERSION, build_message, new_probe, node_tag, own_token, profile_key, recognise,
+                    search_key)
 from .reflection import read_stamp, return_header
 from .secret import load_or_create
 from .state import StateError, StateStore
@@ -117,6 +118,11 @@ def _locked_run(settings, budget, clock, store, report):
         report.notes.extend(tokens.notes)
 
 
+def _tag(settings):
+    """This node's probe-id tag, or None when no node name is set."""
+    return node_tag(settings.node) if settings.node is not None else None
+
+
 def _kept(settings):
     """Seconds of the budget the steps before the wait leave for it (and what follows it)."""
     return RESERVE + (settings.wait + AFTER_WAIT if settings.wait else 0.0)
@@ -175,7 +181,7 @@ def _recognise(collector, fetched, secret, profile, report):
 
 def _book(settings, collector, store, state, report, fetched, arrivals, collected_at):
     """Reconcile *arrivals*, save the state, then remove what was processed."""
-    outcome = ledger.reconcile(state, arrivals, collected_at, settings.lost_after)
+    outcome = ledger.reconcile(state, arrivals, collected_at, settings.lost_after, node=_tag(settings))
     report.outcome = outcome if report.outcome is None else report.outcome.then(outcome)
     report.notes.extend(outcome.notes)
     # what was read need not be read again, but what is to be removed is looked at
@@ -233,22 +239,25 @@ def _await(settings, budget, clock, store, state, secret, report, probe):
 
 
 def _sweep_folder(settings, collector, secret, now, report):
-    """Remove probes of abandoned profiles (signed with our secret) from the folder."""
+    """Remove probes of abandoned profiles, and of nodes gone away (signed with our
+    secret, for our profile, by another node), from the folder."""
     horizon = abandon_after(settings.lost_after)
     day = datetime.datetime.fromtimestamp(now - horizon, datetime.timezone.utc).date()
-    ours = profile_key(settings.profile)
+    ours, tag = profile_key(settings.profile), _tag(settings)
     try:
         old = []
         for item in collector.fetch(collector.find(VERSION + ".", before=day)):
             token = own_token(item.headers, secret)
-            if token is not None and token.key != ours and now - token.sent_ms / 1000.0 > horizon:
+            if token is None or now - token.sent_ms / 1000.0 <= horizon:
+                continue
+            if token.key != ours or (tag is not None and not token.probe_id.startswith(tag)):
                 old.append(item.ref)
         collector.remove(old)
     except StepFailure as failure:
         report.notes.append("looking for abandoned probes: %s" % failure)
         return
     if old:
-        report.notes.append("removed %d probe(s) of abandoned profiles (signed with this check's "
+        report.notes.append("removed %d probe(s) of abandoned profiles or nodes (signed with this check's "
                             "secret, sent more than %s ago)" % (len(old), _days(horizon)))
 
 
@@ -270,7 +279,7 @@ def _send(settings, budget, clock, store, state, secret, report):
     """Record the next probe as pending, send it, forget it only if refused;
     the probe when it may be on its way, else None."""
     now = clock()
-    probe = new_probe(settings.profile, now)
+    probe = new_probe(settings.profile, now, settings.node)
     ledger.record_sent(state, probe)
     store.save(state)
     message = build_message(probe, secret, settings.mail_from, settings.rcpt_to, settings.hostname, now)

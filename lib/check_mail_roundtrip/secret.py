@@ -1,5 +1,8 @@
 """Signing secret: read it, or create it once (mode 0600) on first use.
 
+A secret file that its group or others may read is refused: whoever can read
+it can forge probes (and make a reflector send mail).
+
 Creation is race-free: the secret is written to a temp file and linked into
 place, so two first runs at the same moment end up with the same secret.
 """
@@ -54,6 +57,11 @@ def _read(path):
             raise StateError("secret file " + access_problem(path, exc))
         raise StateError("cannot read secret file %s: %s" % (path, exc.strerror or exc))
     with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode & 0o777
+        if mode & 0o077:
+            raise StateError("secret file %s can be read by %s (mode %04o): anyone who can read it can forge "
+                             "probes; make it the owner's alone: chmod 600 %s"
+                             % (path, "others" if mode & 0o007 else "its group", mode, path))
         value = f.read(4096).strip()
     if len(value) < MIN_BYTES:
         raise StateError("secret file %s holds fewer than %d bytes" % (path, MIN_BYTES))

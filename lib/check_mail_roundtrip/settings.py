@@ -62,6 +62,7 @@ class Settings:
     junk_state: str = "warning"     # state of a run that found a probe in Junk
     wait: float = 0.0               # seconds to wait for the probe just sent (--wait)
     idle: bool = True               # wait with IDLE where the server offers it (else poll)
+    node: str = None                # this monitoring node's name (its probes' ids carry its tag)
 
     @property
     def collect(self):

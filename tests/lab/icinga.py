@@ -144,8 +144,9 @@ class Icinga(ForegroundDaemon):
         defines = ["-DConfiguration.%s=%s" % (key, self._p(sub)) for key, sub in DIRS.items()]
         return [ICINGA2, "daemon", "-c", self._p("icinga2.conf"), *defines, *extra]
 
-    def validate(self):
-        """Write the configuration, then `icinga2 daemon -C`: its output.
+    def validate(self, *defines):
+        """Write the configuration, then `icinga2 daemon -C` (with *defines*, e.g.
+        "-DNodeName=master1.example.org"): its output.
 
         LabError when Icinga rejects the configuration.
         """
@@ -154,7 +155,7 @@ class Icinga(ForegroundDaemon):
         install()
         self.make_dir()
         self._write_config()
-        res = _run(self.command("-C"), check=False, timeout=60, env=daemon.clean_env())
+        res = _run(self.command("-C", *defines), check=False, timeout=60, env=daemon.clean_env())
         if res.returncode != 0:
             raise LabError("icinga2 rejected the configuration (exit %s):\n%s"
                            % (res.returncode, (res.stdout + res.stderr)[-3000:]))
