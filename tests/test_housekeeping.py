@@ -140,7 +140,7 @@ def test_abandoned_profiles_probes_and_state_files_are_removed_and_nothing_else(
 
     r = check("-v")
     assert r.rc == 0 and r.line.startswith("MAIL_ROUNDTRIP OK - first probe sent"), r
-    assert ("removed 2 probe(s) of abandoned profiles (signed with this check's secret, sent more than 7d ago)"
+    assert ("removed 2 probe(s) of abandoned profiles or nodes (signed with this check's secret, sent more than 7d ago)"
             in r.stdout), r.stdout
     assert ("removed the state file of abandoned profile 'tried once' (no run for more than 7d): %s"
             % os.path.basename(old_state)) in r.stdout, r.stdout
@@ -181,7 +181,7 @@ def test_a_longer_lost_after_keeps_probes_longer(lab, tmp_path):
     with open(store, "w") as f:
         json.dump(data, f)
     r = check("-v")
-    assert "removed 1 probe(s) of abandoned profiles (signed with this check's secret, sent more than 10d ago)" \
+    assert "removed 1 probe(s) of abandoned profiles or nodes (signed with this check's secret, sent more than 10d ago)" \
         in r.stdout, r
     subjects = " ".join(_subjects(lab))
     assert kept in subjects and gone not in subjects

@@ -18,12 +18,15 @@ from check_mail_roundtrip.ledger import (
     oldest_pending,
     prune,
     reconcile,
+    confirm_sent,
     record_sent,
 )
 from check_mail_roundtrip.probe import Probe
 from check_mail_roundtrip.state import State
 
 T0 = 1_700_000_000.0
+
+
 LOST_AFTER = 3600.0
 _ids = itertools.count(1)
 
@@ -36,9 +39,15 @@ def arrive(p, idate=None, ref=None):
     return Arrival(p, idate, ref if ref is not None else p.probe_id)
 
 
+def sent_and_confirmed(state, probe):
+    """A probe recorded and handed over to the SMTP server (as a run does it)."""
+    record_sent(state, probe)
+    confirm_sent(state, probe)
+
+
 def sent(state, at):
     p = probe(at)
-    record_sent(state, p)
+    sent_and_confirmed(state, p)
     return p
 
 
@@ -373,7 +382,7 @@ def test_another_nodes_probe_is_left_for_it_not_counted_and_not_removed():
     from check_mail_roundtrip.probe import node_tag
     mine, theirs = State("shared"), State("shared")
     p = _node_probe("beta", T0)
-    record_sent(theirs, p)
+    sent_and_confirmed(theirs, p)
     out = reconcile(mine, [Arrival(p, T0 + 1, ref=7)], T0 + 2, LOST_AFTER, node=node_tag("alpha"))
     assert out.rtts == [] and out.cleanup == [] and mine.totals["sent"] == 0
     assert out.notes == ["probe %s was sent by another node (tag %s): left for it" % (p.probe_id, p.probe_id[:4])]
@@ -419,3 +428,33 @@ def test_any_order_of_runs_on_any_nodes_counts_each_probe_once_and_loses_none(ru
         t = state.totals
         assert t["sent"] == t["returned"] + len(state.pending) + t["lost"]
         assert all(counted[pid] == node for pid in state.counted)
+
+
+# -- a run that died before the SMTP server confirmed its probe --------------------------------
+
+def test_an_unconfirmed_probe_not_back_is_forgotten_not_lost():
+    state = State("p")
+    p = probe(T0)
+    record_sent(state, p)  # the run died before the server's answer
+    assert state.unconfirmed == [p.probe_id]
+    out = reconcile(state, [], T0 + LOST_AFTER + 1, LOST_AFTER)
+    assert out.lost_now == [] and state.pending == {} and state.unconfirmed == []
+    assert state.totals["sent"] == 0 and state.totals["lost"] == 0
+    assert any("forgotten, not counted as lost" in n for n in out.notes)
+
+
+def test_an_unconfirmed_probe_that_comes_back_went_out_after_all():
+    state = State("p")
+    p = probe(T0)
+    record_sent(state, p)
+    out = reconcile(state, [Arrival(p, T0 + 1, ref=1)], T0 + LOST_AFTER + 5, LOST_AFTER)
+    assert [pid for pid, _ in out.rtts] == [p.probe_id] and state.unconfirmed == []
+    assert state.totals["sent"] == state.totals["returned"] == 1
+
+
+def test_a_confirmed_probe_not_back_is_lost():
+    state = State("p")
+    p = probe(T0)
+    sent_and_confirmed(state, p)
+    out = reconcile(state, [], T0 + LOST_AFTER + 1, LOST_AFTER)
+    assert out.lost_now == [p.probe_id] and state.totals["lost"] == 1

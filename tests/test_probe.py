@@ -466,7 +466,7 @@ def test_probe_as_sent_carries_the_plain_token(monkeypatch):
     monkeypatch.setattr(smtp, "send", fake_send)
     settings_ = types.SimpleNamespace(profile="p", mail_from="monitor@example.org",
                                       rcpt_to="echo@example.net", smtp=None, hostname="mon1.example.org",
-                                      helo="mon1.example.org", wait=0.0)
+                                      helo="mon1.example.org", wait=0.0, node=None)
     budget = types.SimpleNamespace(share=lambda part, keep=0.5: 10.0, remaining=lambda: 10.0)
     store = types.SimpleNamespace(save=lambda state: None)
     from check_mail_roundtrip.state import State

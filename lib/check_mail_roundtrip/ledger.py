@@ -5,7 +5,9 @@ Pure logic, no I/O and no clock: the caller passes the collection time.
 - A probe is counted at most once (``counted`` remembers ids for at least
   ``lost_after``).  A second copy is a duplicate: not counted, cleaned up.
 - A pending probe older than ``lost_after`` is declared lost; if it turns up
-  later it is reported as late, not as a fresh success.
+  later it is reported as late, not as a fresh success.  Unless its run ended
+  before the SMTP server confirmed it (``unconfirmed``: killed, crashed): it
+  most likely never went out, and is forgotten instead, not counted as sent.
 - A probe without a pending record (crash, state reset) is measured from its
   signed send time when it is younger than ``lost_after``; an older one is
   never counted.
@@ -127,7 +129,14 @@ def reconcile(state, arrivals, collected, lost_after, collection_ok=True, node=N
         _take(state, arr, collected, lost_after, out, node)
     if collection_ok:
         for pid, sent_ms in sorted(state.pending.items(), key=lambda kv: kv[1]):
-            if collected - sent_ms / 1000.0 > lost_after:
+            if collected - sent_ms / 1000.0 > lost_after and pid in state.unconfirmed:
+                del state.pending[pid]
+                state.unconfirmed.remove(pid)
+                state.totals["sent"] -= 1
+                out.notes.append("probe %s forgotten, not counted as lost: its run ended before the server "
+                                 "confirmed it, and it is not back after %.0fs (it most likely never went out)"
+                                 % (pid, collected - sent_ms / 1000.0))
+            elif collected - sent_ms / 1000.0 > lost_after:
                 del state.pending[pid]
                 state.lost[pid] = sent_ms
                 state.totals["lost"] += 1
@@ -159,6 +168,8 @@ def _take(state, arr, collected, lost_after, out, node=None):
         out.notes.append("probe %s arrived late, after it was declared lost (sent %.0fs ago)" % (pid, collected - sent))
         return
     floor = state.counted_floor_ms
+    if pid in state.unconfirmed:  # it went out after all
+        state.unconfirmed.remove(pid)
     if pid in state.pending:
         del state.pending[pid]
     elif -SKEW <= collected - sent <= lost_after and (floor is None or p.sent_ms > floor):
@@ -216,12 +227,21 @@ def prune(state, now, lost_after):
 
 
 def record_sent(state, probe):
-    """Remember a probe about to be sent (written ahead of the SMTP dialogue)."""
+    """Remember a probe about to be sent (written ahead of the SMTP dialogue), as not
+    yet confirmed by the server."""
     state.pending[probe.probe_id] = probe.sent_ms
+    state.unconfirmed.append(probe.probe_id)
     state.totals["sent"] += 1
+
+
+def confirm_sent(state, probe):
+    """The SMTP dialogue of *probe* ended (accepted, or with an unknown outcome after DATA)."""
+    if probe.probe_id in state.unconfirmed:
+        state.unconfirmed.remove(probe.probe_id)
 
 
 def forget_unsent(state, probe):
     """Undo record_sent for a probe that was definitely not accepted."""
+    confirm_sent(state, probe)
     if state.pending.pop(probe.probe_id, None) is not None:
         state.totals["sent"] -= 1

@@ -297,6 +297,8 @@ def _send(settings, budget, clock, store, state, secret, report):
         if result.failure not in report.failures:  # e.g. the OAuth2 token both sides needed
             report.failures.append(result.failure)
         return None
+    ledger.confirm_sent(state, probe)
+    store.save(state)  # a run that dies before this leaves the probe unconfirmed
     if result.status == smtp.UNCERTAIN:
         report.failures.append(result.failure)
         report.notes.append("probe %s kept as pending: it may still arrive" % probe.probe_id)

@@ -53,6 +53,7 @@ class State:
 
     profile: str
     pending: dict = field(default_factory=dict)   # id -> sent_ms, in flight
+    unconfirmed: list = field(default_factory=list)  # pending ids whose SMTP hand-over was not confirmed
     counted: dict = field(default_factory=dict)   # id -> sent_ms, returned and counted
     lost: dict = field(default_factory=dict)      # id -> sent_ms, declared lost
     last_success: float = None                    # arrival time of the newest success
@@ -67,6 +68,7 @@ class State:
             "schema": SCHEMA,
             "profile": self.profile,
             "pending": self.pending,
+            "unconfirmed": self.unconfirmed,
             "counted": self.counted,
             "lost": self.lost,
             "last_success": self.last_success,
@@ -99,6 +101,10 @@ class State:
             ):
                 raise ValueError("field %r is not a table of probe ids" % name)
             setattr(state, name, dict(table))
+        unconfirmed = data.get("unconfirmed", [])
+        if not isinstance(unconfirmed, list) or not all(isinstance(k, str) for k in unconfirmed):
+            raise ValueError("field 'unconfirmed' is not a list of probe ids")
+        state.unconfirmed = [k for k in unconfirmed if k in state.pending]
         last = data.get("last_success")
         if last is not None and not (_is_number(last) and 0 <= last < _MAX_MS / 1000):
             raise ValueError("field 'last_success' is not a time")
