@@ -239,6 +239,19 @@ def test_installed_entry_point_defaults_to_var_lib(monkeypatch, tmp_path):
 
 # -- --secret-file -------------------------------------------------------------
 
+@pytest.mark.parametrize("mode, who", [(0o640, "its group"), (0o604, "others")])
+def test_a_secret_file_others_can_read_is_refused(lab, tmp_path, mode, who):
+    secret_file = tmp_path / "shared.key"
+    secret_file.write_text("0123456789abcdef" * 4 + "\n")
+    os.chmod(secret_file, mode)
+    check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--secret-file", str(secret_file))
+    r = check()
+    assert r.rc == 3 and r.line == (
+        "MAIL_ROUNDTRIP UNKNOWN - secret file %s can be read by %s (mode %04o): anyone who can read it can "
+        "forge probes; make it the owner's alone: chmod 600 %s" % (secret_file, who, mode, secret_file)), r
+    assert lab.count(MONITOR) == (0, 0)  # nothing was sent
+
+
 def test_secret_file_is_created_and_used(lab, tmp_path):
     name = "cli-secret"
     keys = tmp_path / "keys"
