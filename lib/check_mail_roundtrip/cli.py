@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _seconds(text):
+def seconds(text):
     try:
         value = float(text)
     except ValueError:
@@ -51,8 +51,8 @@ def _seconds(text):
     return value
 
 
-def _timeout(text):
-    value = _seconds(text)
+def timeout_seconds(text):
+    value = seconds(text)
     if not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
         raise argparse.ArgumentTypeError("must be between %g and %g seconds: %r" % (MIN_TIMEOUT, MAX_TIMEOUT, text))
     return value
@@ -102,7 +102,7 @@ SIDES = {
 COLLECTORS = ("imap", "pop3")  # the sides that may collect (--collect)
 
 
-def _side_options(p, side, auth=True):
+def side_options(p, side, auth=True):
     """--X-host, --X-port, --X-tls, --X-user, (--X-auth,) --X-password-file for one side."""
     d = SIDES[side]
     by_port = {}
@@ -189,7 +189,7 @@ def _token_source(args, ctx, secrets, state_dir):
                              args.oauth2_refresh_token_file, state_dir, ctx)
 
 
-def _endpoint(args, side, ctx, secrets, tokens, default_user=None):
+def endpoint(args, side, ctx, secrets, tokens, default_user=None):
     """The Endpoint of one side from the parsed options."""
     d = SIDES[side]
 
@@ -246,7 +246,7 @@ def parser():
                              "resolver's order, trying the next address when one refuses)")
     family.add_argument("-6", "--ipv6", dest="family", action="store_const", const="ipv6",
                         help="connect over IPv6 only")
-    groups = {side: _side_options(p, side) for side in SIDES}
+    groups = {side: side_options(p, side) for side in SIDES}
     groups["imap"].add_argument("--imap-folder", default="INBOX",
                                 help="folder where probes come back (default: INBOX)")
     junk = groups["imap"].add_mutually_exclusive_group()
@@ -280,7 +280,7 @@ def parser():
                         "%s, or -c when that is lower; -w above -c is a usage error)" % DEFAULT_WARNING)
     g.add_argument("-c", "--critical", type=_range, metavar="RANGE",
                    help="likewise for CRITICAL (default: %s, or -w when that is higher)" % DEFAULT_CRITICAL)
-    g.add_argument("--lost-after", type=_seconds, default=3600.0, metavar="SECONDS",
+    g.add_argument("--lost-after", type=seconds, default=3600.0, metavar="SECONDS",
                    help="a probe not back after this long is lost (default: 3600; must exceed --critical)")
     g.add_argument("--lost-warning", type=_range, default=_range("0"), metavar="RANGE",
                    help="number of probes declared lost in this run (default: 0, i.e. any loss warns)")
@@ -320,7 +320,7 @@ def parser():
                    help="with --wait, poll with NOOP and a search instead of IMAP IDLE")
     g.add_argument("--error-state", choices=("critical", "unknown"), default="critical",
                    help="state for a failure to talk to a mail server (default: critical)")
-    g.add_argument("-t", "--timeout", type=_timeout, default=30.0, metavar="SECONDS",
+    g.add_argument("-t", "--timeout", type=timeout_seconds, default=30.0, metavar="SECONDS",
                    help="whole-run budget, 2 to 3600 (default: 30); every step gets a share, "
                         "the check always ends by itself")
     g.add_argument("-v", "--verbose", action="count", default=0,
@@ -406,11 +406,11 @@ def settings_from(args, checkout_state_dir=None, secrets=None):
         raise UsageError("--ca-file %s: %s" % (args.ca_file, _ca_problem(exc)))
     state_dir = args.state_dir or default_state_dir(checkout_state_dir)
     tokens = _token_source(args, ctx, secrets, state_dir)
-    smtp_ep = _endpoint(args, "smtp", ctx, secrets, tokens)
+    smtp_ep = endpoint(args, "smtp", ctx, secrets, tokens)
     if smtp_ep.user and not smtp_ep.password and smtp_ep.auth == "password":
         raise UsageError("--smtp-user needs a password: --smtp-password-file or $%s" % ENV_SMTP_PASSWORD)
     side = args.collect  # only the side that collects is used (and needs a password)
-    collect = _endpoint(args, side, ctx, secrets, tokens, default_user=args.mail_from)
+    collect = endpoint(args, side, ctx, secrets, tokens, default_user=args.mail_from)
     if not collect.password and collect.auth == "password":
         raise UsageError("no %s password: give --%s-password-file or set $%s"
                          % (collect.protocol, side, SIDES[side]["env"]))

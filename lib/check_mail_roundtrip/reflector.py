@@ -39,7 +39,7 @@ from .collect import open_collector
 from .failure import StepFailure
 from .probe import VERSION
 from .reflection import REFLECTOR_HEADERS, Memory, address, build_reflection, decide, token_text
-from .secret import _read as read_secret
+from .secret import read as read_secret
 from .state import StateError, ensure_directory, lock, set_aside, write_atomically
 
 PROG = "mail_roundtrip_reflector"
@@ -298,7 +298,7 @@ def parser():
     pipe.add_argument("--recipient", help="envelope recipient (default: $ORIGINAL_RECIPIENT, else $RECIPIENT)")
     poll = sub.add_parser("poll", help="reflect the probes in a mailbox read over IMAP")
     poll.add_argument("--loop", action="store_true", help="keep watching the folder (IMAP IDLE) for --loop-for seconds")
-    poll.add_argument("--loop-for", type=cli._seconds, default=3600.0, metavar="SECONDS",
+    poll.add_argument("--loop-for", type=cli.seconds, default=3600.0, metavar="SECONDS",
                       help="with --loop: end after this long, e.g. for systemd to start it again (default: 3600)")
     for mode in (pipe, poll):
         _common(mode, imap=mode is poll)
@@ -318,9 +318,9 @@ def _common(p, imap):
     a("--sendmail", metavar="PATH", help="send back with the local MTA's sendmail program instead of SMTP")
     a("--max-per-minute", type=int, default=10, metavar="N",
       help="reflections to one address per minute at most (default: 10)")
-    a("--max-age", type=cli._seconds, default=86400.0, metavar="SECONDS",
+    a("--max-age", type=cli.seconds, default=86400.0, metavar="SECONDS",
       help="never reflect a probe sent longer ago than this (default: 86400)")
-    a("-t", "--timeout", type=cli._timeout, default=60.0, metavar="SECONDS",
+    a("-t", "--timeout", type=cli.timeout_seconds, default=60.0, metavar="SECONDS",
       help="time for one message or one poll pass (default: 60)")
     family = p.add_mutually_exclusive_group()
     family.add_argument("-4", "--ipv4", dest="family", action="store_const", const="ipv4", help="IPv4 only")
@@ -328,9 +328,9 @@ def _common(p, imap):
     g = p.add_argument_group("TLS")
     g.add_argument("--ca-file", metavar="FILE", help="trust these CA certificates (PEM) instead of the system store")
     g.add_argument("--insecure", action="store_true", help="do NOT verify server certificates (avoid)")
-    cli._side_options(p, "smtp", auth=False)
+    cli.side_options(p, "smtp", auth=False)
     if imap:
-        cli._side_options(p, "imap", auth=False).add_argument("--imap-folder", default="INBOX",
+        cli.side_options(p, "imap", auth=False).add_argument("--imap-folder", default="INBOX",
                                                   help="folder the probes arrive in (default: INBOX)")
 
 
@@ -344,13 +344,13 @@ def settings(args):
     args.collect, args.oauth2_mechanism, args.smtp_auth, args.imap_auth = "imap", "auto", "password", "password"
     args.smtp_endpoint = None
     if not args.sendmail:
-        args.smtp_endpoint = cli._endpoint(args, "smtp", ctx, {}, None)
+        args.smtp_endpoint = cli.endpoint(args, "smtp", ctx, {}, None)
         if args.smtp_endpoint.user and not args.smtp_endpoint.password:
             raise cli.UsageError("--smtp-user needs a password: --smtp-password-file or $%s" % cli.ENV_SMTP_PASSWORD)
     if args.mode == "poll":
         if not (args.imap_user or args.mail_from):
             raise cli.UsageError("poll needs --imap-user (or --from)")
-        args.imap_endpoint = cli._endpoint(args, "imap", ctx, {}, None, default_user=args.mail_from)
+        args.imap_endpoint = cli.endpoint(args, "imap", ctx, {}, None, default_user=args.mail_from)
         if not args.imap_endpoint.password:
             raise cli.UsageError("no IMAP password: give --imap-password-file or set $%s" % cli.ENV_IMAP_PASSWORD)
     try:

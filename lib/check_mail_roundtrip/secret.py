@@ -19,7 +19,7 @@ MIN_BYTES = 16
 def load_or_create(path):
     """The secret's bytes; created with 32 random bytes if *path* is missing."""
     try:
-        return _read(path)
+        return read(path)
     except FileNotFoundError:
         pass
     directory = os.path.dirname(path) or "."
@@ -44,10 +44,10 @@ def load_or_create(path):
             os.unlink(tmp)
         except OSError:
             pass
-    return _read(path)
+    return read(path)
 
 
-def _read(path):
+def read(path):
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:  # the caller creates it
