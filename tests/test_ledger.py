@@ -399,11 +399,11 @@ def test_a_nodes_own_probe_without_a_pending_record_is_still_measured():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from("abc"), st.booleans(), st.integers(1, 2000)), min_size=1, max_size=40))
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.booleans(), st.integers(1, 80)), min_size=1, max_size=40))
 def test_any_order_of_runs_on_any_nodes_counts_each_probe_once_and_loses_none(runs):
     """Nodes a, b, c share a mailbox; each run collects what is there, then sends. A node's run
     may see the mailbox before a delivery (delivered False). Every probe is delivered; time
-    moves by the drawn milliseconds; lost_after is far away, except that a node may stay away."""
+    moves by up to 8 s a run, so lost_after stays far away however long a node stays away."""
     from check_mail_roundtrip.probe import node_tag
     states = {n: State("shared") for n in "abc"}
     mailbox, in_flight, counted = {}, [], {}
@@ -422,7 +422,7 @@ def test_any_order_of_runs_on_any_nodes_counts_each_probe_once_and_loses_none(ru
             assert mailbox.pop(ref).probe.probe_id.startswith(node_tag(node))  # only its own removed
         assert out.lost_now == []  # nothing is ever lost here
         p = _node_probe(node, now)
-        record_sent(states[node], p)
+        sent_and_confirmed(states[node], p)
         in_flight.append(p)
     for node, state in states.items():
         t = state.totals
