@@ -41,11 +41,16 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def seconds(text):
+def _number(text):
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError("not a number of seconds: %r" % text)
+    return value
+
+
+def seconds(text):
+    value = _number(text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError("must be a positive number of seconds: %r" % text)
     return value
@@ -68,10 +73,7 @@ def _range(text):
 
 
 def _wait(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number of seconds: %r" % text)
+    value = _number(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more seconds: %r" % text)
     return value

@@ -28,7 +28,6 @@ import imaplib
 import logging
 import re
 import select
-import shlex
 import socket
 import ssl
 import time
@@ -37,6 +36,7 @@ from typing import NamedTuple
 import imapclient
 from imapclient import imap4, tls
 
+from . import folders
 from . import junk as junk_folder
 from . import probe as probe_format
 from . import sasl
@@ -57,7 +57,6 @@ LOGOUT_SECONDS = 1.0  # a polite goodbye may take this long, then the connection
 # mailbox is flooded with probes and the rest waits for the next runs.
 MAX_FETCH = 200     # candidates per FETCH command
 MAX_READ = 2000     # candidates read per run at most (oldest first; the rest in the next runs)
-MAX_LISTED = 1000  # folders of one level looked at for a hint about a missing folder
 IDLE_MAX = 25 * 60  # one IDLE at most this long (servers may end an IDLE after 30 minutes)
 POLL_EVERY = 1.0    # seconds between NOOPs when waiting without IDLE
 MAX_IDLE_LINES = 100  # untagged lines before IDLE's "+" at most
@@ -216,66 +215,6 @@ def _starttls(client, ssl_context, deadline):
     client.starttls(ssl_context)
 
 
-def _look_for(client, folder):
-    """(exists, layout, better): is *folder* listed, the server's folder
-    layout in words (or None), and a listed folder the user may have meant
-    (or None).
-
-    Bounded: NAMESPACE (or LIST "" "" for the separator), then a LIST of one
-    hierarchy level (``%``) where each name the user may have meant would be.
-    """
-    prefix, sep = _namespace(client)
-    wanted = _meant(folder, prefix, sep)
-    listed = set()
-    for level in sorted({w.rsplit(sep, 1)[0] + sep if sep and sep in w else "" for w in wanted})[:4]:
-        listed.update(name for _flags, _sep, name in client.list_folders("", level + "%")[:MAX_LISTED])
-    better = next((name for w in wanted for name in sorted(listed) if name.lower() == w.lower()), None)
-    return folder in listed, _layout(prefix, sep), better
-
-
-def _namespace(client):
-    """(prefix, separator) of the personal namespace: prefix None when unknown
-    (no NAMESPACE), separator None on a flat server."""
-    if client.has_capability("NAMESPACE"):
-        personal = client.namespace().personal
-        if personal:
-            prefix, sep = personal[0]
-            return prefix, sep
-    for _flags, sep, _name in client.list_folders("", ""):
-        return None, sep.decode("utf-8", "replace") if isinstance(sep, bytes) else sep
-    return None, None
-
-
-def _meant(folder, prefix, sep):
-    """Names the user may have meant by *folder*: as typed, with the server's
-    separator instead of the other usual one, inside the personal namespace
-    (guessed as "INBOX<separator>" when the server does not say)."""
-    wanted = [folder]
-    other = {"/": ".", ".": "/"}.get(sep)
-    if other and other in folder and sep not in folder:
-        wanted.append(folder.replace(other, sep))
-    if prefix is None and sep:
-        prefix = "INBOX" + sep
-    if prefix and folder.upper() != "INBOX":
-        wanted += [prefix + w for w in wanted if not w.upper().startswith(prefix.upper())]
-    return wanted
-
-
-def _layout(prefix, sep):
-    if sep is None:
-        return "the server's folders have no hierarchy" if prefix is not None else None
-    if prefix is None:
-        return 'the server\'s hierarchy separator is "%s"' % sep
-    if not prefix:
-        return 'the server\'s folders have no prefix, separator "%s"' % sep
-    return 'the server\'s personal namespace is "%s" with separator "%s"' % (prefix, sep)
-
-
-def _shell_word(text):
-    """*text* as one shell word, quoted only where the shell needs it."""
-    return text if re.fullmatch(r"[\w@%+=:,./-]+", text) else shlex.quote(text)
-
-
 class Ref(NamedTuple):
     """A mail examined by the collector: its UID, and whether it is in the Junk folder."""
 
@@ -432,7 +371,7 @@ class ImapCollector:
     def _not_opened(self, words):
         """Why the folder did not open, with the server's folder layout when the folder is missing."""
         said = words.rstrip(". ") or "no reason given"
-        found = attempt("IMAP select", self.deadline, lambda: _look_for(self.client, self.folder))
+        found = attempt("IMAP select", self.deadline, lambda: folders.look_for(self.client, self.folder))
         if found is None:
             return 'folder "%s": %s' % (self.folder, said)
         exists, layout, better = found
@@ -440,7 +379,7 @@ class ImapCollector:
             return 'folder "%s" exists but does not open (server: %s)' % (self.folder, said)
         text = 'folder "%s" not found (server: %s)' % (self.folder, said)
         text += "; " + layout if layout else ""
-        return text + (": try --imap-folder %s" % _shell_word(better) if better else "")
+        return text + (": try --imap-folder %s" % folders.shell_word(better) if better else "")
 
     def __exit__(self, *exc):
         self._close()

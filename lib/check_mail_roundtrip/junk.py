@@ -15,13 +15,13 @@ The look-up costs a few LIST commands; the collector remembers its answer
 """
 
 from .failure import step
+from .folders import MAX_LISTED, separator
 
 # The usual names of a Junk folder, best first (Dovecot, Thunderbird,
 # Exchange/Outlook, Gmail's "[Gmail]/Spam" comes from the "[Gmail]" level).
 NAMES = ("Junk", "Spam", "Junk E-mail", "Junk Email")
 GMAIL = "[Gmail]"
 JUNK_FLAG = b"\\Junk"
-MAX_LISTED = 1000  # folders of one level looked at
 
 
 def candidates(sep):
@@ -69,7 +69,7 @@ def discover(client, deadline, arm):
                 return found
         arm()
         listed = [(f, n) for f, _s, n in client.list_folders("", "%")[:MAX_LISTED]]
-        sep = _separator(client)
+        sep = separator(client)
         if sep:
             top = {n.lower(): n for _f, n in listed}
             for parent in ("INBOX", GMAIL):
@@ -97,11 +97,3 @@ def _special_use(client):
         return []
     typ, dat = imap._untagged_response(typ, dat, "LIST")
     return [(f, n) for f, _s, n in client._proc_folder_list(dat)]
-
-
-def _separator(client):
-    """The hierarchy separator (LIST "" ""), or None on a flat server."""
-    for _flags, sep, _name in client.list_folders("", ""):
-        if sep:
-            return sep.decode("utf-8", "replace") if isinstance(sep, bytes) else sep
-    return None

@@ -66,6 +66,10 @@ def _signature(secret, signed, probe_id, sent_ms):
     return hmac.new(secret, msg, hashlib.sha256).hexdigest()[:32]
 
 
+def _token_text(key, probe_id, sent_ms, signature):
+    return "%s.%s.%s.%d.%s" % (VERSION, key, probe_id, sent_ms, signature)
+
+
 @dataclass(frozen=True)
 class Probe:
     """One probe: who sent it (profile), its id and its send time."""
@@ -80,13 +84,8 @@ class Probe:
         return self.sent_ms / 1000.0
 
     def token(self, secret):
-        return "%s.%s.%s.%d.%s" % (
-            VERSION,
-            profile_key(self.profile),
-            self.probe_id,
-            self.sent_ms,
-            _signature(secret, profile_key(self.profile), self.probe_id, self.sent_ms),
-        )
+        key = profile_key(self.profile)
+        return _token_text(key, self.probe_id, self.sent_ms, _signature(secret, key, self.probe_id, self.sent_ms))
 
 
 NODE_TAG = 4  # hex digits of the probe id that name the sending node
@@ -121,6 +120,10 @@ class Token:
                 _signature(secret, profile, self.probe_id, self.sent_ms), self.signature)):
             return None
         return Probe(profile, self.probe_id, self.sent_ms)
+
+    def text(self):
+        """The token as it stands in the mail."""
+        return _token_text(self.key, self.probe_id, self.sent_ms, self.signature)
 
     def signed_with(self, secret):
         """True if *secret* made this token, whatever its profile."""

@@ -189,7 +189,7 @@ def decide(header_block, envelope_sender, secret, memory, now, max_age, max_per_
 
 def token_text(token):
     """A probe.Token as it stands in the mail."""
-    return "%s.%s.%s.%d.%s" % (VERSION, token.key, token.probe_id, token.sent_ms, token.signature)
+    return token.text()
 
 
 # -- the two legs ----------------------------------------------------------------

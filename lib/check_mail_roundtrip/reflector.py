@@ -266,12 +266,10 @@ def _pass(collector, key, args, secret, deadline, clock):
             if outcome in ("reflected", "again"):
                 to_remove.append(item.ref)
         collector.settle(examined, to_remove)
-        store.mailboxes[key] = collector.memory
         store.save()  # what was sent back is remembered before it is removed
-    collector.remove(to_remove)
-    with Store(args.state_dir) as store:
-        store.mailboxes[key] = collector.memory
-        store.save()
+        if to_remove:
+            collector.remove(to_remove)
+            store.save()  # what is gone is not looked at again
     for note in collector.notes:
         say(note)
     del collector.notes[:]

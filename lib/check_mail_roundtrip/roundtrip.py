@@ -230,7 +230,8 @@ def _await(settings, budget, clock, store, state, secret, report, probe):
             collected_at = clock()
             _book(settings, collector, store, state, report, fetched, arrivals, collected_at)
             report.notes.extend(collector.notes)
-        store.save(state)  # what the removal settled, as the send step's save does without --wait
+        if fetched:
+            store.save(state)  # what the removal settled, as the send step's save does without --wait
         return collected_at
     except StepFailure as failure:
         report.notes.append("waiting for probe %s ended after %.1fs: %s (left for the next run)"

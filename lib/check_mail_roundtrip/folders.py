@@ -1,0 +1,78 @@
+"""The server's folder layout, in words: its personal namespace and hierarchy
+separator, and the folder a user may have meant by a name that does not open.
+
+Used after a failed SELECT (imap.py) and to find the Junk folder (junk.py);
+bounded: NAMESPACE or one ``LIST "" ""``, then LISTs of one level (``%``), at
+most MAX_LISTED names each.
+"""
+
+import re
+import shlex
+
+MAX_LISTED = 1000  # folders of one level looked at
+
+
+def look_for(client, folder):
+    """(exists, layout, better): is *folder* listed, the server's folder
+    layout in words (or None), and a listed folder the user may have meant
+    (or None).
+
+    Bounded: NAMESPACE (or LIST "" "" for the separator), then a LIST of one
+    hierarchy level (``%``) where each name the user may have meant would be.
+    """
+    prefix, sep = namespace(client)
+    wanted = meant(folder, prefix, sep)
+    listed = set()
+    for level in sorted({w.rsplit(sep, 1)[0] + sep if sep and sep in w else "" for w in wanted})[:4]:
+        listed.update(name for _flags, _sep, name in client.list_folders("", level + "%")[:MAX_LISTED])
+    better = next((name for w in wanted for name in sorted(listed) if name.lower() == w.lower()), None)
+    return folder in listed, layout(prefix, sep), better
+
+
+def namespace(client):
+    """(prefix, separator) of the personal namespace: prefix None when unknown
+    (no NAMESPACE), separator None on a flat server."""
+    if client.has_capability("NAMESPACE"):
+        personal = client.namespace().personal
+        if personal:
+            prefix, sep = personal[0]
+            return prefix, sep
+    return None, separator(client)
+
+
+def separator(client):
+    """The hierarchy separator (LIST "" ""), or None on a flat server."""
+    for _flags, sep, _name in client.list_folders("", ""):
+        if sep:
+            return sep.decode("utf-8", "replace") if isinstance(sep, bytes) else sep
+    return None
+
+
+def meant(folder, prefix, sep):
+    """Names the user may have meant by *folder*: as typed, with the server's
+    separator instead of the other usual one, inside the personal namespace
+    (guessed as "INBOX<separator>" when the server does not say)."""
+    wanted = [folder]
+    other = {"/": ".", ".": "/"}.get(sep)
+    if other and other in folder and sep not in folder:
+        wanted.append(folder.replace(other, sep))
+    if prefix is None and sep:
+        prefix = "INBOX" + sep
+    if prefix and folder.upper() != "INBOX":
+        wanted += [prefix + w for w in wanted if not w.upper().startswith(prefix.upper())]
+    return wanted
+
+
+def layout(prefix, sep):
+    if sep is None:
+        return "the server's folders have no hierarchy" if prefix is not None else None
+    if prefix is None:
+        return 'the server\'s hierarchy separator is "%s"' % sep
+    if not prefix:
+        return 'the server\'s folders have no prefix, separator "%s"' % sep
+    return 'the server\'s personal namespace is "%s" with separator "%s"' % (prefix, sep)
+
+
+def shell_word(text):
+    """*text* as one shell word, quoted only where the shell needs it."""
+    return text if re.fullmatch(r"[\w@%+=:,./-]+", text) else shlex.quote(text)
