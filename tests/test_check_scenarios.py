@@ -298,7 +298,7 @@ def test_imap_down_is_critical_and_the_probe_is_still_sent(lab, tmp_path):
     r = check("-v")
     assert_line(r, 2, line(
         # nothing was read: the line does not claim that nothing came back
-        "CRITICAL", r"IMAP connect failed: connection refused, "
+        "CRITICAL", r"IMAP connect to 127\.0\.0\.1:\d+ failed: connection refused, "
                     r"probe in flight for %ss > 3s, 2 in flight, no success yet" % NUM,
         perf(oldest=NUM, pending=2, junk=None, **p)))
     assert r.perf["oldest_pending"] > 5, r   # old enough to be declared lost ...
@@ -408,7 +408,7 @@ def test_smtp_down_is_critical_and_collection_is_still_done(lab, tmp_path):
     lab.wait_for(MONITOR, 1)
     r = check("--smtp-port", str(closed_port()))
     assert_line(r, 2, line(
-        "CRITICAL", r"SMTP connect failed: connection refused, round trip %ss, 0 in flight, last success %s ago"
+        "CRITICAL", r"SMTP connect to 127\.0\.0\.1:\d+ failed: connection refused, round trip %ss, 0 in flight, last success %s ago"
         % (NUM, AGO),
         perf(pending=0, rtt=NUM, since=NUM)))
     # the returned probe was collected and removed; nothing new went out

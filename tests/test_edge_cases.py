@@ -209,7 +209,8 @@ def test_a_silent_smtp_server_with_a_tiny_budget_is_critical_inside_it(lab, tmp_
         closed = fs.free_port()
         r = check("--smtp-port", str(srv.port), "--smtp-tls", "none", "--imap-port", str(closed), "-t", "2")
     assert r.rc == 2, r
-    assert r.line == ("MAIL_ROUNDTRIP CRITICAL - IMAP connect failed: connection refused, SMTP send failed: "
+    assert r.line == ("MAIL_ROUNDTRIP CRITICAL - IMAP connect to 127.0.0.1:%d failed: connection refused, "
+                      "SMTP send failed: " % closed +
                       "timed out, no probe out yet, 0 in flight "
                       "| lost=0;;;0 oldest_pending=0.0s;120;600;0 pending=0;;;0"), r
     assert r.seconds < 2.0, r

@@ -291,7 +291,7 @@ def test_an_untrusted_certificate(lab, tmp_path):
     assert_line(r, 2, line(
         "CRITICAL", r"POP3 TLS failed: certificate verify failed: [^,|(]+ \(a private CA or a self-signed "
                     r"certificate\? trust it with --ca-file, or skip verification with --insecure\), "
-                    r"SMTP connect failed: connection refused, no probe out yet, 0 in flight", perf(pending=0)))
+                    r"SMTP connect to 127\.0\.0\.1:\d+ failed: connection refused, no probe out yet, 0 in flight", perf(pending=0)))
 
 
 # -- --keep ---------------------------------------------------------------------------------

@@ -173,5 +173,7 @@ class step:
                 detail = describe(exc)
             except Exception:
                 detail = type(exc).__name__
-            raise StepFailure(self.name, detail) from exc
+            where = getattr(exc, "where", None)  # net.connect: the server that refused, or no such name
+            name = "%s to %s" % (self.name, where) if isinstance(where, str) else self.name
+            raise StepFailure(name, detail) from exc
         return False

@@ -42,7 +42,7 @@ from . import probe as probe_format
 from . import sasl
 from .collect import Fetched
 from .failure import StepFailure, attempt, goodbye, step, tls_told
-from .net import addresses, connect_any
+from .net import connect
 from .oauth2 import sign_in
 from .tls import certificate_names, names_only
 from .trace import ImapTrace
@@ -272,8 +272,8 @@ class ImapCollector:
         if ep.auth == "oauth2":  # the token first: without one there is no point in connecting
             ep.oauth2.token(self.deadline)
         with step("IMAP connect", self.deadline):
-            self.client = connect_any(
-                addresses(ep.host, ep.port, self.deadline, ep.family),
+            self.client = connect(
+                ep.host, ep.port, self.deadline, ep.family,
                 lambda address: self._tls_told(lambda: _connect(ep, address, self.deadline), address))
         address = self.client._address
         try:

@@ -7,6 +7,10 @@ allows.  The transports then connect to the addresses found, in the
 resolver's order, trying the next one when one refuses (no second lookup),
 while TLS still checks the certificate against the host name.  ``-4``/``-6``
 keep only one family.
+
+:func:`connect` does both and marks a failure that is the address's fault
+(no such name, refused, unreachable) with ``where`` ("host:port"), so the
+step's status line names the server the admin has to look at.
 """
 
 import errno
@@ -17,6 +21,8 @@ import threading
 FAMILIES = {None: socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 # A connection refused or a network not reachable: the next address may do.
 _NEXT = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
+# Of those, the ones whose status line names the server (:func:`connect`).
+_AT_SERVER = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
 
 
 def addresses(host, port, deadline, family=None):
@@ -76,6 +82,27 @@ def connect_any(candidates, attempt):
                 raise
             last = exc
     raise last
+
+
+def endpoint_text(host, port):
+    """'mail.example.org:993', '[::1]:993'."""
+    return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
+
+
+def connect(host, port, deadline, family, attempt):
+    """attempt(address) for the addresses of *host*, as :func:`connect_any`;
+    a lookup failure or a refusal by every address carries ``where``."""
+    try:
+        candidates = addresses(host, port, deadline, family)
+    except socket.gaierror as exc:
+        exc.where = endpoint_text(host, port)
+        raise
+    try:
+        return connect_any(candidates, attempt)
+    except OSError as exc:
+        if exc.errno in _AT_SERVER and not isinstance(exc, socket.timeout):
+            exc.where = endpoint_text(host, port)
+        raise
 
 
 def fqdn(deadline, limit=1.0):

@@ -36,7 +36,7 @@ from . import probe as probe_format
 from . import sasl
 from .collect import Fetched, oldest
 from .failure import StepFailure, goodbye, step, tls_told
-from .net import addresses, connect_any
+from .net import connect
 from .oauth2 import sign_in
 from .tls import certificate_names, names_only
 from .trace import Pop3Trace
@@ -286,7 +286,7 @@ class Pop3Collector:
         if ep.auth == "oauth2":  # the token first: without one there is no point in connecting
             ep.oauth2.token(self.deadline)
         with step("POP3 connect", self.deadline):
-            self.session = connect_any(addresses(ep.host, ep.port, self.deadline, ep.family), self._open)
+            self.session = connect(ep.host, ep.port, self.deadline, ep.family, self._open)
         try:
             if ep.tls == "starttls":
                 with step("POP3 TLS", self.deadline):

@@ -16,7 +16,7 @@ import nagiosplugin
 
 from . import sasl
 from .failure import StepFailure, describe, goodbye, step, tls_told
-from .net import addresses, connect_any
+from .net import connect
 from .oauth2 import sign_in
 from .tls import certificate_names, names_only
 from .trace import SmtpTrace
@@ -69,8 +69,8 @@ def _connect(ep, deadline, local_hostname):
     conn = None
     try:
         with step("SMTP connect", deadline):
-            conn = connect_any(
-                addresses(ep.host, ep.port, deadline, ep.family),
+            conn = connect(
+                ep.host, ep.port, deadline, ep.family,
                 lambda address: _tls_told(lambda: _open(ep, address, deadline, local_hostname),
                                           ep, address, deadline, local_hostname))
         address = conn.address
