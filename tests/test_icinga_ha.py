@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import time
 
 import pytest
@@ -104,39 +105,42 @@ def test_failover_back_and_forth_in_an_ha_zone_shows_no_false_loss(lab_session, 
     else:
         password = lab_session.users[MAILBOX]
     home = private_dir("cmr-icinga-ha-")
-    secret_file = os.path.join(home, "secret")
-    write_private(secret_file, secrets.token_hex(32) + "\n")
-    state_base = os.path.join(home, "state")
-    os.mkdir(state_base)
-    os.chown(state_base, *[int(x) for x in _nagios_ids()])
-    cluster = IcingaCluster(objects(lab_session, plugin_dir, password, secret_file, state_base), plugin_dir,
-                            includes=[CHECK_COMMAND_FILE])
     try:
-        with cluster:
-            first, second = cluster.nodes
-            daemon.wait_until(lambda: runs(first, installed_plugin) or runs(second, installed_plugin),
-                              PHASE_TIMEOUT, interval=0.5)
-            for cycle in range(CYCLES):
-                active = first if len(runs(first, installed_plugin)) >= len(runs(second, installed_plugin)) else second
-                idle = second if active is first else first
-                wait_runs(active, installed_plugin, RUNS_PER_PHASE)
-                active.end()            # the endpoint running the check goes away ...
-                wait_runs(idle, installed_plugin, RUNS_PER_PHASE)  # ... the other takes over
-                active.start()          # ... and it comes back
-                time.sleep(LOST_AFTER / 2)
-            time.sleep(4)
-            codes = [c for node in cluster.nodes for c in runs(node, installed_plugin)]
-            changes = [m.groups() for node in cluster.nodes for m in map(STATE_CHANGE.search, node.log_lines())
-                       if m and ("'%s!%s'" % (HOST, SERVICE)) in m.string]
-            ran = {node.name: len(runs(node, installed_plugin)) for node in cluster.nodes}
+        secret_file = os.path.join(home, "secret")
+        write_private(secret_file, secrets.token_hex(32) + "\n")
+        state_base = os.path.join(home, "state")
+        os.mkdir(state_base)
+        os.chown(state_base, *[int(x) for x in _nagios_ids()])
+        cluster = IcingaCluster(objects(lab_session, plugin_dir, password, secret_file, state_base), plugin_dir,
+                                includes=[CHECK_COMMAND_FILE])
+        try:
+            with cluster:
+                first, second = cluster.nodes
+                daemon.wait_until(lambda: runs(first, installed_plugin) or runs(second, installed_plugin),
+                                  PHASE_TIMEOUT, interval=0.5)
+                for cycle in range(CYCLES):
+                    active = first if len(runs(first, installed_plugin)) >= len(runs(second, installed_plugin)) else second
+                    idle = second if active is first else first
+                    wait_runs(active, installed_plugin, RUNS_PER_PHASE)
+                    active.end()            # the endpoint running the check goes away ...
+                    wait_runs(idle, installed_plugin, RUNS_PER_PHASE)  # ... the other takes over
+                    active.start()          # ... and it comes back
+                    time.sleep(LOST_AFTER / 2)
+                time.sleep(4)
+                codes = [c for node in cluster.nodes for c in runs(node, installed_plugin)]
+                changes = [m.groups() for node in cluster.nodes for m in map(STATE_CHANGE.search, node.log_lines())
+                           if m and ("'%s!%s'" % (HOST, SERVICE)) in m.string]
+                ran = {node.name: len(runs(node, installed_plugin)) for node in cluster.nodes}
+        finally:
+            cluster.stop()
+        assert all(n >= RUNS_PER_PHASE for n in ran.values()), ran  # both endpoints ran the check
+        assert codes and set(codes) == {0}, (codes, ran)           # every result Icinga got was OK
+        assert all(new == "OK" for _old, new in changes), changes
+        t = books(state_base)
+        assert t["lost"] == 0 and t["sent"] == t["returned"] + t["pending"] + t["lost"], t
+        assert t["returned"] >= 2 * CYCLES, t
     finally:
-        cluster.stop()
-    assert all(n >= RUNS_PER_PHASE for n in ran.values()), ran  # both endpoints ran the check
-    assert codes and set(codes) == {0}, (codes, ran)           # every result Icinga got was OK
-    assert all(new == "OK" for _old, new in changes), changes
-    t = books(state_base)
-    assert t["lost"] == 0 and t["sent"] == t["returned"] + t["pending"] + t["lost"], t
-    assert t["returned"] >= 2 * CYCLES, t
+        shutil.rmtree(home, ignore_errors=True)  # it holds the secret
 
 
 def _nagios_ids():

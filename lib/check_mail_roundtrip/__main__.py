@@ -1,4 +1,4 @@
 """Allow ``python -m check_mail_roundtrip``."""
-from check_mail_roundtrip.cli import main
+from check_mail_roundtrip.entry import check
 
-main()
+check()

@@ -1,0 +1,57 @@
+"""A Python that cannot load the plugin (a requirement missing, a broken
+virtualenv) gives a status line and UNKNOWN, never a traceback with exit 1;
+the piped reflector asks Postfix to retry (75)."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the child finds the package, but nagiosplugin and imapclient cannot be imported
+BLOCK = "import sys; sys.modules['nagiosplugin'] = None; sys.modules['imapclient'] = None; "
+
+
+def run(code, *args):
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "lib"))
+    return subprocess.run([sys.executable, "-c", BLOCK + code, *args], capture_output=True, text=True,
+                          timeout=30, env=env, cwd=ROOT)
+
+
+def test_the_check_without_its_requirements_is_unknown_with_the_reason():
+    r = run("from check_mail_roundtrip.entry import check; check()", "-H", "mail.example.org")
+    assert r.returncode == 3, r
+    assert r.stdout.splitlines()[0] == (
+        "MAIL_ROUNDTRIP UNKNOWN - cannot load the check with %s: ModuleNotFoundError: import of "
+        "nagiosplugin halted; None in sys.modules (install the plugin into a virtualenv made with "
+        "/usr/bin/python3 as README's install section shows)" % sys.executable), r
+    assert "Traceback" not in r.stdout + r.stderr, r
+
+
+def test_the_checkout_shim_uses_the_safe_entry():
+    shim = os.path.join(ROOT, "check_mail_roundtrip")
+    r = run("import runpy; sys.argv = [%r, '-H', 'x']; runpy.run_path(%r, run_name='__main__')" % (shim, shim))
+    assert r.returncode == 3 and r.stdout.startswith("MAIL_ROUNDTRIP UNKNOWN - cannot load the check"), r
+    assert "Traceback" not in r.stdout + r.stderr, r
+
+
+def test_python_dash_m_uses_the_safe_entry():
+    r = run("import runpy; runpy.run_module('check_mail_roundtrip', run_name='__main__')")
+    assert r.returncode == 3 and r.stdout.startswith("MAIL_ROUNDTRIP UNKNOWN - cannot load the check"), r
+
+
+def test_the_piped_reflector_without_its_requirements_asks_for_a_retry():
+    r = run("sys.argv[1:] = ['pipe']; from check_mail_roundtrip.entry import reflector; reflector()")
+    assert r.returncode == 75, r
+    assert r.stderr.startswith("mail_roundtrip_reflector: cannot work: cannot load the reflector with "), r
+    assert "Traceback" not in r.stdout + r.stderr, r
+
+
+def test_the_polling_reflector_without_its_requirements_fails_plainly():
+    r = run("sys.argv[1:] = ['poll']; from check_mail_roundtrip.entry import reflector; reflector()")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "cannot load the reflector" in r.stderr, r
+
+
+def test_the_installed_console_scripts_point_at_the_safe_entry():
+    text = open(os.path.join(ROOT, "setup.cfg")).read()
+    assert "check_mail_roundtrip = check_mail_roundtrip.entry:check" in text
+    assert "mail_roundtrip_reflector = check_mail_roundtrip.entry:reflector" in text
