@@ -174,3 +174,36 @@ def test_token_text_is_the_token_as_sent():
     raw, p = probe_mail()
     assert token_text(decided(raw).token) == p.token(SECRET)
     assert email.message_from_bytes(raw)["X-Mail-Roundtrip"] == p.token(SECRET)
+
+
+# -- hostile probes: control characters, addresses in any case ---------------------
+
+CONTROL = "\r\n\x00\x07\x1b\x7f\x85\u2028"
+
+
+def test_nothing_of_a_probe_brings_a_control_character_into_the_reflection():
+    raw, p = probe_mail()
+    d = decided(raw)
+    token = p.token(SECRET)
+    d.subject = "Mail round-trip probe %s\r\nBcc: victim@example.net%s[2J" % (token, CONTROL)
+    d.message_id = "<a@b>\r\nX-Injected: yes" + CONTROL
+    msg = build_reflection(d, int(NOW * 1000), int(NOW * 1000), SECRET, "reflector\x1b@far.example", "far\r\n1")
+    assert msg["Subject"] == "Mail round-trip probe %sBcc: victim@example.net[2J" % token
+    assert msg["In-Reply-To"] == msg["References"] == "<a@b>X-Injected: yes"
+    assert msg["From"] == "reflector@far.example"
+    wire = msg.as_bytes(policy=WIRE)
+    assert not any(c in wire.decode("ascii") for c in CONTROL.replace("\n", "")), wire
+    assert not [line for line in wire.split(b"\n") if line.startswith((b"Bcc:", b"X-Injected:"))], wire
+
+
+def test_the_rate_limit_counts_an_address_in_any_case():
+    memory = Memory()
+    memory.record("id0", "MONITOR@example.org", NOW - 5)
+    raw, _ = probe_mail()
+    assert decided(raw, memory=memory, rate=1).why == "rate limit: 1 reflections to monitor@example.org in the last minute"
+    memory.forget("id0", "MONITOR@example.org", NOW - 5)  # a reflection that was not sent after all
+    assert memory == Memory()
+    # a state written before addresses were folded: its counts add up
+    old = Memory.from_json({"reflected": {}, "recent": {"Monitor@example.org": [NOW - 5], FROM: [NOW - 4]}})
+    assert old.recent == {FROM: [NOW - 5, NOW - 4]}
+    assert decided(raw, memory=old, rate=2).why.startswith("rate limit: 2 reflections")

@@ -14,11 +14,15 @@ library and a scripted SMTP server on the way back (faultservers.SMTPScript),
 which shows what was, or was not, sent.
 """
 
+import base64
 import email.policy
+import json
 import os
 import pwd
 import re
+import secrets
 import shutil
+import smtplib
 import subprocess
 import sys
 import tempfile
@@ -26,7 +30,7 @@ import time
 
 import pytest
 
-from check_mail_roundtrip.probe import RETURN_HEADER, Probe, build_message, profile_key
+from check_mail_roundtrip.probe import RETURN_HEADER, STAMP_HEADER, Probe, build_message, header_values, profile_key
 from check_mail_roundtrip.reflection import return_header
 from tests import faultservers as fs
 from tests.checkrun import ROOT, Checker
@@ -232,11 +236,11 @@ def _probe(far_end, sent=None, mail_from=MONITOR, pid="0123456789abcdef"):
     return msg.as_bytes(policy=WIRE)
 
 
-def _pipe(far_end, tmp_path, message, smtp_port, *extra, sender=MONITOR):
-    argv = [sys.executable, SHIM, "pipe", "--sender", sender, "--recipient", "reflector@lab.test",
+def _pipe(far_end, tmp_path, message, smtp_port, *extra, sender=MONITOR, command=(SHIM,), timeout=60):
+    argv = [sys.executable, *command, "pipe", "--sender", sender, "--recipient", "reflector@lab.test",
             "-H", "127.0.0.1", "--smtp-port", str(smtp_port), "--smtp-tls", "none",
             "--secret-file", far_end.secret, "--state-dir", str(tmp_path / "rules-state"), *extra]
-    return subprocess.run(argv, input=message, capture_output=True, timeout=60)
+    return subprocess.run(argv, input=message, capture_output=True, timeout=timeout)
 
 
 def test_forged_unsigned_bounced_replayed_and_reflected_mail_gets_no_reply(far_end, tmp_path):
@@ -307,3 +311,113 @@ def test_a_reflector_that_cannot_work_defers_instead_of_bouncing(far_end, tmp_pa
     assert p.returncode == 75 and b"usage error" in p.stderr, p
     p = subprocess.run([sys.executable, SHIM, "poll", "--bogus"], capture_output=True, timeout=30)
     assert p.returncode == 64 and b"usage error" in p.stderr, p
+
+
+# -- hostile probes, a hostile state, errors: never a bounce, never a traceback -------------
+
+FORCED = ("import sys\n"
+          "sys.path.insert(0, %r)\n"
+          "from check_mail_roundtrip import reflector\n"
+          "def fail(*args, **kwargs):\n"
+          "    raise RuntimeError('forced\\nfailure')\n"
+          "reflector.%s = fail\n"
+          "reflector.main()\n")
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _encoded(text):
+    return "=?utf-8?b?%s?=" % base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _hostile_probe(far_end, pid):
+    """A genuine probe whose Subject and Message-ID decode to CR, LF, NUL, BEL and ESC; (mail, token)."""
+    raw = _probe(far_end, pid=pid)
+    token = re.search(rb"X-Mail-Roundtrip: (\S+)", raw).group(1).decode("ascii")
+    subject = _encoded("Mail round-trip probe %s\r\nBcc: victim@lab.test\x00\x07\x1b[2J" % token)
+    message_id = _encoded("<%s@lab.test>\r\nX-Injected: yes\x1b" % pid)
+    raw = re.sub(rb"Subject: [^\r\n]*", b"Subject: " + subject.encode("ascii"), raw, count=1)
+    return re.sub(rb"Message-ID: [^\r\n]*", b"Message-ID: " + message_id.encode("ascii"), raw, count=1), token
+
+
+def test_a_probe_whose_headers_decode_to_control_characters_is_reflected_clean_and_once(lab, far_end):
+    pid = secrets.token_hex(8)
+    hostile, token = _hostile_probe(far_end, pid)
+    for n in (1, 2):  # the second is a resend of the captured probe
+        with smtplib.SMTP(lab.host, lab.ports["smtp"], timeout=30) as c:
+            c.sendmail(MONITOR, ["reflector@lab.test"], hostile)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(pipe_log(lab, pid)) < n:
+            time.sleep(0.2)
+    delivered = pipe_log(lab, pid)  # Postfix bounces what exits 1 to the envelope sender: never here
+    assert len(delivered) == 2 and all("status=sent" in line for line in delivered), delivered
+    assert "reflected to monitor@lab.test" in delivered[0], delivered
+    assert "reflected before (a duplicate)" in delivered[1], delivered
+    back = lab.wait_for(MONITOR, lambda msgs: any(pid in (m["subject"] or "") for m in msgs), timeout=20)
+    assert len([m for m in back if pid in (m["subject"] or "")]) == 1
+    rows = json.loads(lab._doveadm("-f", "json", "fetch", "-u", MONITOR, "hdr", "mailbox", "INBOX",
+                                   "header", STAMP_HEADER, pid).stdout)
+    header = rows[0]["hdr"]
+    assert not [line for line in header.splitlines() if CONTROL.search(line.replace("\t", " "))], header
+    assert not re.search(r"^(Bcc|X-Injected):", header, re.M | re.I), header
+    values = dict(header_values(header, ("Subject", "In-Reply-To", "References", "From", "To")))
+    assert not [v for v in values.values() if CONTROL.search(v)], values
+    assert values["subject"] == "Mail round-trip probe %sBcc: victim@lab.test[2J" % token, values
+    assert values["in-reply-to"] == values["references"] == "<%s@lab.test>X-Injected: yes" % pid, values
+
+
+@pytest.mark.parametrize("where", ["build_reflection", "send_back"])
+def test_an_internal_error_drops_the_mail_in_one_line_and_the_probe_stays_remembered(far_end, tmp_path, where):
+    genuine = _probe(far_end, pid="00000000000000cc")
+    script = fs.SMTPScript()
+    with fs.FaultServer(script) as srv:
+        p = _pipe(far_end, tmp_path, genuine, srv.port, command=("-c", FORCED % (os.path.join(ROOT, "lib"), where)))
+        assert (p.returncode, p.stderr.decode()) == (0, "mail_roundtrip_reflector: mail dropped after an internal "
+                                                        "error: RuntimeError: forced failure\n"), p
+        p = _pipe(far_end, tmp_path, genuine, srv.port)  # the same probe again: a replay
+        assert p.returncode == 0 and b"probe 00000000000000cc: reflected before (a duplicate)" in p.stderr, p
+    assert not script.messages
+
+
+@pytest.mark.parametrize("fault, why", [("symlink", "is a symlink (not followed)"), ("fifo", "is not a regular file"),
+                                        ("huge", "is damaged (larger than 16 MiB)"),
+                                        ("deep", "is damaged (maximum recursion depth exceeded")])
+def test_a_hostile_reflector_json_is_set_aside_in_bounded_time(far_end, tmp_path, fault, why):
+    pid = "00000000000000dd"
+    state = tmp_path / "rules-state"
+    state.mkdir(mode=0o700)
+    path = state / "reflector.json"
+    recorded = json.dumps({"reflected": {pid: time.time()}, "recent": {}}).encode()  # read, it drops the probe
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_bytes(recorded)
+    if fault == "symlink":
+        os.symlink(elsewhere, path)
+    elif fault == "fifo":
+        os.mkfifo(path)
+    elif fault == "huge":
+        path.write_bytes(recorded + b" " * 16 * 1024 * 1024)
+    else:
+        path.write_bytes(b"[" * 100000 + b"]" * 100000)
+    script = fs.SMTPScript()
+    started = time.monotonic()
+    with fs.FaultServer(script) as srv:
+        p = _pipe(far_end, tmp_path, _probe(far_end, pid=pid), srv.port, timeout=30)
+    assert time.monotonic() - started < 20
+    stderr = p.stderr.decode()
+    assert p.returncode == 0 and "Traceback" not in stderr, p
+    assert re.search(r"^mail_roundtrip_reflector: state file %s.*; kept aside as reflector\.json\.damaged-\S+, "
+                     r"started afresh$" % re.escape(why), stderr, re.M), stderr
+    assert "probe %s reflected to monitor@lab.test" % pid in stderr and len(script.messages) == 1, stderr
+    assert pid in json.loads(path.read_bytes())["reflected"]  # a regular file again, the probe remembered
+    assert elsewhere.read_bytes() == recorded
+
+
+def test_the_rate_limit_counts_an_address_in_any_case(far_end, tmp_path):
+    senders = ("monitor@lab.test", "MONITOR@lab.test", "Monitor@lab.test")
+    script = fs.SMTPScript()
+    with fs.FaultServer(script) as srv:
+        results = [_pipe(far_end, tmp_path, _probe(far_end, mail_from=s, pid="%016x" % (0xcaf0 + i)), srv.port,
+                         "--max-per-minute", "2", sender=s) for i, s in enumerate(senders)]
+    assert [r.returncode for r in results] == [0, 0, 0]
+    assert b"reflected to monitor@lab.test" in results[0].stderr and b"reflected to MONITOR@lab.test" in results[1].stderr
+    assert b"rate limit: 2 reflections to Monitor@lab.test in the last minute" in results[2].stderr, results[2]
+    assert len(script.messages) == 2

@@ -37,6 +37,9 @@ _STAMP = re.compile(r"^\s*(\S+)\s*;\s*received=(\d{10,15})\s*;\s*sent=(\d{10,15}
 _RETURN = re.compile(r"^\s*(.+?)\s*;\s*sig=([0-9a-f]{32})\s*$", re.I)
 _REPORT = re.compile(r"\s*multipart/report\b", re.I)
 _BULK = re.compile(r"\s*(bulk|list|junk)\b", re.I)
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators:
+# nothing of them is copied from a mail into the reflection or a log line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _mac(secret, *parts):
@@ -51,6 +54,12 @@ def address(text):
         return None
     local, _, domain = addr.rpartition("@")
     return "%s@%s" % (local, domain.lower())
+
+
+def printable(text: str) -> str:
+    """*text* without control characters (CR, LF, NUL, ESC, all of C0 and C1, DEL) or
+    Unicode line separators: safe on one header or log line."""
+    return _CONTROL.sub("", text)
 
 
 def return_header(token, mail_from, secret):
@@ -110,7 +119,10 @@ class Memory:
                 and all(isinstance(v, list) and all(isinstance(t, (int, float)) for t in v)
                         for v in recent.values())):
             raise ValueError("wrong shape")
-        return cls(dict(reflected), {k: list(v) for k, v in recent.items()})
+        merged = {}
+        for addr, times in recent.items():
+            merged.setdefault(str(addr).lower(), []).extend(times)
+        return cls(dict(reflected), merged)
 
     def prune(self, now, max_age):
         """Forget what can no longer matter: reflections older than *max_age* (a probe that
@@ -119,9 +131,23 @@ class Memory:
         self.recent = {a: [t for t in ts if now - t < 60.0] for a, ts in self.recent.items()}
         self.recent = {a: ts for a, ts in self.recent.items() if ts}
 
-    def record(self, probe_id, to, now):
+    def record(self, probe_id: str, to: str, now: float) -> None:
+        """Remember a reflection of *probe_id* to *to* at *now* (addresses counted case-insensitively)."""
         self.reflected[probe_id] = now
-        self.recent.setdefault(to, []).append(now)
+        self.recent.setdefault(to.lower(), []).append(now)
+
+    def forget(self, probe_id: str, to: str, now: float) -> None:
+        """Undo :meth:`record` for a reflection that was not sent after all."""
+        self.reflected.pop(probe_id, None)
+        times = self.recent.get(to.lower(), [])
+        if now in times:
+            times.remove(now)
+        if not times:
+            self.recent.pop(to.lower(), None)
+
+    def sent_recently(self, to: str) -> int:
+        """Reflections to *to* (any case) still within the rate-limit minute."""
+        return len(self.recent.get(to.lower(), []))
 
 
 @dataclass
@@ -180,7 +206,7 @@ def decide(header_block, envelope_sender, secret, memory, now, max_age, max_per_
     if token.probe_id in memory.reflected:
         d.why, d.again = "reflected before (a duplicate)", True
         return d
-    if len(memory.recent.get(to, [])) >= max_per_minute:
+    if memory.sent_recently(to) >= max_per_minute:
         d.why = "rate limit: %d reflections to %s in the last minute" % (max_per_minute, to)
         return d
     d.to = to
@@ -219,18 +245,22 @@ def build_reflection(decision, received_ms, sent_ms, secret, mail_from, hostname
     The token stays in the Subject and in X-Mail-Roundtrip; the stamp says
     when the probe came and went; ``Auto-Submitted: auto-replied`` (RFC 3834)
     keeps vacation responders and other reflectors from answering it.
+    Nothing taken from the probe or the environment brings a control
+    character along (see :func:`printable`).
     """
     token = token_text(decision.token)
+    mail_from, to, hostname = printable(mail_from), printable(decision.to), printable(hostname)
+    subject, message_id = printable(decision.subject), printable(decision.message_id or "").strip()
     msg = email.message.EmailMessage()
     msg["From"] = mail_from
-    msg["To"] = decision.to
-    msg["Subject"] = decision.subject if token in decision.subject else "Mail round-trip probe %s" % token
+    msg["To"] = to
+    msg["Subject"] = subject if token in subject else "Mail round-trip probe %s" % token
     msg["Date"] = email.utils.formatdate(sent_ms / 1000.0, localtime=False)
     _local, at, domain = mail_from.rpartition("@")
     msg["Message-ID"] = "<%s.%d.reflected@%s>" % (decision.token.probe_id, sent_ms, domain if at else hostname)
-    if decision.message_id:
-        msg["In-Reply-To"] = decision.message_id
-        msg["References"] = decision.message_id
+    if message_id:
+        msg["In-Reply-To"] = message_id
+        msg["References"] = message_id
     msg["Auto-Submitted"] = "auto-replied"
     msg[HEADER] = token
     msg[STAMP_HEADER] = stamp(token, received_ms, sent_ms, secret)
@@ -238,7 +268,7 @@ def build_reflection(decision, received_ms, sent_ms, secret, mail_from, hostname
         "This is mail_roundtrip_reflector on %s sending a check_mail_roundtrip\n"
         "probe back to %s, the address the probe was signed for.\n"
         "It received the probe at %s and sent it back at %s (UTC).\n"
-        % (hostname, decision.to, _utc(received_ms), _utc(sent_ms)))
+        % (hostname, to, _utc(received_ms), _utc(sent_ms)))
     return msg
 
 

@@ -14,9 +14,10 @@ check's ``--smtp-*`` options) or the local MTA (``--sendmail``), stamped with
 when it came and went.  Anything else is dropped without a reply.
 
 Exit codes, pipe: 0 reflected or deliberately dropped (also when the way
-back refused the reflection for good: never a bounce to the probe's
-sender), 75 (EX_TEMPFAIL) when sending back failed for now, or the
-reflector could not work at all, so the MTA keeps the mail and retries.
+back refused the reflection for good, or an unexpected error stopped it:
+never a bounce to the probe's sender, never a traceback), 75 (EX_TEMPFAIL)
+when sending back failed for now, or the reflector could not work at all,
+so the MTA keeps the mail and retries.
 Poll: 0 done, 1 a failure (the server, sending back), 64 usage.  The state
 (probes reflected, recent reflections per address, what poll examined) is a
 locked JSON file written atomically in ``--state-dir``.  Every decision is
@@ -38,9 +39,9 @@ from .budget import Budget, Deadline
 from .collect import open_collector
 from .failure import StepFailure
 from .probe import VERSION
-from .reflection import REFLECTOR_HEADERS, Memory, address, build_reflection, decide, token_text
+from .reflection import REFLECTOR_HEADERS, Memory, address, build_reflection, decide, printable, token_text
 from .secret import read as read_secret
-from .state import StateError, ensure_directory, lock, set_aside, write_atomically
+from .state import Damaged, StateError, ensure_directory, lock, read_json, set_aside, write_atomically
 
 PROG = "mail_roundtrip_reflector"
 EX_OK, EX_FAIL, EX_USAGE, EX_TEMPFAIL = 0, 1, 64, 75
@@ -89,18 +90,16 @@ class Store:
             os.close(self.fd)
             self.fd = None
 
-    def _load(self):
+    def _load(self) -> None:
+        """Read reflector.json as the check reads its state file (state.read_json);
+        a damaged one is set aside, with a note saying so."""
         try:
-            with open(self.path, "rb") as f:
-                data = json.loads(f.read(16 * 1024 * 1024).decode("utf-8"))
-            self.memory = Memory.from_json(data)
-            mailboxes = data.get("mailboxes", {})
-            self.mailboxes = mailboxes if isinstance(mailboxes, dict) else {}
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            self.notes.append(set_aside(self.path, "is damaged (%s)" % (exc.strerror if isinstance(exc, OSError)
-                                                                        else exc)))
+            loaded = read_json(self.path, _memories)
+        except Damaged as exc:
+            self.notes.append(set_aside(self.path, str(exc)))
+            return
+        if loaded is not None:
+            self.memory, self.mailboxes = loaded
 
     def save(self):
         data = dict(self.memory.to_json(), mailboxes=self.mailboxes)
@@ -108,6 +107,13 @@ class Store:
             write_atomically(self.path, json.dumps(data, sort_keys=True).encode("utf-8"))
         except OSError as exc:
             raise Failure("cannot write %s: %s" % (self.path, exc.strerror or exc))
+
+
+def _memories(data: object) -> tuple:
+    """(Memory, poll's memory per mailbox) from the JSON of reflector.json; ValueError when damaged."""
+    memory = Memory.from_json(data)
+    mailboxes = data.get("mailboxes", {})
+    return memory, (mailboxes if isinstance(mailboxes, dict) else {})
 
 
 # -- sending back -------------------------------------------------------------------
@@ -146,6 +152,11 @@ def reflect_one(header_block, envelope_sender, envelope_recipient, received, sto
 
     outcome: "reflected", "dropped", "again" (a verified probe reflected before)
     or "refused" (the way back refused it for good).  Raises Temporary.
+
+    The probe is recorded (and saved) before its reflection is built: should
+    anything fail on the way, a resend is a replay and dropped.  Only when
+    sending back fails for now or is refused is the record undone, so a
+    retry can send it.
     """
     now = clock()
     store.memory.prune(now, args.max_age)
@@ -153,25 +164,38 @@ def reflect_one(header_block, envelope_sender, envelope_recipient, received, sto
     pid = d.token.probe_id if d.token else None
     if d.to is None:
         return ("again" if d.again else "dropped"), "%s: %s" % ("probe %s" % pid if pid else "mail", d.why)
-    me = args.mail_from or envelope_recipient or "mail-roundtrip-reflector@%s" % socket.getfqdn()
+    store.memory.record(pid, d.to, now)
+    store.save()
+    me = printable(args.mail_from or envelope_recipient or "mail-roundtrip-reflector@%s" % socket.getfqdn())
     received_ms = int(round(received * 1000))
     sent_ms = max(received_ms, int(round(clock() * 1000)))
     message = build_reflection(d, received_ms, sent_ms, secret, me, socket.gethostname() or "localhost")
-    refused = send_back(message, me, d.to, args, deadline)
+    try:
+        refused = send_back(message, me, d.to, args, deadline)
+    except Temporary:
+        _unrecord(store, pid, d.to, now)
+        raise
     if refused:
+        _unrecord(store, pid, d.to, now)
         return "refused", "probe %s: sending it back to %s was refused: %s" % (pid, d.to, refused)
-    store.memory.record(pid, d.to, now)
-    store.save()
     return "reflected", "probe %s reflected to %s (%s)" % (pid, d.to, token_text(d.token)[:40] + "...")
 
 
-def say(line):
+def _unrecord(store: Store, probe_id: str, to: str, now: float) -> None:
+    """The reflection was not sent: forget it, so that the retry may send it."""
+    store.memory.forget(probe_id, to, now)
+    store.save()
+
+
+def say(line: str) -> None:
+    """One line on stderr and in syslog (facility mail); nothing of it can break the line."""
+    line = printable(line)
     sys.stderr.write("%s: %s\n" % (PROG, line))
     sys.stderr.flush()
     try:
         syslog.openlog(PROG, syslog.LOG_PID, syslog.LOG_MAIL)
         syslog.syslog(syslog.LOG_INFO, line)
-    except OSError:
+    except (OSError, ValueError):
         pass
 
 
@@ -361,19 +385,40 @@ def settings(args):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    piped = bool(argv) and argv[0] == "pipe"
+    if argv[:1] != ["pipe"]:
+        sys.exit(_run(argv, piped=False))
+    try:
+        code = _run(argv, piped=True)
+    except Exception as exc:  # noqa: BLE001  the last resort: an MTA turns exit 1 into a bounce
+        code = _dropped(exc)
+    sys.exit(code)
+
+
+def _run(argv: list, piped: bool) -> int:
+    """The command's exit code."""
     try:
         args = parser().parse_args(argv)
         secret = settings(args)
     except cli.UsageError as exc:
         say("usage error: %s (see --help)" % exc)
-        sys.exit(EX_TEMPFAIL if piped else EX_USAGE)  # a piped message waits until the setup is fixed
+        return EX_TEMPFAIL if piped else EX_USAGE  # a piped message waits until the setup is fixed
     except Failure as exc:
         say("cannot work: %s" % exc)
-        sys.exit(EX_TEMPFAIL if piped else EX_FAIL)
+        return EX_TEMPFAIL if piped else EX_FAIL
     if args.mode == "pipe":
-        sys.exit(run_pipe(args, secret))
-    sys.exit(run_poll(args, secret))
+        return run_pipe(args, secret)
+    return run_poll(args, secret)
+
+
+def _dropped(exc: Exception) -> int:
+    """A piped mail that met an unexpected error is dropped (exit 0, never a bounce to its
+    sender), with one line saying why; a probe verified by then was recorded already."""
+    words = " ".join(str(exc).split())[:300] or "no details"
+    try:
+        say("mail dropped after an internal error: %s: %s" % (type(exc).__name__, words))
+    except Exception:  # noqa: BLE001  (no stderr, no syslog: the exit code still counts)
+        pass
+    return EX_OK
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, TypeVar
 
 SCHEMA = 1
 _COUNTERS = ("sent", "returned", "lost", "late")
@@ -303,6 +304,56 @@ def lock(lock_path, directory, timeout, holder):
             delay = min(delay * 2, 0.2)
 
 
+MAX_STATE_BYTES = 16 * 1024 * 1024
+_T = TypeVar("_T")
+
+
+class Damaged(Exception):
+    """A state file that cannot be used; the words (for :func:`set_aside`) say why."""
+
+
+def read_json(path: str, convert: Callable[[Any], _T]) -> Optional[_T]:
+    """*convert* applied to the JSON in the state file *path*; None when there is no file.
+
+    The file is opened as a state file must be: a symlink is not followed,
+    a FIFO is not waited on, only a regular file is read, and at most
+    MAX_STATE_BYTES of it.  Damaged when it is none, cannot be read, is not
+    JSON (or nested too deep) or *convert* refuses it with ValueError;
+    StateError when this user may not read it (not damage: nothing to move).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if _denied(exc):
+            raise StateError("state file " + access_problem(path, exc))
+        if exc.errno == errno.ELOOP:
+            raise Damaged("is a symlink (not followed)")
+        if exc.errno == errno.EISDIR:
+            raise Damaged("is a directory")
+        raise Damaged("cannot be read (%s)" % (exc.strerror or exc))
+    try:
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind):
+            os.close(fd)
+            raise Damaged("is a directory" if stat.S_ISDIR(kind) else "is not a regular file")
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(MAX_STATE_BYTES + 1)
+        if len(raw) > MAX_STATE_BYTES:
+            raise ValueError("larger than %d MiB" % (MAX_STATE_BYTES // (1024 * 1024)))
+        return convert(json.loads(raw.decode("utf-8"), parse_constant=_no_constants))
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
+            reason = "is not valid JSON (%s)" % reason
+        elif isinstance(exc, OSError):
+            reason = "cannot be read (%s)" % (exc.strerror or exc)
+        else:
+            reason = "is damaged (%s)" % reason
+        raise Damaged(reason)
+
+
 class StateStore:
     """The state file of one profile in *directory*."""
 
@@ -356,42 +407,10 @@ class StateStore:
         """
         self._adopt_legacy()
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return State(self.profile), None
-        except OSError as exc:
-            if _denied(exc):
-                raise StateError("state file " + access_problem(self.path, exc))
-            if exc.errno == errno.ELOOP:
-                reason = "is a symlink (not followed)"
-            elif exc.errno == errno.EISDIR:
-                reason = "is a directory"
-            else:
-                reason = "cannot be read (%s)" % (exc.strerror or exc)
-            return State(self.profile), self._set_aside(reason)
-        try:
-            kind = os.fstat(fd).st_mode
-            if stat.S_ISDIR(kind):
-                os.close(fd)
-                return State(self.profile), self._set_aside("is a directory")
-            if not stat.S_ISREG(kind):
-                os.close(fd)
-                return State(self.profile), self._set_aside("is not a regular file")
-            with os.fdopen(fd, "rb") as f:
-                raw = f.read(16 * 1024 * 1024 + 1)
-            if len(raw) > 16 * 1024 * 1024:
-                raise ValueError("larger than 16 MiB")
-            data = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
-            return State.from_json(data, self.profile), None
-        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
-            reason = str(exc) or type(exc).__name__
-            if isinstance(exc, json.JSONDecodeError) or isinstance(exc, UnicodeDecodeError):
-                reason = "is not valid JSON (%s)" % reason
-            elif isinstance(exc, OSError):
-                reason = "cannot be read (%s)" % (exc.strerror or exc)
-            else:
-                reason = "is damaged (%s)" % reason
-            return State(self.profile), self._set_aside(reason)
+            state = read_json(self.path, lambda data: State.from_json(data, self.profile))
+        except Damaged as exc:
+            return State(self.profile), self._set_aside(str(exc))
+        return (State(self.profile) if state is None else state), None
 
     def _adopt_legacy(self):
         """Take over the file an earlier version wrote under its old name."""
