@@ -24,6 +24,7 @@ from check_mail_roundtrip.pop3 import MAX_HEADER, received_date
 from tests import faultservers as fs
 from tests.test_check_scenarios import AGO, MONITOR, NUM, Check, assert_books, assert_line, has, line, sent_id
 from tests.test_check_scenarios import perf as any_perf
+from tests.test_imap_candidates import fill_forged, forged_left, wait_count
 
 
 def perf(**figures):
@@ -339,3 +340,34 @@ def test_a_long_header_is_read_only_in_part(lab, tmp_path):
     r = first(check, "-v")
     assert re.search(r"^UIDL \S+: header of \d+ bytes, the first %d read$" % MAX_HEADER, r.stdout, re.M), r.stdout
     assert re.search(r"^message UIDL \S+ ignored: no probe token$", r.stdout, re.M), r.stdout
+
+
+@pytest.mark.parametrize("count", [5000, 20000])
+def test_a_probe_behind_a_flood_of_forged_candidates_is_found_in_the_first_run(lab, tmp_path, count):
+    """POP3 cannot search: the newest 2000 messages not examined are read first (oldest first,
+    the probe behind *count* forged ones would wait for the third or eleventh run), the older
+    ones in the next runs, each once; none is deleted or marked."""
+    check = Pop3Check(lab, tmp_path, "-t", "60", name="pop3-flood-%d" % count)
+    lab.hold()
+    probe = sent_id(first(check, "-v"))
+    fill_forged(lab, check.key, count)
+    lab.release()
+    wait_count(lab, count + 1)
+    r = check("-vvv")
+    assert_line(r, 0, line("OK", r"round trip %ss, 1 in flight, last success %s ago" % (NUM, AGO),
+                           perf(rtt=NUM, since=NUM)))
+    assert "probe %s returned" % probe in r.stdout
+    assert ("%d messages not examined before; reading the newest 2000 this run, the older ones in the next runs"
+            % (count + 1)) in r.stdout
+    read = [set(int(c.split()[1]) for c in tops(r))]
+    assert len(read[0]) == 2000 and count + 1 in read[0]
+    for _ in range(3 if count == 5000 else 1):  # the older ones, newest first, none twice
+        wait_count(lab, count + 1)
+        r = check("-vvv")
+        assert_line(r, 0, line("OK", r"round trip %ss, 1 in flight, last success %s ago" % (NUM, AGO),
+                               perf(rtt=NUM, since=NUM)))
+        read.append(set(int(c.split()[1]) for c in tops(r)) - {count + 1})  # less the new probe
+        assert len(read[-1]) <= 2000 and not read[-1] & set().union(*read[:-1]), len(read[-1])
+    if count == 5000:
+        assert sum(len(n) for n in read) == count + 1 and not read[-1], [len(n) for n in read]
+    forged_left(lab, count)

@@ -4,9 +4,11 @@ A collector reads the probes back from the mailbox, over IMAP
 (:class:`imap.ImapCollector`) or POP3 (:class:`pop3.Pop3Collector`).  It is a
 context manager (the session) and offers:
 
-- ``find(key, before=None)``: references of the mails to examine (not read
-  before; *before*, a date: the daily look for abandoned probes, where the
-  protocol can do it);
+- ``find(key, before=None, wanted=())``: references of the mails to examine
+  (not read before; at most a run's share, the newest first and, where the
+  protocol can search, first those carrying one of the probe ids *wanted*;
+  *before*, a date: the daily look for abandoned probes, where the protocol
+  can do it);
 - ``fetch(refs)``: a :class:`Fetched` for each mail still there;
 - ``settle(examined, to_remove)``: what need not be read again, and what is
   looked at again until it is gone;
@@ -34,14 +36,6 @@ class Fetched:
     internaldate: float         # epoch seconds, or None
     source: str = "INTERNALDATE"  # where internaldate comes from (ledger.SOURCES)
     junk: bool = False          # found in the Junk folder
-
-
-def oldest(refs, limit, notes, what):
-    """The first *limit* of *refs* (oldest first: the rest waits for the next
-    runs), with a note for -v when there are more; *what* names them."""
-    if len(refs) > limit:
-        notes.append("%d %s; reading the oldest %d this run, the rest in the next runs" % (len(refs), what, limit))
-    return refs[:limit]
 
 
 def open_collector(endpoint, folder, deadline, readonly=False, memory=None, dedicated=False,

@@ -36,7 +36,7 @@ from typing import NamedTuple
 import imapclient
 from imapclient import imap4, tls
 
-from . import folders
+from . import candidates, folders
 from . import junk as junk_folder
 from . import probe as probe_format
 from . import sasl
@@ -56,7 +56,7 @@ LOGOUT_SECONDS = 1.0  # a polite goodbye may take this long, then the connection
 # At most this many hits are read per run (the newest); more means the
 # mailbox is flooded with probes and the rest waits for the next runs.
 MAX_FETCH = 200     # candidates per FETCH command
-MAX_READ = 2000     # candidates read per run at most (oldest first; the rest in the next runs)
+MAX_READ = 2000     # candidates read per run at most (see candidates.py: which, and the rest later)
 IDLE_MAX = 25 * 60  # one IDLE at most this long (servers may end an IDLE after 30 minutes)
 POLL_EVERY = 1.0    # seconds between NOOPs when waiting without IDLE
 MAX_IDLE_LINES = 100  # untagged lines before IDLE's "+" at most
@@ -230,6 +230,8 @@ class _Folder:
     junk: bool = False
     uidvalidity: object = None
     searched: bool = False     # searched in this session: its memory is current
+    found: set = dataclasses.field(default_factory=set)  # candidates found in this session
+    read: set = dataclasses.field(default_factory=set)   # candidates handed out to be read in it
 
 
 class ImapCollector:
@@ -461,16 +463,20 @@ class ImapCollector:
         return groups
 
     # -- work ----------------------------------------------------------------
-    def find(self, key, before=None):
+    def find(self, key, before=None, wanted=()):
         """Refs of mails not flagged \\Deleted whose Subject contains *key*,
         in the Junk folder and in the collection folder.
 
-        Each mail is read once: the search looks only above the highest UID
-        examined before in that folder (remembered with its UIDVALIDITY),
+        Each mail is read once: the search looks only at the UIDs not
+        examined before in that folder (above the highest UID examined, and
+        the backlog left by earlier runs; remembered with its UIDVALIDITY),
         plus the UIDs still to be removed.  At most MAX_READ per folder and
-        run, oldest first.  *before* (a datetime.date): the whole folders
-        instead, only mails that arrived before that day (IMAP ``BEFORE``, on
-        INTERNALDATE), newest MAX_FETCH, and nothing remembered.
+        run: when more are found, first those whose Subject holds *key* and
+        one of the probe ids *wanted* (a second search), then the newest; the
+        older ones are left for the next runs (see :mod:`candidates`).
+        *before* (a datetime.date): the whole folders instead, only mails
+        that arrived before that day (IMAP ``BEFORE``, on INTERNALDATE),
+        newest MAX_FETCH, and nothing remembered.
         """
         self._key = key
         refs = []
@@ -478,29 +484,40 @@ class ImapCollector:
         # first, so that the collection folder stays selected for what follows
         for folder in sorted(self._folders(), key=lambda f: f is not self.selected):
             if self._select(folder):
-                refs += [Ref(uid, folder.junk) for uid in self._search(folder, key, before)]
+                refs += [Ref(uid, folder.junk) for uid in self._search(folder, key, before, wanted)]
         return refs
 
-    def _search(self, folder, key, before):
+    def _search(self, folder, key, before, wanted):
         criteria = ["UNDELETED", "SUBJECT", key]
         if before is not None:
             with step("IMAP search", self.deadline):
                 self._arm()
                 return sorted(self.client.search(criteria + ["BEFORE", before]))[-MAX_FETCH:]
         memory = self._memory(folder)
-        floor = memory["floor"]
-        if floor:
-            criteria += ["UID", "%d:*" % (floor + 1)]
-        with step("IMAP search", self.deadline):
-            self._arm()
-            found = [uid for uid in self.client.search(criteria) if uid > floor]  # n:* always holds the last
+        floor, backlog = memory["floor"], memory.get("backlog", [])
+        where = ["UID", candidates.uid_set(floor, backlog)] if floor or backlog else []
+        found = self._search_unexamined(criteria + where, floor, backlog)
         folder.searched = True
-        uids = sorted(set(found) | set(memory["recheck"]))
-        if len(uids) > MAX_READ:
-            self.notes.append("%d probe candidates found%s; reading the oldest %d this run, the rest "
-                              "in the next runs" % (len(uids), _in(folder), MAX_READ))
-            uids = uids[:MAX_READ]
+        folder.found |= found
+        recheck = set(memory["recheck"])
+        pool = (found | recheck) - folder.read
+        if len(pool) > MAX_READ:
+            hits = self._search_unexamined(["UNDELETED"] + where + candidates.wanted_criteria(key, wanted),
+                                           floor, backlog) if wanted else set()
+            uids = candidates.choose(pool, recheck | hits, MAX_READ)
+            self.notes.append("%d probe candidates found%s; reading %d this run (%d with the id of a probe "
+                              "waited for, then the newest), the older ones in the next runs"
+                              % (len(pool), _in(folder), len(uids), len(hits & set(uids))))
+        else:
+            uids = sorted(pool)
+        folder.read |= set(uids)
         return uids
+
+    def _search_unexamined(self, criteria, floor, backlog):
+        """UID SEARCH *criteria*: the UIDs found that were not examined before."""
+        with step("IMAP search", self.deadline):
+            self._arm()  # n:* always holds the last message: only the UIDs above floor count
+            return {uid for uid in self.client.search(criteria) if candidates.unexamined(uid, floor, backlog)}
 
     def _memory(self, folder):
         """What was examined in *folder* before: {"floor", "recheck", "uidvalidity", ...}.
@@ -511,7 +528,8 @@ class ImapCollector:
         m = self.memory["junk"] if folder.junk else self.memory
         ok = (m.get("kind") == "imap" and m.get("uidvalidity") == folder.uidvalidity
               and isinstance(m.get("floor"), int) and isinstance(m.get("recheck"), list)
-              and all(isinstance(u, int) for u in m["recheck"]))
+              and all(isinstance(u, int) for u in m["recheck"])
+              and candidates.valid_backlog(m.get("backlog", [])))
         if ok and m.get("kept") and not self.readonly:
             ok = False
             self.notes.append("probes left by --keep runs%s: searching the whole folder once to remove them"
@@ -531,7 +549,8 @@ class ImapCollector:
             if not folder.searched:
                 continue
             m = self._memory(folder)
-            m["floor"] = max([m["floor"]] + [r.uid for r in examined if r.junk == folder.junk])
+            m["floor"] = max([m["floor"]] + [r.uid for r in examined if r.junk == folder.junk] + list(folder.found))
+            m["backlog"] = candidates.backlog(folder.found, folder.read, m.get("backlog", []))
             gone = sorted({r.uid for r in to_remove if r.junk == folder.junk})
             m["recheck"] = gone[-MAX_FETCH:] if not self.readonly else []
             if self.readonly and gone:

@@ -200,6 +200,12 @@ def _take(state, arr, collected, lost_after, out, node=None):
         out.notes.append(note or "probe %s: out %.3fs to the reflector, back %.3fs" % (pid, leg_out, leg_back))
 
 
+def awaited(state) -> list:
+    """Ids of the probes still waited for: pending, then declared lost; the newest first in each."""
+    return [pid for table in (state.pending, state.lost)
+            for pid, _ms in sorted(table.items(), key=lambda kv: -kv[1])]
+
+
 def _returned(state, p):
     if state.newest_returned_ms is None or p.sent_ms > state.newest_returned_ms:
         state.newest_returned_ms = p.sent_ms

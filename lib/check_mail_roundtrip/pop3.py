@@ -7,7 +7,9 @@ message (no ``RETR``).  ``memory`` (kept in the state file) remembers which
 UIDLs were examined, as short hashes pruned to what is still listed: a
 foreign message costs one read, ever, and a steady-state run reads the
 listing and the new messages only.  At most MAX_READ messages are read per
-run, oldest first.  Probes to be removed are read again until they are gone.
+run, the newest first (a probe that arrives behind a flood of other mail is
+read at once; the older messages wait for the next runs).  Probes to be
+removed are read again until they are gone.
 
 Removal: ``DELE`` of exactly the processed probes, committed by ``QUIT``.  A
 session that ends any other way leaves them in the maildrop; the next run
@@ -34,7 +36,8 @@ import time
 
 from . import probe as probe_format
 from . import sasl
-from .collect import Fetched, oldest
+from .candidates import newest
+from .collect import Fetched
 from .failure import StepFailure, goodbye, step, tls_told
 from .net import connect
 from .oauth2 import sign_in
@@ -43,7 +46,7 @@ from .trace import Pop3Trace
 
 DEFAULT_PORTS = {"tls": 995, "starttls": 110, "none": 110}
 LOGOUT_SECONDS = 1.0    # a polite goodbye may take this long, then the connection is dropped
-MAX_READ = 2000         # messages examined per run at most (oldest first; the rest in the next runs)
+MAX_READ = 2000         # messages examined per run at most (newest first; the rest in the next runs)
 MAX_HEADER = 64 * 1024  # bytes of one header kept (the rest of the TOP answer is read and dropped)
 PIPELINE = 50           # commands sent at once to a server that offers PIPELINING
 FETCH_RESERVE = 3.0     # seconds kept for DELE and QUIT: no new batch of TOPs after that
@@ -351,10 +354,10 @@ class Pop3Collector:
             goodbye("POP3 logout", self.deadline.within(LOGOUT_SECONDS), session.quit, session.close)
 
     # -- work ----------------------------------------------------------------
-    def find(self, key, before=None):
+    def find(self, key, before=None, wanted=()):
         """UIDLs of the messages not examined before (POP3 cannot search: all
-        of them, whatever *key*), oldest first, MAX_READ at most.  *before*
-        (the daily look for abandoned probes, by arrival date): nothing."""
+        of them, whatever *key* and *wanted*), the newest MAX_READ at most.
+        *before* (the daily look for abandoned probes, by arrival date): nothing."""
         if before is not None:
             self.notes.append("POP3 cannot search by date: probes of abandoned profiles are not "
                               "looked for (IMAP only)")
@@ -364,7 +367,7 @@ class Pop3Collector:
         memory = self._memory()
         skip = _marks(memory["seen"]) | (_marks(memory["kept"]) if self.readonly else set())
         new = [uidl for uidl in self.listed if _mark(uidl) not in skip]
-        return oldest(new, MAX_READ, self.notes, "messages not examined before")
+        return newest(new, MAX_READ, self.notes, "messages not examined before")
 
     def _memory(self):
         """What was examined in this maildrop before: {"seen", "kept"} (hashes of UIDLs)."""

@@ -142,7 +142,7 @@ def _collect(settings, budget, clock, store, state, secret, report, sweep=False)
             readonly=settings.keep, memory=state.collector, dedicated=settings.dedicated,
             junk=_junk(settings), daily=sweep, now=clock(),
         ) as collector:
-            fetched = collector.fetch(collector.find(search_key(profile)))
+            fetched = collector.fetch(collector.find(search_key(profile), wanted=ledger.awaited(state)))
             collected_at = clock()
             arrivals = _recognise(collector, fetched, secret, profile, report)
             report.collected = True
@@ -214,7 +214,8 @@ def _await(settings, budget, clock, store, state, secret, report, probe):
                             memory=state.collector, dedicated=settings.dedicated, idle=settings.idle) as collector:
             looked = set()
             for _ in range(MAX_LOOKS):
-                refs = [r for r in collector.find(search_key(profile)) if r not in looked]
+                refs = collector.find(search_key(profile), wanted=ledger.awaited(state))
+                refs = [r for r in refs if r not in looked]
                 looked.update(refs)
                 items = collector.fetch(refs)
                 fetched += items

@@ -431,8 +431,9 @@ class Mailboxes:
         """Remove *folder* and the mail in it (e.g. a user without a Junk folder)."""
         self.dovecot.doveadm("mailbox", "delete", "-s", "-u", self.check_user(user), folder)
 
-    def fill(self, user, n, folder="INBOX", size=600, seen=False):
-        """Put n filler messages into a folder (Maildir files, then indexed)."""
+    def fill(self, user, n, folder="INBOX", size=600, seen=False, subject=None):
+        """Put n filler messages into a folder (Maildir files, then indexed);
+        *subject*: their Subject, with %d for the message's number."""
         user = self.check_user(user)
         md = self.maildir(user, folder)
         if not os.path.isdir(os.path.join(md, "cur")):
@@ -449,10 +450,11 @@ class Mailboxes:
         pad = pad_line * (max(0, size) // len(pad_line) + 1)
         flags_wr = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         for i in range(int(n)):
-            head = ("From: filler@%s\nTo: %s\nSubject: filler %d %s\n"
+            title = subject % i if subject is not None else "filler %d %s" % (i, token)
+            head = ("From: filler@%s\nTo: %s\nSubject: %s\n"
                     "Message-ID: <filler.%s.%d@%s>\nDate: %s\n"
                     "MIME-Version: 1.0\nContent-Type: text/plain\n\n"
-                    % (DOMAIN, user, i, token, token, i, DOMAIN, date))
+                    % (DOMAIN, user, title, token, i, DOMAIN, date))
             data = (head + pad[:max(0, size - len(head))]).encode()
             name = "%d.M%dP%dR%s.%s,S=%d:2,%s" % (now, i, pid, token, host, len(data),
                                                    flags)
