@@ -60,6 +60,7 @@ class Conn:
         self.server = server
         self.buf = b""
         self.until = time.monotonic() + min(CONN_LIFETIME, server.lifetime)
+        self.line = ""  # the last line read, as text (see Echo)
         sock.settimeout(POLL)
 
     def _alive(self):
@@ -86,7 +87,8 @@ class Conn:
                 raise Closed()
             self.buf += self._recv()
         line, _, self.buf = self.buf.partition(b"\n")
-        self.server.received.append(line.rstrip(b"\r").decode("utf-8", "replace"))
+        self.line = line.rstrip(b"\r").decode("utf-8", "replace")
+        self.server.received.append(self.line)
         return line + b"\n"
 
     def read_until(self, marker, limit=MAX_DATA):
@@ -302,8 +304,9 @@ class IMAPScript:
     is the answer to SELECT of another folder ("{name}": the name as sent).
 
     replies: {COMMAND: reply} overriding any of that; "{tag}" in the reply
-    stands for the command's tag, '\\n' separates lines.  *capabilities*
-    are announced in addition to IMAP4rev1 (and STARTTLS LOGINDISABLED with
+    stands for the command's tag, '\\n' separates lines; a callable reply
+    (a :class:`Flood`) is called with the connection and the tag instead.
+    *capabilities* are announced in addition to IMAP4rev1 (and STARTTLS LOGINDISABLED with
     *starttls*).  ``commands`` lists the commands received, in order.
     """
 
@@ -331,7 +334,9 @@ class IMAPScript:
                 sub, _, args = args.partition(" ")
                 cmd = "UID " + sub.upper()
             self.commands.append(cmd)
-            if cmd in self.replies:
+            if callable(self.replies.get(cmd)):  # e.g. a Flood
+                self.replies[cmd](conn, tag)
+            elif cmd in self.replies:
                 conn.reply(self.replies[cmd].replace("{tag}", tag))
             elif cmd == "CAPABILITY":
                 caps = "IMAP4rev1"
@@ -408,7 +413,8 @@ class SMTPScript:
     replies: {verb: reply} overriding the defaults; verbs are the commands
     (EHLO, HELO, STARTTLS, AUTH, MAIL, RCPT, DATA, RSET, NOOP, QUIT) and
     "GREETING" and "DOT" (the answer to the end of the message).  A reply is
-    the text to send ('\\n' between lines of a multi-line reply) or one of
+    the text to send ('\\n' between lines of a multi-line reply), a callable
+    called with the connection instead (an :class:`Echo`), or one of
     CLOSE (close without answering), RESET (abort with RST), SILENT (never
     answer).  starttls: a server SSLContext; STARTTLS is then offered.
     auth: mechanisms to offer ("PLAIN LOGIN"), none by default.
@@ -450,6 +456,9 @@ class SMTPScript:
     def _answer(self, conn, verb, default=None):
         """Send the scripted reply for *verb*; False when the dialogue must end."""
         text = self.replies.get(verb, default)
+        if callable(text):
+            text(conn)
+            return True
         if text == self.CLOSE:
             conn.close()
             return False
@@ -610,20 +619,133 @@ def drip(prefix, interval=0.3, filler=b"x"):
     return handler
 
 
-def http_answer(status, content_type, body, delay=0.0):
-    """An HTTP server that reads one request and answers it with *status*, *content_type*, *body*."""
-    reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 500: "Internal Server Error",
+def http_answer(status, content_type, body, delay=0.0, location=None):
+    """An HTTP server that reads one request and answers it with *status*, *content_type*, *body*
+    (and a Location header when *location* is given: a redirect); "{body}" in *body* stands for
+    the request's body (a server that echoes it)."""
+    reason = {200: "OK", 301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect",
+              308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized", 500: "Internal Server Error",
               503: "Service Unavailable"}.get(status, "Status")
+    where = b"Location: %s\r\n" % location.encode() if location else b""
 
     def handler(conn):
         head = conn.read_until(b"\r\n\r\n")
         conn.server.received.append(head.split(b"\r\n", 1)[0].decode("utf-8", "replace"))
         length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-        if length:
-            conn.read_exactly(int(length.group(1)))
-        payload = body.encode("utf-8") if isinstance(body, str) else body
+        request = conn.read_exactly(int(length.group(1))) if length else b""
+        payload = (body.encode("utf-8") if isinstance(body, str) else body).replace(b"{body}", request)
         conn.sleep(delay)
-        conn.send(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                  % (status, reason.encode(), content_type.encode(), len(payload)) + payload)
+        conn.send(b"HTTP/1.1 %d %s\r\n%sContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                  % (status, reason.encode(), where, content_type.encode(), len(payload)) + payload)
         conn.drain()
     return handler
+
+
+class Echo:
+    """A reply that repeats what the client said: a server that echoes a login in its refusal.
+
+    *template* with "{line}" for the command line just read, "{tag}" for its
+    IMAP tag, and "{data}" for the line the client answers to a "+ "
+    continuation sent first (the response of an IMAP AUTHENTICATE).  A reply
+    of :class:`SMTPScript`, :class:`IMAPScript` or :class:`POP3Script`.
+    """
+
+    def __init__(self, template):
+        self.template = template
+
+    def __call__(self, conn, tag=""):
+        text = self.template.replace("{tag}", tag).replace("{line}", conn.line)
+        if "{data}" in text:
+            conn.reply("+ ")
+            conn.readline()
+            text = text.replace("{data}", conn.line)
+        conn.reply(text)
+
+
+# -- hostile servers: more than any client should take -------------------------------
+
+FLOOD_TOTAL = 320 * 1024 * 1024   # bytes one Flood sends at most
+FLOOD_SECONDS = 20.0              # and for this long at most
+
+
+class Flood:
+    """Send *head*, then chunks as fast as the client takes them, until
+    FLOOD_TOTAL bytes or FLOOD_SECONDS have gone; then say nothing more and
+    hold the connection open.  A handler (``FaultServer(Flood(...))``) or a
+    reply of :class:`IMAPScript` or :class:`POP3Script` ("{tag}" in *head*
+    stands for the command's tag).
+
+    *chunk*: bytes sent over and over, or chunk(n) giving the n-th chunk.
+    ``sent`` counts the bytes sent after the head.
+    """
+
+    def __init__(self, head, chunk, total=FLOOD_TOTAL, seconds=FLOOD_SECONDS):
+        self.head = head
+        self.chunk = chunk
+        self.total = total
+        self.seconds = seconds
+        self.sent = 0
+
+    def __call__(self, conn, tag=""):
+        conn.send(self.head.replace(b"{tag}", tag.encode("ascii")))
+        end = time.monotonic() + self.seconds
+        for n in range(1 << 30):
+            if self.sent >= self.total or time.monotonic() > end:
+                break
+            data = self.chunk(n) if callable(self.chunk) else self.chunk
+            conn.send(data)
+            self.sent += len(data)
+        conn.hold()
+
+
+class IdleNews:
+    """An IDLE answer (a reply of :class:`IMAPScript`): *before* (untagged lines),
+    the "+" continuation, then news of a new mail; after the client's DONE the
+    tagged OK.  Each IDLE then takes a little more than *before*."""
+
+    def __init__(self, before):
+        self.before = before
+        self.idles = 0
+
+    def __call__(self, conn, tag):
+        self.idles += 1
+        conn.send(self.before + b"+ idling\r\n* 1 EXISTS\r\n")
+        conn.readline()  # DONE
+        conn.reply("%s OK IDLE terminated" % tag)
+
+
+def lines(line, size=1024 * 1024):
+    """About *size* bytes of *line* (CRLF-terminated) over and over: a Flood chunk."""
+    line = line.rstrip(b"\r\n") + b"\r\n"
+    return line * max(1, size // len(line))
+
+
+class POP3Script:
+    """A tiny POP3 server: greeting, CAPA (TOP UIDL USER), USER and PASS
+    accepted for anyone, QUIT; ``-ERR`` for the rest.
+
+    replies: {VERB: reply} overriding any of that ('\\n' separates lines),
+    or a callable (a :class:`Flood`) called with the connection.
+    ``commands`` lists the verbs received, in order.
+    """
+
+    DEFAULTS = {"CAPA": "+OK\nTOP\nUIDL\nUSER\n.", "USER": "+OK", "PASS": "+OK logged in",
+                "QUIT": "+OK bye"}
+
+    def __init__(self, replies=None, greeting="+OK fault server ready"):
+        self.replies = dict(self.DEFAULTS, **(replies or {}))
+        self.greeting = greeting
+        self.commands = []
+
+    def __call__(self, conn):
+        conn.reply(self.greeting)
+        for _ in range(100):
+            verb = conn.readline().decode("utf-8", "replace").split(" ", 1)[0].strip().upper()
+            self.commands.append(verb)
+            reply = self.replies.get(verb, "-ERR unknown command")
+            if callable(reply):
+                reply(conn)
+            else:
+                conn.reply(reply)
+            if verb == "QUIT":
+                return

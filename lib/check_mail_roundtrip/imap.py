@@ -42,6 +42,7 @@ from . import probe as probe_format
 from . import sasl
 from .collect import Fetched
 from .failure import StepFailure, attempt, goodbye, step, tls_told
+from .intake import MIB, Intake
 from .net import connect
 from .oauth2 import sign_in
 from .tls import certificate_names, names_only
@@ -60,6 +61,10 @@ MAX_READ = 2000     # candidates read per run at most (see candidates.py: which,
 IDLE_MAX = 25 * 60  # one IDLE at most this long (servers may end an IDLE after 30 minutes)
 POLL_EVERY = 1.0    # seconds between NOOPs when waiting without IDLE
 MAX_IDLE_LINES = 100  # untagged lines before IDLE's "+" at most
+# What one connection takes from the server (see intake.py): a literal is refused when announced.
+MAX_LITERAL = MIB           # header slices are 8 KiB
+MAX_ANSWER = 2 * MIB        # all a command's answer: a FETCH of MAX_FETCH slices is 1.6 MiB
+MAX_RECEIVED = 40 * MIB     # a connection: 2 folders x 2,000 slices of 8 KiB are 32 MiB
 NONE_RELOOK = 300.0   # seconds "no Junk folder" is believed (the folder may come with the first spam)
 # Only the probe headers, and at most their first 8 KiB (a hostile mail with a
 # huge subject costs no more than a real probe).
@@ -130,12 +135,17 @@ class _Client(imapclient.IMAPClient):
 
 class _Connection:
     """imaplib's socket-level I/O: to the address looked up, reported to the
-    trace; a refused STARTTLS is told in the server's words."""
+    trace, bounded (no literal over MAX_LITERAL, at most MAX_ANSWER bytes
+    a command, MAX_RECEIVED a connection; what no one took of an answer is
+    dropped at the next command); a refused STARTTLS is told in the
+    server's words."""
 
     def __init__(self, address, trace, *args):
         self.address = address
         self.trace = trace
         self.completion = b""  # the server's last tagged reply
+        self.intake = Intake("server sent too much: more than %s", MAX_RECEIVED, max_answer=MAX_ANSWER,
+                             max_literal=MAX_LITERAL, scope=" in one session")
         super().__init__(*args)
 
     def _open_tcp(self, timeout):
@@ -145,17 +155,25 @@ class _Connection:
 
     def send(self, data):
         self.trace.sent(data)
+        # every caller takes what it needs of an answer before its next command: untagged
+        # responses left over (unasked for, or of no use) would pile up for the session
+        self.untagged_responses.clear()
+        self.intake.next_answer()
         super().send(data)
 
     def readline(self):
+        self.intake.before()
         line = super().readline()
+        self.intake.took(line)
         self.trace.received(line)
         if line.startswith(self.tagpre):
             self.completion = line
         return line
 
     def read(self, size):
+        self.intake.before(size)  # imaplib reads a literal whole: refused before it is read
         data = super().read(size)
+        self.intake.took(data, lines=0)
         self.trace.received(data)
         return data
 

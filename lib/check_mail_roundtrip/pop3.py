@@ -1,6 +1,7 @@
 """POP3 transport: find, read and remove this profile's returned probes.
 
-POP3 cannot search, so a run lists the maildrop (``UIDL``) and reads the
+POP3 cannot search, so a run lists the maildrop (``UIDL``: at most
+MAX_LISTING bytes and MAX_LISTED lines, see intake.py) and reads the
 header of each message it has not examined before (``TOP n 0``: at most
 MAX_HEADER bytes of it kept, the rest read and dropped), never a whole
 message (no ``RETR``).  ``memory`` (kept in the state file) remembers which
@@ -39,6 +40,7 @@ from . import sasl
 from .candidates import newest
 from .collect import Fetched
 from .failure import StepFailure, goodbye, step, tls_told
+from .intake import MIB, Intake
 from .net import connect
 from .oauth2 import sign_in
 from .tls import certificate_names, names_only
@@ -52,6 +54,8 @@ PIPELINE = 50           # commands sent at once to a server that offers PIPELINI
 FETCH_RESERVE = 3.0     # seconds kept for DELE and QUIT: no new batch of TOPs after that
 MAX_LINE = 64 * 1024    # bytes read at once; a longer line is read in pieces
 MAX_PIECES = 4000000    # pieces of one answer read at most (the step's deadline comes first)
+MAX_LISTING = 8 * MIB   # bytes of a UIDL listing at most (100,000 lines of the longest unique ids)
+MAX_LISTED = 100000     # lines of a UIDL listing at most: messages in a maildrop
 SASL_IR_LINE = 255      # longest AUTH line with an initial response (RFC 5034)
 MARK = 8                # characters of one examined UIDL's hash in the memory
 POLL_EVERY = 2.0        # seconds between sessions while waiting for a probe (--wait)
@@ -163,22 +167,28 @@ class _Session:
             self.trace.reply(line)
         return line
 
-    def answer(self, keep=MAX_HEADER):
-        """A multi-line answer up to its lone ".", dot-unstuffed: (its first
-        *keep* bytes, its size in bytes)."""
-        kept, size, start = [], 0, True
+    def pieces(self):
+        """The pieces (see _piece) of a multi-line answer up to its lone ".", dot-unstuffed."""
+        start = True
         for _ in range(MAX_PIECES):
             piece = self._piece()
             if start and piece in (b".\r\n", b".\n"):
-                return b"".join(kept), size
+                return
             if start and piece.startswith(b"."):
                 piece = piece[1:]
             start = piece.endswith(b"\n")
+            yield piece
+        raise ConnectionError("answer to %s too long" % self.verb)
+
+    def answer(self, keep=MAX_HEADER):
+        """A multi-line answer: (its first *keep* bytes, its size in bytes)."""
+        kept, size = [], 0
+        for piece in self.pieces():
             size += len(piece)
             if keep > 0:
                 kept.append(piece[:keep])
                 keep -= len(kept[-1])
-        raise ConnectionError("answer to %s too long" % self.verb)
+        return b"".join(kept), size
 
     def command(self, line):
         self.send(line)
@@ -237,17 +247,23 @@ class _Session:
         return "the server did not end the authentication", challenges
 
     def uidl(self):
-        """UIDL: {unique id: message number}, in message-number order (oldest first)."""
+        """UIDL: {unique id: message number}, in message-number order (oldest first).
+
+        Read line by line, at most MAX_LISTING bytes and MAX_LISTED lines
+        (intake.Flooded past either: a listing without end holds no memory)."""
         self.send("UIDL")
         status = self.status(multiline=True)
-        data, size = self.answer(keep=1 << 62)
-        listed = {}
-        for line in data.split(b"\n"):
-            fields = line.split()
+        intake = Intake("answer to UIDL too long: more than %s", MAX_LISTING, max_lines=MAX_LISTED)
+        listed, start = {}, True
+        for piece in self.pieces():
+            whole = start and piece.endswith(b"\n")  # a line longer than MAX_LINE lists nothing
+            start = piece.endswith(b"\n")
+            intake.took(piece, lines=int(start))
+            fields = piece.split() if whole else ()
             if len(fields) == 2 and fields[0].isdigit():
                 listed.setdefault(fields[1].decode("utf-8", "replace"), int(fields[0]))
         self.trace.reply(status, "unique-id listing, %d message%s, %d bytes"
-                         % (len(listed), "" if len(listed) == 1 else "s", size))
+                         % (len(listed), "" if len(listed) == 1 else "s", intake.bytes))
         return dict(sorted(listed.items(), key=lambda item: item[1]))
 
     def top(self):
