@@ -14,6 +14,7 @@ import nagiosplugin
 from nagiosplugin.performance import Performance
 from nagiosplugin.state import Critical, Ok, Unknown, Warn
 
+from .redact import redact
 from .roundtrip import run
 
 NAME = "MAIL_ROUNDTRIP"
@@ -165,7 +166,7 @@ class Note(nagiosplugin.Context):
         self.state = state
 
     def evaluate(self, metric, resource):
-        return self.result_cls(self.state, " ".join(str(metric.value).replace("|", "/").split()), metric)
+        return self.result_cls(self.state, " ".join(redact(str(metric.value)).replace("|", "/").split()), metric)
 
 
 def contexts(settings):
@@ -191,19 +192,20 @@ def contexts(settings):
 # -- summary -------------------------------------------------------------------
 
 class Summary(nagiosplugin.Summary):
-    """Status line: problems first (worst first), then the run's figures."""
+    """Status line: problems first (worst first), then the run's figures; the
+    status line and the -v lines redacted last (no secret of the run in them)."""
 
     def ok(self, results):
-        return self._line(results)
+        return redact(self._line(results))
 
     def problem(self, results):
-        return self._line(results)
+        return redact(self._line(results))
 
     def verbose(self, results):
         lines = []
         resource = _resource(results)
         if resource is not None and resource.report is not None:
-            lines.extend(resource.report.notes)
+            lines.extend(redact(str(note)) for note in resource.report.notes)
         return lines
 
     def _line(self, results):

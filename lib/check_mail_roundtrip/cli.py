@@ -18,6 +18,7 @@ import nagiosplugin
 from . import __version__, extraopts, imap, oauth2, pop3, sasl, smtp, trace
 from .budget import Budget
 from .check import NAME, build
+from .redact import Stream, redact, register
 from .roundtrip import REST_OF_RUN
 from .settings import Endpoint, Settings
 from .tls import client_context
@@ -184,6 +185,7 @@ def _token_source(args, ctx, secrets, state_dir):
         raise UsageError("--oauth2-token-url needs --oauth2-client-id")
     client_secret = _password(args.oauth2_client_secret_file, secrets.get("oauth2-client-secret"),
                               ENV_OAUTH2_SECRET, "OAuth2 client secret")
+    register(client_secret)
     if not client_secret and not args.oauth2_refresh_token_file:
         raise UsageError("the client_credentials grant needs the client secret: "
                          "--oauth2-client-secret-file or $%s" % ENV_OAUTH2_SECRET)
@@ -206,6 +208,7 @@ def endpoint(args, side, ctx, secrets, tokens, default_user=None):
                         opt("user") or args.mail_from, None, ctx, "oauth2", tokens, args.oauth2_mechanism,
                         family=args.family)
     password = _password(opt("password_file"), secrets.get("%s-password" % side), d["env"], d["protocol"])
+    register(password, user=opt("user") or default_user)
     return Endpoint(d["protocol"], host, opt("port") or d["ports"][opt("tls")], opt("tls"),
                     opt("user") or default_user, password, ctx, family=args.family)
 
@@ -446,7 +449,7 @@ def _ca_problem(exc):
 
 
 def _unknown(message):
-    sys.stdout.write("%s UNKNOWN - %s\n" % (NAME, " ".join(str(message).split())))
+    sys.stdout.write("%s UNKNOWN - %s\n" % (NAME, " ".join(redact(str(message)).split())))
     sys.stdout.flush()
     sys.exit(3)
 
@@ -463,6 +466,7 @@ def internal_budget(timeout):
 
 @nagiosplugin.guarded(verbose=0)
 def main(argv=None, checkout_state_dir=None):
+    nagiosplugin.Runtime().stdout = Stream()  # whatever nagiosplugin prints, a failure's UNKNOWN line too
     p = parser()
     try:
         argv, secrets = extraopts.expand(list(sys.argv[1:] if argv is None else argv),

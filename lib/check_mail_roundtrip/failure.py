@@ -16,6 +16,7 @@ import ssl
 import nagiosplugin
 
 from . import tls
+from .redact import redact
 
 
 HINT_SECONDS = 2.0  # after a failure, asking the server for a hint may take this long
@@ -102,7 +103,7 @@ def _unwrap_bytes_repr(text):
 
 
 def _one_line(text, limit=300):
-    text = " ".join(str(text).split())
+    text = " ".join(redact(str(text)).split())  # before the cut: no part of a secret is left
     text = text.replace("|", "/")  # '|' would start perfdata
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

@@ -31,6 +31,7 @@ import urllib.request
 
 from . import sasl
 from .failure import StepFailure, step
+from .redact import redact, register
 from .state import write_atomically
 
 STEP = "OAuth2 token"
@@ -57,6 +58,7 @@ class TokenSource:
             except StepFailure as failure:
                 self._failure = failure
                 raise
+            register(self._token)  # a secret of the run from now on
         return self._token
 
     def renew(self, deadline):
@@ -75,6 +77,7 @@ class TokenSource:
         except StepFailure as failure:
             self._failure = failure
             raise
+        register(self._token)
         return self._token if self._token != old else None
 
     def secrets(self):
@@ -251,11 +254,13 @@ class GrantToken(TokenSource):
         if not token:
             raise StepFailure(STEP, "refresh token file %s is empty" % self.refresh_file)
         self._refresh_token = token
+        register(token)
         return token
 
     def _write_refresh_token(self, token):
         """Replace the refresh token file atomically, keeping its mode and owner."""
         self._refresh_token = token
+        register(token)
         path = self.refresh_file
         try:
             st = os.stat(path)
@@ -276,7 +281,7 @@ def _lifetime(value):
 
 
 def _snippet(body, limit=80):
-    text = " ".join(body[:1000].decode("utf-8", "replace").split())
+    text = " ".join(redact(body[:1000].decode("utf-8", "replace")).split())  # before the cut
     return text[:limit] + ("..." if len(text) > limit else "") if text else "(empty)"
 
 

@@ -39,6 +39,7 @@ from .budget import Budget, Deadline
 from .collect import open_collector
 from .failure import StepFailure
 from .probe import VERSION
+from .redact import redact
 from .reflection import REFLECTOR_HEADERS, Memory, address, build_reflection, decide, printable, token_text
 from .secret import read as read_secret
 from .state import Damaged, StateError, ensure_directory, lock, read_json, set_aside, write_atomically
@@ -188,8 +189,9 @@ def _unrecord(store: Store, probe_id: str, to: str, now: float) -> None:
 
 
 def say(line: str) -> None:
-    """One line on stderr and in syslog (facility mail); nothing of it can break the line."""
-    line = printable(line)
+    """One line on stderr and in syslog (facility mail); nothing of it can break the line,
+    no secret of the run shows."""
+    line = printable(redact(line))
     sys.stderr.write("%s: %s\n" % (PROG, line))
     sys.stderr.flush()
     try:

@@ -2,12 +2,15 @@
 
 Pure: builds the initial client responses, picks the mechanism from what a
 server offers, and reads the error challenge a server sends when it rejects
-a token.  No I/O; the transports send and receive.
+a token (its words masked by the run's redaction before they are cut short).
+No I/O; the transports send and receive.
 """
 
 import base64
 import binascii
 import json
+
+from .redact import redact
 
 XOAUTH2, OAUTHBEARER = "XOAUTH2", "OAUTHBEARER"
 MECHANISMS = ("auto", "oauthbearer", "xoauth2")
@@ -51,19 +54,24 @@ def error_text(challenge):
         try:
             challenge = base64.b64decode(challenge.strip(), validate=True)
         except (binascii.Error, ValueError):
-            return " ".join(challenge.split())[:200]
+            return _words(challenge)
     text = challenge.decode("utf-8", "replace").strip()
     try:
         data = json.loads(text)
     except ValueError:
-        return " ".join(text.split())[:200]
+        return _words(text)
     if not isinstance(data, dict):
-        return " ".join(text.split())[:200]
+        return _words(text)
     words = str(data.get("status") or data.get("error") or "rejected")
     if words.isdigit():  # XOAUTH2 servers (Google, Dovecot) send an HTTP status
         words = "status " + words
     extra = ["%s %s" % (k, data[k]) for k in ("scope", "schemes") if data.get(k)]
     return words + (" (%s)" % ", ".join(extra) if extra else "")
+
+
+def _words(text: str) -> str:
+    """*text* on one line, cut to 200 characters after any secret in it is masked."""
+    return " ".join(redact(text).split())[:200]
 
 
 def refusal(words, challenges):

@@ -11,6 +11,7 @@ import errno
 import os
 import secrets
 
+from .redact import register
 from .state import StateError, access_problem, adopt
 
 MIN_BYTES = 16
@@ -65,4 +66,5 @@ def read(path):
         value = f.read(4096).strip()
     if len(value) < MIN_BYTES:
         raise StateError("secret file %s holds fewer than %d bytes" % (path, MIN_BYTES))
+    register(value)  # a secret of the run: never in any output
     return value

@@ -15,15 +15,17 @@ chunk it sends and every reply, a multi-line one summarised or on one line
 (:class:`Pop3Trace`).  Secrets never reach the output: the LOGIN or PASS
 password, whatever follows the mechanism
 of AUTH/AUTHENTICATE, every client line of an authentication dialogue, and
-the password itself (and its base64) wherever it would appear.  Literals and
+every secret of the run in any form wherever it would appear (the run's one
+redaction, :mod:`.redact`, which the connection's secrets are added to).  Literals and
 message contents are summarised by their size.  When the trace is off (no
 ``-vvv``) the hooks return at once.
 """
 
-import base64
 import logging
 import re
 import ssl
+
+from .redact import redact, register
 
 log = logging.getLogger("check_mail_roundtrip.trace")
 MAX_LINE = 2000  # characters of one trace line; a longer one is cut
@@ -39,16 +41,6 @@ def enable(handler):
     ours = logging.getLogger("check_mail_roundtrip")
     ours.setLevel(logging.DEBUG)
     ours.addHandler(handler)
-
-
-def _needles(secrets):
-    """The secrets and their base64 forms, longest first."""
-    found = set()
-    for s in secrets:
-        if s:
-            found.add(s)
-            found.add(base64.b64encode(s.encode("utf-8")).decode("ascii"))
-    return sorted(found, key=len, reverse=True)
 
 
 class _Lines:
@@ -107,13 +99,12 @@ class Trace:
 
     def __init__(self, secrets=()):
         self.on = log.isEnabledFor(logging.DEBUG)
-        self._needles = _needles(secrets) if self.on else []
+        register(*secrets)
         self._auth = False  # inside an authentication dialogue: client lines are secret
 
     def hide(self, secret):
         """Keep *secret* (e.g. a token fetched after the connection began) out of the trace."""
-        if self.on and secret:
-            self._needles = _needles(self._needles + [secret])
+        register(secret)
 
     def note(self, text, *args):
         """A line about the connection itself (connected, TLS started, ...)."""
@@ -129,9 +120,7 @@ class Trace:
         self.note("TLS established (%s)", sock.version())
 
     def _emit(self, who, text):
-        for needle in self._needles:
-            text = text.replace(needle, "****")
-        text = _CONTROL.sub("?", " ".join(text.split())).replace("|", "/")  # '|' would start perfdata
+        text = _CONTROL.sub("?", " ".join(redact(text).split())).replace("|", "/")  # '|' would start perfdata
         if len(text) > MAX_LINE:
             text = text[:MAX_LINE] + "... (%d characters)" % len(text)
         log.debug("%s %s: %s", self.protocol, who, text)
