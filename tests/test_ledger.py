@@ -385,9 +385,56 @@ def test_another_nodes_probe_is_left_for_it_not_counted_and_not_removed():
     sent_and_confirmed(theirs, p)
     out = reconcile(mine, [Arrival(p, T0 + 1, ref=7)], T0 + 2, LOST_AFTER, node=node_tag("alpha"))
     assert out.rtts == [] and out.cleanup == [] and mine.totals["sent"] == 0
-    assert out.notes == ["probe %s was sent by another node (tag %s): left for it" % (p.probe_id, p.probe_id[:4])]
+    assert out.notes[0] == "probe %s was sent by another node (tag %s): left for it" % (p.probe_id, p.probe_id[:4])
     out = reconcile(theirs, [Arrival(p, T0 + 1, ref=7)], T0 + 2, LOST_AFTER, node=node_tag("beta"))
     assert [pid for pid, _ in out.rtts] == [p.probe_id] and out.cleanup == [7]
+
+
+def test_another_nodes_probe_that_arrived_is_the_last_success_but_no_round_trip_of_ours():
+    """Node beta takes over from alpha: its own last success is old, alpha's last probe arrived
+    just now. That arrival is beta's last success (since_last_success continues), -v says whose
+    it was; beta's round trips, books and clean-up stay its own."""
+    from check_mail_roundtrip.probe import node_tag
+    beta = State("shared")
+    own = _node_probe("beta", T0)
+    sent_and_confirmed(beta, own)
+    reconcile(beta, [Arrival(own, T0, ref=1)], T0 + 1, LOST_AFTER, node=node_tag("beta"))
+    assert beta.last_success == T0 + 1
+    theirs = _node_probe("alpha", T0 + 35)
+    totals, counted = dict(beta.totals), dict(beta.counted)
+    out = reconcile(beta, [Arrival(theirs, T0 + 35, ref=2)], T0 + 38.4, LOST_AFTER, node=node_tag("beta"))
+    assert beta.last_success == T0 + 36  # INTERNALDATE has whole seconds: the arrival lies before T0 + 36
+    assert out.rtts == [] and out.cleanup == [] and beta.totals == totals and beta.counted == counted
+    assert out.notes[1] == ("last success: probe %s of node %s arrived 2.4s ago, round trip 1.000s (its sender "
+                            "counts it)" % (theirs.probe_id, node_tag("alpha")))
+
+
+@pytest.mark.parametrize("idate, collected, why", [
+    (None, T0 + 2, "no arrival time: when it came is not known"),
+    (T0 - 60, T0 + 2, "an arrival time before it was sent"),
+    (T0 + 600, T0 + 2, "an arrival time after it was collected"),
+    (T0 + LOST_AFTER + 10, T0 + LOST_AFTER + 20, "on its way for longer than --lost-after"),
+])
+def test_another_nodes_probe_is_no_success_when_its_arrival_is_unknown_or_too_late(idate, collected, why):
+    """Of two probes of alpha, the one that arrived in time is beta's last success; the other
+    (sent later) is not."""
+    from check_mail_roundtrip.probe import node_tag
+    state = State("shared")
+    state.last_success = T0 - 100
+    good, late = _node_probe("alpha", T0 - 10), _node_probe("alpha", T0)
+    out = reconcile(state, [Arrival(good, T0 - 10, ref=1), Arrival(late, idate, ref=2)], collected, LOST_AFTER,
+                    node=node_tag("beta"))
+    assert state.last_success == T0 - 9 and sum(n.startswith("last success") for n in out.notes) == 1, why
+
+
+def test_an_older_arrival_of_another_node_never_moves_the_last_success_back():
+    from check_mail_roundtrip.probe import node_tag
+    state = State("shared")
+    state.last_success = T0 + 20
+    newer, older = _node_probe("alpha", T0 + 40), _node_probe("gamma", T0 + 10)
+    out = reconcile(state, [Arrival(newer, T0 + 40, ref=1), Arrival(older, T0 + 10, ref=2)], T0 + 60, LOST_AFTER,
+                    node=node_tag("beta"))
+    assert state.last_success == T0 + 41 and sum(n.startswith("last success") for n in out.notes) == 1
 
 
 def test_a_nodes_own_probe_without_a_pending_record_is_still_measured():
@@ -428,6 +475,36 @@ def test_any_order_of_runs_on_any_nodes_counts_each_probe_once_and_loses_none(ru
         t = state.totals
         assert t["sent"] == t["returned"] + len(state.pending) + t["lost"]
         assert all(counted[pid] == node for pid in state.counted)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.booleans(), st.integers(1, 80)), min_size=1, max_size=40))
+def test_any_order_of_runs_the_last_success_is_the_latest_arrival_any_node_saw(runs):
+    """Whichever node runs, its last success is the latest arrival of any verified probe it saw in
+    the mailbox (its own or another node's); its round trips and removals are its own probes only."""
+    from check_mail_roundtrip.probe import node_tag
+    states = {n: State("shared") for n in "abc"}
+    latest = dict.fromkeys("abc")
+    mailbox, in_flight = {}, []
+    now = T0
+    for node, delivered, step in runs:
+        now += step / 10.0
+        if delivered:
+            for p in in_flight:
+                mailbox[p.probe_id] = Arrival(p, float(int(p.sent + 0.5)), ref=p.probe_id)
+            in_flight = []
+        arrivals = list(mailbox.values())
+        out = reconcile(states[node], arrivals, now, LOST_AFTER, node=node_tag(node))
+        for a in arrivals:
+            arrival = arrival_time(a.probe.sent, a.internaldate, now)[0]
+            latest[node] = max(latest[node] or arrival, arrival)
+        assert states[node].last_success == latest[node]
+        assert all(pid.startswith(node_tag(node)) for pid, _rtt in out.rtts)
+        for ref in out.cleanup:
+            assert mailbox.pop(ref).probe.probe_id.startswith(node_tag(node))
+        p = _node_probe(node, now)
+        sent_and_confirmed(states[node], p)
+        in_flight.append(p)
 
 
 # -- a run that died before the SMTP server confirmed its probe --------------------------------

@@ -16,6 +16,7 @@ import secrets
 import threading
 import time
 
+from check_mail_roundtrip.probe import node_tag
 from check_mail_roundtrip.state import file_stem
 from tests.checkrun import Checker
 from tests.test_reliability import _delivered_probe_ids, _log_end, _popen, _postfix_log_from, _wait_queue_empty
@@ -163,3 +164,45 @@ def test_a_node_killed_mid_run_while_mail_is_delayed_and_dropped(lab, tmp_path):
     assert dropped in beta.state()["lost"], r
     # what a killed alpha run recorded but never handed to Postfix is forgotten, not lost
     assert_books(lab, group, log_start, lost={"beta": 1})
+
+
+TAKEOVER_EVERY = 1.0    # seconds between node alpha's runs (5 s in the field)
+TAKEOVER_RUNS = 7       # alpha's runs while beta waits (35 s in the field)
+STALE = 4.0             # beta's --stale-warning: below the time since its own last success
+
+
+def test_a_node_taking_over_is_not_stale_when_the_other_nodes_probes_arrived(lab, tmp_path):
+    """beta runs once; alpha runs every second for seven seconds with mail flowing; then beta
+    takes over with --stale-warning 4. beta's own last success is seven seconds old, but
+    alpha's last probe, left in the mailbox for alpha, arrived a moment ago: mail flows. beta
+    is OK, its since_last_success continues alpha's (small), its rtt is its own probe's, and
+    alpha's probe is still there for alpha."""
+    group = nodes(lab, tmp_path, "alpha", "beta")
+    alpha, beta = group["alpha"], group["beta"]
+    assert beta().rc == 0
+    t_beta = time.monotonic()
+    for _ in range(TAKEOVER_RUNS):
+        r = alpha()
+        assert r.rc == 0, r
+        time.sleep(max(0.0, TAKEOVER_EVERY - r.seconds))
+    t_alpha = time.monotonic()
+    last_of_alpha = re.search(r"^probe (\w+) sent", r.stdout, re.M).group(1)
+    _wait_queue_empty(lab)
+    lab.wait_for(MONITOR, lambda msgs: last_of_alpha in probes_in_mailbox(lab))
+    assert time.monotonic() - t_beta > STALE + 2
+    r = beta("--stale-warning", str(STALE))
+    line = r.full_line
+    assert r.rc == 0 and re.fullmatch(
+        r"MAIL_ROUNDTRIP OK - round trip (\d+\.\d+)s, 1 in flight, last success \ds ago \| junk=0;;;0 lost=0;;;0 "
+        r"oldest_pending=0\.0s;2;3;0 pending=1;;;0 rtt=\1s;2;3;0 since_last_success=(\d+\.\d+)s;%g;;0" % STALE,
+        line), r
+    since = r.perf["since_last_success"]
+    assert since <= time.monotonic() - t_alpha + TAKEOVER_EVERY + 1, (since, r)  # continues alpha's
+    own = re.search(r"^probe (\w+) returned, round trip (\d+\.\d+)s$", r.stdout, re.M)
+    assert own.group(1).startswith(node_tag("beta")) and own.group(1) in beta.state()["counted"]
+    assert r.perf["rtt"] == float(own.group(2))  # its own round trip, not alpha's
+    assert re.search(r"^last success: probe %s of node %s arrived \d+\.\ds ago, round trip \d+\.\d{3}s "
+                     r"\(its sender counts it\)$" % (last_of_alpha, last_of_alpha[:4]), r.stdout, re.M), r.stdout
+    assert last_of_alpha in probes_in_mailbox(lab) and last_of_alpha not in beta.state()["counted"]
+    r = alpha()  # alpha comes back: its probe waited for it
+    assert r.rc == 0 and re.search(r"^probe %s returned" % last_of_alpha, r.stdout, re.M), r

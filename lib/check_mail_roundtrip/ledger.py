@@ -15,7 +15,9 @@ Pure logic, no I/O and no clock: the caller passes the collection time.
   the secret), a node counts only the probes it sent (their ids start with
   its node tag): another node's probe is left in the mailbox for its sender,
   so no probe is counted twice and none is declared lost by its sender
-  because another node took it away.
+  because another node took it away.  Its arrival still shows that the
+  mail flows: it moves ``last_success`` on (not a round trip of this node),
+  so a node taking over from another is not stale.
 - ``oldest_pending`` is the age of the oldest pending probe sent after the
   newest probe that came back (older ones were overtaken).
 - A probe that carries a reflector's stamp also gets its two legs (out to
@@ -101,7 +103,7 @@ def arrival_time(sent, internaldate, collected, source="INTERNALDATE"):
     name, missing, used = SOURCES[source]
     if internaldate is None:
         return collected, "%s; collection time used as arrival time" % missing
-    if internaldate + 1 <= sent - SKEW or internaldate > collected + SKEW:
+    if not _plausible(sent, internaldate, collected):
         return collected, (
             "%s %.0f implausible for send time %.3f (clock skew?); "
             "collection time used as arrival time" % (name, internaldate, sent)
@@ -114,6 +116,11 @@ def arrival_time(sent, internaldate, collected, source="INTERNALDATE"):
         note = "%s %.0f after the collection time %.3f: the mail server's clock is ahead" % (
             name, internaldate, collected)
     return min(internaldate + 1.0, collected), note
+
+
+def _plausible(sent: float, internaldate: float, collected: float) -> bool:
+    """Does the server's arrival time (not None) lie plausibly between sending and collecting?"""
+    return not (internaldate + 1 <= sent - SKEW or internaldate > collected + SKEW)
 
 
 def reconcile(state, arrivals, collected, lost_after, collection_ok=True, node=None):
@@ -153,6 +160,7 @@ def _take(state, arr, collected, lost_after, out, node=None):
     if node is not None and not pid.startswith(node) and not (
             pid in state.pending or pid in state.counted or pid in state.lost):
         out.notes.append("probe %s was sent by another node (tag %s): left for it" % (pid, pid[:len(node)]))
+        _arrived_elsewhere(state, arr, collected, lost_after, out, pid[:len(node)])
         return
     if pid in state.counted:
         out.cleanup.append(arr.ref)
@@ -198,6 +206,24 @@ def _take(state, arr, collected, lost_after, out, node=None):
         leg_out, leg_back, note = legs(sent, arr.stamp[0] / 1000.0, arr.stamp[1] / 1000.0, arrival, rtt)
         out.legs[pid] = (leg_out, leg_back)
         out.notes.append(note or "probe %s: out %.3fs to the reflector, back %.3fs" % (pid, leg_out, leg_back))
+
+
+def _arrived_elsewhere(state, arr: "Arrival", collected: float, lost_after: float, out: "Outcome", tag: str) -> None:
+    """Another node's verified probe arrived: the mail flows as well as for one of ours.
+
+    Its arrival (the server's time, when plausible, within *lost_after* of
+    its signed send time) moves ``last_success`` on, so a node taking over
+    does not look stale; it is no round trip of this node and is not counted.
+    """
+    p = arr.probe
+    if arr.internaldate is None or not _plausible(p.sent, arr.internaldate, collected):
+        return
+    arrival, _note = arrival_time(p.sent, arr.internaldate, collected, arr.source)
+    if arrival - p.sent > lost_after or (state.last_success is not None and arrival <= state.last_success):
+        return
+    state.last_success = arrival
+    out.notes.append("last success: probe %s of node %s arrived %.1fs ago, round trip %.3fs (its sender counts it)"
+                     % (p.probe_id, tag, collected - arrival, max(0.0, arrival - p.sent)))
 
 
 def awaited(state) -> list:
