@@ -55,3 +55,28 @@ def test_the_installed_console_scripts_point_at_the_safe_entry():
     text = open(os.path.join(ROOT, "setup.cfg")).read()
     assert "check_mail_roundtrip = check_mail_roundtrip.entry:check" in text
     assert "mail_roundtrip_reflector = check_mail_roundtrip.entry:reflector" in text
+
+
+def test_an_internal_error_before_the_check_starts_is_one_unknown_line():
+    r = run_with_requirements("import check_mail_roundtrip.cli as cli; "
+                              "cli.main = lambda **kw: (_ for _ in ()).throw(RuntimeError('settings broke')); "
+                              "from check_mail_roundtrip.entry import check; check()")
+    assert (r.returncode, r.stdout) == (3, "MAIL_ROUNDTRIP UNKNOWN - internal error: RuntimeError: settings broke\n"), r
+    assert "Traceback" not in r.stderr, r
+
+
+def test_an_internal_error_of_the_polling_reflector_is_one_line_and_of_the_piped_one_a_drop():
+    boom = ("import check_mail_roundtrip.reflector as r; "
+            "r.main = lambda: (_ for _ in ()).throw(RuntimeError('poll broke')); "
+            "from check_mail_roundtrip.entry import reflector; sys.argv[1:] = [%r]; reflector()")
+    polled, piped = run_with_requirements(boom % "poll"), run_with_requirements(boom % "pipe")
+    assert polled.returncode == 1 and polled.stderr == (
+        "mail_roundtrip_reflector: stopped after an internal error: RuntimeError: poll broke\n"), polled
+    assert piped.returncode == 0 and piped.stderr == (
+        "mail_roundtrip_reflector: mail dropped after an internal error: RuntimeError: poll broke\n"), piped
+
+
+def run_with_requirements(code):
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "lib"))
+    return subprocess.run([sys.executable, "-c", "import sys; " + code], capture_output=True, text=True,
+                          timeout=30, env=env, cwd=ROOT)

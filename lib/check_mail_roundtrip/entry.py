@@ -13,7 +13,7 @@ import sys
 from typing import NoReturn, Optional
 
 UNKNOWN = 3
-EX_FAIL, EX_TEMPFAIL = 1, 75  # the reflector's "cannot work" and "try again later"
+EX_OK, EX_FAIL, EX_TEMPFAIL = 0, 1, 75  # the reflector's "done", "cannot work" and "try again later"
 FIX = "install the plugin into a virtualenv made with /usr/bin/python3 as README's install section shows"
 
 
@@ -35,16 +35,29 @@ def check(checkout_state_dir: Optional[str] = None) -> None:
         from .cli import main
     except Exception as exc:  # noqa: BLE001  (whatever breaks the import must become a status line)
         cannot_load(exc)
-    main(checkout_state_dir=checkout_state_dir)
+    try:
+        main(checkout_state_dir=checkout_state_dir)
+    except Exception as exc:  # noqa: BLE001  (nagiosplugin guards the check; this guards what comes before it)
+        from .redact import redact
+        print(redact("MAIL_ROUNDTRIP UNKNOWN - internal error: %s" % _why(exc)))
+        sys.exit(UNKNOWN)
 
 
 def reflector() -> None:
     """The mail_roundtrip_reflector command."""
+    piped = sys.argv[1:2] == ["pipe"]
     try:
         from .reflector import main
     except Exception as exc:  # noqa: BLE001
-        piped = sys.argv[1:2] == ["pipe"]
         sys.stderr.write("mail_roundtrip_reflector: cannot work: cannot load the reflector with %s: %s (%s)\n"
                          % (sys.executable, _why(exc), FIX))
         sys.exit(EX_TEMPFAIL if piped else EX_FAIL)
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # poll --loop stopped by hand
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001  (pipe mode guards itself; this is the last resort)
+        from .redact import redact
+        sys.stderr.write(redact("mail_roundtrip_reflector: %s after an internal error: %s"
+                                % ("mail dropped" if piped else "stopped", _why(exc))) + "\n")
+        sys.exit(EX_OK if piped else EX_FAIL)  # piped: a bounce would go to whoever the sender claims
