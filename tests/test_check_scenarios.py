@@ -435,6 +435,7 @@ def test_wrong_imap_password(lab, tmp_path):
 def password_file(tmp_path, password, name="smtp.pw"):
     path = tmp_path / name
     path.write_text(password + "\n")
+    path.chmod(0o600)
     return str(path)
 
 

@@ -308,6 +308,7 @@ def test_imap_folder_other_than_inbox(lab, tmp_path):
 def test_imap_login_as_another_user_with_a_password_file(lab, tmp_path):
     pwfile = tmp_path / "imap-password"
     pwfile.write_text(lab.users[OTHER] + "\n")
+    pwfile.chmod(0o600)
     check = Checker(lab, tmp_path, MONITOR, OTHER, "imaps", "smtp", "--name", "otheruser",
                     "--imap-user", OTHER, "--imap-password-file", str(pwfile))
     check.env[ENV_IMAP] = "not the password"  # the file wins over the environment
@@ -386,6 +387,7 @@ def test_default_profile_name_holds_no_password(lab, tmp_path):
     assert smtp_pw != imap_pw
     pwfile = tmp_path / "smtp-password"
     pwfile.write_text(smtp_pw + "\n")
+    pwfile.chmod(0o600)
     check = Checker(lab, tmp_path, MONITOR, None, "imaps", "submission",
                     "--smtp-user", OTHER, "--smtp-password-file", str(pwfile), "--keep")
     r = check()

@@ -156,6 +156,7 @@ def test_smtp_auth_with_a_non_ascii_password(lab, tmp_path):
     lab.add_user(user, password)
     pwfile = tmp_path / "smtp-password"
     pwfile.write_text(password + "\n", encoding="utf-8")
+    pwfile.chmod(0o600)
     check = Checker(lab, tmp_path, MONITOR, None, "imaps", "submission",
                     "--smtp-user", user, "--smtp-password-file", str(pwfile), "--name", "utf8")
     r = check()
@@ -272,6 +273,7 @@ def test_odd_server_text_never_breaks_the_description():
 def test_without_tls_cram_md5_is_preferred_to_a_clear_text_password(lab, tmp_path):
     pwfile = tmp_path / "pw"
     pwfile.write_text("s3cret\n")
+    pwfile.chmod(0o600)
     script = fs.SMTPScript(auth="PLAIN LOGIN CRAM-MD5")
     check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "cram")
     with fs.FaultServer(script) as srv:

@@ -107,6 +107,7 @@ def test_password_sources_file_option_then_ini_then_environment(lab, tmp_path):
     os.chmod(ini, 0o600)
     good = tmp_path / "good"
     good.write_text(lab.users["monitor@lab.test"] + "\n")
+    good.chmod(0o600)
     r = check("--extra-opts=@%s" % ini)  # the environment holds the right password: the ini wins
     assert r.rc == 2 and r.line.startswith("MAIL_ROUNDTRIP CRITICAL - IMAP login failed: "), r
     r = check("--extra-opts=@%s" % ini, "--imap-password-file", str(good))

@@ -38,6 +38,7 @@ def client_credentials(lab, tmp_path):
     client_id, client_secret = lab.tokens.client("monitor")
     path = tmp_path / "client.secret"
     path.write_text(client_secret + "\n")
+    path.chmod(0o600)
     os.chmod(path, 0o600)
     return ["--oauth2-token-url", lab.tokens.token_url, "--oauth2-client-id", client_id,
             "--oauth2-client-secret-file", str(path), "--oauth2-scope", "mail"], client_secret
@@ -82,10 +83,11 @@ def test_refresh_token_grant_writes_the_rotated_token_back(lab, tmp_path):
     first = lab.tokens.refresh_token("monitor")
     refresh = tmp_path / "refresh"
     refresh.write_text(first + "\n")
-    os.chmod(refresh, 0o640)
+    os.chmod(refresh, 0o400)  # private, and not the mode a new file gets
     os.chown(refresh, 65534, 65534)
     secret = tmp_path / "client.secret"
     secret.write_text(client_secret + "\n")
+    secret.chmod(0o600)
     lab.tokens.expires_in(3)
     check = oauth_checker(lab, tmp_path, "--oauth2-token-url", lab.tokens.token_url,
                           "--oauth2-client-id", client_id, "--oauth2-client-secret-file", str(secret),
@@ -95,7 +97,7 @@ def test_refresh_token_grant_writes_the_rotated_token_back(lab, tmp_path):
     rotated = refresh.read_text().strip()
     assert rotated != first and rotated == lab.tokens.current_refresh_token("monitor")
     st = os.stat(refresh)
-    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 65534, 65534)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o400, 65534, 65534)
     assert "OAuth2: rotated refresh token written to %s" % refresh in r.stdout
     lab.wait_for(MONITOR, 1)
     time.sleep(3.2)  # the access token expired: the next run uses the rotated refresh token
@@ -124,6 +126,7 @@ def test_token_file_and_token_command(lab, tmp_path):
     token = lab.tokens.access_token("monitor")
     path = tmp_path / "token"
     path.write_text(token + "\n")
+    path.chmod(0o600)
     r = round_trip(lab, oauth_checker(lab, tmp_path, "--oauth2-token-file", str(path)), "-vvv")
     assert token not in r.stdout + r.stderr
     lab.reset()

@@ -33,6 +33,7 @@ def with_endpoint(lab, tmp_path, url, *extra):
     check = checker(lab, tmp_path)
     secret = tmp_path / "client.secret"
     secret.write_text("s3cret-client\n")
+    secret.chmod(0o600)
     return check("--imap-auth", "oauth2", "--oauth2-token-url", url, "--oauth2-client-id", "monitor-app",
                  "--oauth2-client-secret-file", str(secret), "--oauth2-scope", "mail", "-t", "6", *extra)
 

@@ -109,6 +109,7 @@ def oauth2_check(lab, tmp_path, *options):
     client_id, client_secret = lab.tokens.client("monitor")
     secret = tmp_path / "client.secret"
     secret.write_text(client_secret + "\n")
+    secret.chmod(0o600)
     check = Pop3Check(lab, tmp_path, "--pop3-auth", "oauth2", "--oauth2-token-url", lab.tokens.token_url,
                       "--oauth2-client-id", client_id, "--oauth2-client-secret-file", str(secret),
                       "--oauth2-scope", "mail", *options)

@@ -1,6 +1,6 @@
 """Reliability against the lab: races, kill -9, damaged state, hostile mail, secrets.
 
-Each test runs the real command; docs/reliability.md lists what each shows.
+Each test runs the real command; docs/explanation/reliability.md lists what each shows.
 """
 
 import base64
@@ -420,6 +420,7 @@ def test_hostile_and_odd_mail_is_never_counted_nor_touched(lab, tmp_path):
 def test_secrets_and_modes(lab, tmp_path):
     pwfile = tmp_path / "smtp-password"
     pwfile.write_text(lab.users[MONITOR] + "\n")
+    pwfile.chmod(0o600)
     check = Checker(lab, tmp_path, MONITOR, None, "imaps", "submission",
                     "--smtp-user", MONITOR, "--smtp-password-file", str(pwfile), "-vvv")
     outputs = []

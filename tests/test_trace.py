@@ -59,6 +59,7 @@ def test_trace_of_a_round_trip_through_submission_with_auth(lab, tmp_path):
     pwfile = tmp_path / "smtp.pw"
     password = lab.users[MONITOR]
     pwfile.write_text(password + "\n")
+    pwfile.chmod(0o600)
     check = Checker(lab, tmp_path, MONITOR, None, "imaps", "submission",
                     "--smtp-user", MONITOR, "--smtp-password-file", str(pwfile), "--name", "trace", "-vvv")
     first = check()
@@ -118,6 +119,7 @@ def test_an_smtp_auth_dialogue_with_a_challenge_is_redacted(lab, tmp_path):
     password = "cram-s3cret"
     pwfile = tmp_path / "smtp.pw"
     pwfile.write_text(password + "\n")
+    pwfile.chmod(0o600)
     script = fs.SMTPScript({"AUTH": "334 PDEyMzQ1LjY3ODlAZmF1bHQudGVzdD4="}, auth="CRAM-MD5")
     check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "trace-cram", "-vvv")
     with fs.FaultServer(script) as srv:

@@ -15,7 +15,7 @@ import sys
 
 import nagiosplugin
 
-from . import __version__, extraopts, imap, oauth2, pop3, sasl, smtp, trace
+from . import __version__, extraopts, imap, oauth2, pop3, private_file, sasl, smtp, trace
 from .budget import Budget
 from .check import NAME, build
 from .redact import Stream, redact, register
@@ -30,11 +30,17 @@ ENV_IMAP_PASSWORD = "CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD"
 ENV_POP3_PASSWORD = "CHECK_MAIL_ROUNDTRIP_POP3_PASSWORD"
 ENV_OAUTH2_SECRET = "CHECK_MAIL_ROUNDTRIP_OAUTH2_CLIENT_SECRET"
 MIN_TIMEOUT, MAX_TIMEOUT = 2.0, 3600.0
+PASSWORD_BYTES = 4096  # a password or client secret file larger than this is refused
 DEFAULT_WARNING, DEFAULT_CRITICAL = "120", "600"
 
 
 class UsageError(Exception):
     """A usage or configuration error: UNKNOWN, exit 3."""
+
+
+class Unusable(UsageError):
+    """A file the options name that must not be used as it is (its owner, its mode) or that
+    this user may not read: UNKNOWN with the fix, not called a usage error."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -184,7 +190,7 @@ def _token_source(args, ctx, secrets, state_dir):
     if not args.oauth2_client_id:
         raise UsageError("--oauth2-token-url needs --oauth2-client-id")
     client_secret = _password(args.oauth2_client_secret_file, secrets.get("oauth2-client-secret"),
-                              ENV_OAUTH2_SECRET, "OAuth2 client secret")
+                              ENV_OAUTH2_SECRET, "OAuth2 client secret file")
     register(client_secret)
     if not client_secret and not args.oauth2_refresh_token_file:
         raise UsageError("the client_credentials grant needs the client secret: "
@@ -207,7 +213,8 @@ def endpoint(args, side, ctx, secrets, tokens, default_user=None):
         return Endpoint(d["protocol"], host, opt("port") or d["ports"][opt("tls")], opt("tls"),
                         opt("user") or args.mail_from, None, ctx, "oauth2", tokens, args.oauth2_mechanism,
                         family=args.family)
-    password = _password(opt("password_file"), secrets.get("%s-password" % side), d["env"], d["protocol"])
+    password = _password(opt("password_file"), secrets.get("%s-password" % side), d["env"],
+                         "%s password file" % d["protocol"])
     register(password, user=opt("user") or default_user)
     return Endpoint(d["protocol"], host, opt("port") or d["ports"][opt("tls")], opt("tls"),
                     opt("user") or default_user, password, ctx, family=args.family)
@@ -244,7 +251,8 @@ def parser():
                            "(--pop3-host) say otherwise (a name, an IPv4 address, or an IPv6 address, "
                            "also as [::1])")
     a("--collect", choices=COLLECTORS, default="imap",
-      help="collect the probes by IMAP (default) or POP3 (the --pop3-* options; the POP3 side's INBOX)")
+      help="collect the probes by IMAP (default) or POP3 (the --pop3-* options; the POP3 side's INBOX); "
+           "only that side's options are used, and only its password is needed")
     family = p.add_mutually_exclusive_group()
     family.add_argument("-4", "--ipv4", dest="family", action="store_const", const="ipv4",
                         help="connect over IPv4 only (default: whatever the name resolves to, in the "
@@ -270,7 +278,8 @@ def parser():
     g.add_argument("--to", dest="rcpt_to", metavar="ADDRESS",
                    help="probe recipient (default: --from); an echo or forwarding address for an external loop")
     g.add_argument("--name", help="profile name: separates probes and state of several checks sharing "
-                                  "one mailbox (default: derived from addresses, hosts, ports and folder)")
+                                  "one mailbox (default: derived from addresses, hosts, ports and folder, "
+                                  "never from a password)")
     g.add_argument("--node", metavar="NAME",
                    help="this monitoring node's name, when several nodes (an HA zone) run the same check "
                         "on one mailbox: each counts only the probes it sent and leaves the others' for "
@@ -278,7 +287,7 @@ def parser():
     g = p.add_argument_group("TLS")
     g.add_argument("--ca-file", metavar="FILE", help="trust these CA certificates (PEM) instead of the system store")
     g.add_argument("--insecure", action="store_true",
-                   help="do NOT verify server certificates (explicit opt-out; avoid)")
+                   help="do NOT verify server certificates (explicit opt-out; avoid; excludes --ca-file)")
     g = p.add_argument_group("thresholds")
     g.add_argument("-w", "--warning", type=_range, metavar="RANGE",
                    help="round-trip time and age of the oldest probe in flight, seconds (default: "
@@ -301,16 +310,19 @@ def parser():
     g.add_argument("--leg-critical", type=_range, default=None, metavar="RANGE",
                    help="likewise for CRITICAL (default: not evaluated)")
     g = p.add_argument_group("behaviour")
-    g.add_argument("--state-dir", metavar="DIR", help="where the state files and the signing secret live")
+    g.add_argument("--state-dir", metavar="DIR",
+                   help="where the state files and the signing secret live (default: $%s, else state/ beside "
+                        "the command in a checkout, else %s)" % (ENV_STATE_DIR, SYSTEM_STATE_DIR))
     g.add_argument("--secret-file", metavar="FILE",
-                   help="signing secret (default: 'secret' in the state directory, created 0600 on first use)")
+                   help="signing secret (default: 'secret' in the state directory, created 0600 on first use); "
+                        "refused when its group or others may read it")
     g.add_argument("--extra-opts", metavar="[SECTION][@FILE]", nargs="?", const="",
                    help="read options from an ini file as the monitoring-plugins do: section SECTION "
                         "(default: check_mail_roundtrip) of FILE (default: $MP_CONFIG_FILE, else "
                         "plugins.ini and friends in $NAGIOS_CONFIG_PATH, else e.g. "
                         "/etc/monitoring-plugins/monitoring-plugins.ini); lines 'warning = 120'; "
                         "options given on the command line win; may hold smtp-password, "
-                        "imap-password and pop3-password if only its owner can read it")
+                        "imap-password, pop3-password and oauth2-client-secret if only its owner can read it")
     g.add_argument("--keep", action="store_true", help="leave returned probes in the mailbox (folder opened read-only)")
     g.add_argument("--dedicated-mailbox", action="store_true",
                    help="the IMAP folder holds only this check's mail: on a server without UIDPLUS, "
@@ -334,16 +346,26 @@ def parser():
     return p
 
 
-def _password(path, from_ini, env, what):
-    """The password: from --X-password-file, else the extra-opts file, else the environment."""
+def _password(path, from_ini, env, name):
+    """The password: from --X-password-file (*name* names it: "IMAP password file"), else the
+    extra-opts file, else the environment.
+
+    The file is read as :mod:`private_file` reads secrets: a regular file of at
+    most PASSWORD_BYTES that belongs to this user (or root) and that neither
+    its group nor others may read (Unusable otherwise, or when this user may
+    not read it: UNKNOWN with the fix).
+    """
     if path:
         try:
-            with open(path, encoding="utf-8") as f:
-                return f.readline().rstrip("\r\n")
+            line = private_file.first_line(private_file.read(path, name, PASSWORD_BYTES))
+        except private_file.Refused as exc:
+            raise Unusable(str(exc))
         except OSError as exc:
-            raise UsageError("cannot read %s password file %s: %s" % (what, path, exc.strerror or exc))
+            raise UsageError("cannot read %s %s: %s" % (name, path, exc.strerror or exc))
+        try:
+            return line.decode("utf-8")
         except UnicodeDecodeError:
-            raise UsageError("%s password file %s is not UTF-8 text" % (what, path))
+            raise UsageError("%s %s is not UTF-8 text" % (name, path))
     if from_ini:
         return from_ini
     return os.environ.get(env)
@@ -475,6 +497,8 @@ def main(argv=None, checkout_state_dir=None):
         settings = settings_from(args, checkout_state_dir, secrets)
     except extraopts.ExtraOptsError as exc:
         _unknown("usage error: --extra-opts: %s" % exc)
+    except Unusable as exc:
+        _unknown(exc)
     except UsageError as exc:
         _unknown("usage error: %s (see --help)" % exc)
     if settings.verbose >= 3:

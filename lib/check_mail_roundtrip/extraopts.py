@@ -14,12 +14,15 @@
   command-line arguments), but only if the file is readable by its owner
   alone; otherwise the run is refused, naming the file and its mode.
 
-Pure apart from reading the file; the CLI turns :class:`ExtraOptsError`
-into a usage error (UNKNOWN).
+Pure apart from reading the file (a regular file of at most 64 KiB, read as
+:mod:`private_file` reads, so a FIFO or a device never hangs or floods the run);
+the CLI turns :class:`ExtraOptsError` into a usage error (UNKNOWN).
 """
 
 import os
 import stat
+
+from . import private_file
 
 OPTION = "--extra-opts"
 DEFAULT_SECTION = "check_mail_roundtrip"
@@ -39,7 +42,7 @@ DEFAULT_PATHS = (
 )
 # Keys that hold secrets: kept out of argv, allowed only in a private file.
 SECRET_KEYS = ("smtp-password", "imap-password", "pop3-password", "oauth2-client-secret")
-MAX_BYTES = 1024 * 1024
+MAX_BYTES = 64 * 1024  # one file may serve all monitoring plugins; larger is refused
 _TRUE = ("", "1", "yes", "true", "on")
 _FALSE = ("0", "no", "false", "off")
 
@@ -103,13 +106,11 @@ def parse_section(text, section, path="ini file"):
 
 def _read(path):
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            data = f.read(MAX_BYTES + 1)
+        data, st = private_file.load(path, "ini file", MAX_BYTES, private=False)
+    except private_file.Refused as exc:
+        raise ExtraOptsError(str(exc))
     except OSError as exc:
         raise ExtraOptsError("cannot read %s: %s" % (path, exc.strerror or exc))
-    if len(data) > MAX_BYTES:
-        raise ExtraOptsError("%s is larger than 1 MiB" % path)
     try:
         return data.decode("utf-8"), st
     except UnicodeDecodeError:

@@ -17,8 +17,15 @@ One :class:`TokenSource` serves both sides (SMTP, IMAP) of a run:
 ``renew(deadline)`` gives a fresh one (or None when the source cannot do
 better), so the transports retry the login once, no more.  Failures are
 StepFailures of the step ``OAuth2 token`` with the other side's words.
+
+Nothing another user could have put in place is trusted: token and refresh
+token files are read as :mod:`private_file` reads secrets (regular files of
+the running user or root, mode 0600, at most 16 KiB; else UNKNOWN); the token
+cache is opened without following a link, and one of another user is UNKNOWN;
+the endpoint's redirects are followed only to the same scheme, host and port.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -28,14 +35,17 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Optional
 
-from . import sasl
+from . import private_file, sasl
 from .failure import StepFailure, step
 from .redact import redact, register
-from .state import write_atomically
+from .state import StateError, access_problem, foreign, set_aside, write_atomically
 
 STEP = "OAuth2 token"
-MAX_REPLY = 64 * 1024        # bytes of a token endpoint's answer read at most
+MAX_REPLY = 64 * 1024        # bytes of a token endpoint's answer (and of the token cache) read at most
+TOKEN_BYTES = 16 * 1024      # a token or refresh token file larger than this is refused
+MAX_REDIRECTS = 3            # redirects of the token endpoint followed (same scheme, host and port only)
 EARLY = 60.0                 # renew this long before expiry (or a tenth of a short lifetime)
 DEFAULT_LIFETIME = 3600.0    # when the endpoint does not say (expires_in)
 
@@ -92,6 +102,49 @@ def _first_line(data):
     return (line.decode("utf-8", "replace") if isinstance(line, bytes) else line).strip()
 
 
+def _token_line(path: str, what: str) -> str:
+    """The first line of the token file *path* (a *what*), read as :mod:`private_file` reads
+    secrets: Refused (UNKNOWN) when the file must not be used, StepFailure when it cannot be
+    read or is empty."""
+    try:
+        token = _first_line(private_file.read(path, what, TOKEN_BYTES))
+    except OSError as exc:
+        raise StepFailure(STEP, "cannot read %s %s: %s" % (what, path, exc.strerror or exc)) from None
+    if not token:
+        raise StepFailure(STEP, "%s %s is empty" % (what, path))
+    return token
+
+
+def _origin(url: str) -> tuple:
+    """(scheme, host, port) of *url*, the port filled in; None for the port when it is not a number."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), port or {"https": 443, "http": 80}.get(scheme)
+
+
+class _SameOrigin(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect of the token endpoint only to the same scheme, host and port, posting
+    the form there again, at most MAX_REDIRECTS times; any other is a StepFailure naming the
+    Location: the form holds the client secret or the refresh token, and a token that came over
+    plain HTTP, or from elsewhere, could be anyone's."""
+
+    max_redirections = MAX_REDIRECTS
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if _origin(newurl) != _origin(req.full_url) or None in _origin(newurl):
+            fp.close()
+            raise StepFailure(STEP, "%s redirects to %s (HTTP %d): not followed (another scheme, host or port)"
+                              % (req.full_url, newurl, code))
+        return urllib.request.Request(newurl, data=req.data, headers=req.headers, method=req.get_method())
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = \
+        urllib.request.HTTPRedirectHandler.http_error_302
+
+
 class FileToken(TokenSource):
     """The first line of *path*."""
 
@@ -100,14 +153,7 @@ class FileToken(TokenSource):
         self.path = path
 
     def _get(self, deadline, fresh):
-        with step(STEP, deadline):
-            try:
-                with open(self.path, "rb") as f:
-                    token = _first_line(f.read(MAX_REPLY))
-            except OSError as exc:
-                raise StepFailure(STEP, "cannot read token file %s: %s" % (self.path, exc.strerror or exc))
-        if not token:
-            raise StepFailure(STEP, "token file %s is empty" % self.path)
+        token = _token_line(self.path, "token file")
         if fresh:
             self.notes.append("OAuth2: token file %s read again" % self.path)
         return token
@@ -193,8 +239,9 @@ class GrantToken(TokenSource):
             self.url, data=urllib.parse.urlencode(form).encode("ascii"), method="POST",
             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json",
                      "User-Agent": "check_mail_roundtrip"})
+        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=self.ssl_context), _SameOrigin)
         try:
-            with urllib.request.urlopen(request, timeout=deadline.left(), context=self.ssl_context) as r:
+            with opener.open(request, timeout=deadline.left()) as r:
                 status, kind, body = r.status, r.headers.get("Content-Type", ""), r.read(MAX_REPLY)
         except urllib.error.HTTPError as exc:
             status, kind = exc.code, exc.headers.get("Content-Type", "") if exc.headers else ""
@@ -219,13 +266,27 @@ class GrantToken(TokenSource):
 
     # -- the cache ------------------------------------------------------------------------------
     def _cached(self):
+        """The cached token while it is fresh enough, else None.
+
+        The cache is the check's own file: a symlink is not followed, and
+        one that is no regular file, too large or not the JSON written by
+        :meth:`_store` is set aside (a note for -v); one that belongs to
+        another user is refused (StateError: UNKNOWN).
+        """
         if not self.cache:
             return None
         try:
-            with open(self.cache, "rb") as f:
-                data = json.loads(f.read(MAX_REPLY).decode("utf-8"))
+            raw, st = private_file.load(self.cache, "token cache", MAX_REPLY, private=False, follow=False,
+                                        on_denied=lambda path, exc: "token cache " + access_problem(path, exc))
+            planted = foreign(self.cache, st, "token cache")
+            if planted:
+                raise StateError(planted)
+            data = json.loads(raw.decode("utf-8"))
             token, issued, expires = data["access_token"], float(data["issued_at"]), float(data["expires_at"])
-        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            reason = _damage(exc)
+            if reason:
+                self.notes.append("OAuth2: " + set_aside(self.cache, reason, "token cache"))
             return None
         now = self.clock()
         if not isinstance(token, str) or not token or now >= expires - min(EARLY, (expires - issued) / 10):
@@ -245,14 +306,7 @@ class GrantToken(TokenSource):
 
     # -- the refresh token --------------------------------------------------------------------
     def _read_refresh_token(self):
-        try:
-            with open(self.refresh_file, "rb") as f:
-                token = _first_line(f.read(MAX_REPLY))
-        except OSError as exc:
-            raise StepFailure(STEP, "cannot read refresh token file %s: %s"
-                              % (self.refresh_file, exc.strerror or exc))
-        if not token:
-            raise StepFailure(STEP, "refresh token file %s is empty" % self.refresh_file)
+        token = _token_line(self.refresh_file, "refresh token file")
         self._refresh_token = token
         register(token)
         return token
@@ -270,6 +324,20 @@ class GrantToken(TokenSource):
             raise StepFailure(STEP, "the endpoint rotated the refresh token, but %s cannot be "
                                     "rewritten: %s" % (path, exc.strerror or exc))
         self.notes.append("OAuth2: rotated refresh token written to %s" % path)
+
+
+def _damage(exc: Exception) -> Optional[str]:
+    """Why the token cache is set aside, for an exception reading it; None to leave it be
+    (not there, or a passing read error)."""
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ELOOP:
+            return "is a symlink (not followed)"
+        if isinstance(exc, IsADirectoryError):
+            return "is a directory"
+        return "is %s" % exc.strerror if isinstance(exc, private_file.Unfit) else None
+    if isinstance(exc, (KeyError, TypeError)):
+        return "is damaged (not the cache's JSON)"
+    return "is damaged (%s)" % ("nested too deep" if isinstance(exc, RecursionError) else exc)
 
 
 def _lifetime(value):

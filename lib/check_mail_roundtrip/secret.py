@@ -1,20 +1,22 @@
 """Signing secret: read it, or create it once (mode 0600) on first use.
 
-A secret file that its group or others may read is refused: whoever can read
-it can forge probes (and make a reflector send mail).
+A secret file that its group or others may read, or that belongs to another
+user, is refused: whoever can read it can forge probes (and make a reflector
+send mail).  It is read as :mod:`private_file` reads secrets, links not followed.
 
 Creation is race-free: the secret is written to a temp file and linked into
 place, so two first runs at the same moment end up with the same secret.
 """
 
-import errno
 import os
 import secrets
 
+from . import private_file
 from .redact import register
 from .state import StateError, access_problem, adopt
 
 MIN_BYTES = 16
+MAX_BYTES = 4096
 
 
 def load_or_create(path):
@@ -48,22 +50,16 @@ def load_or_create(path):
     return read(path)
 
 
-def read(path):
+def read(path: str) -> bytes:
+    """The secret's bytes; FileNotFoundError when there is none (the caller may create it)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        value = private_file.read(path, "secret file", MAX_BYTES, follow=False,
+                                  why="anyone who can read it can forge probes; ",
+                                  on_denied=lambda p, exc: "secret file " + access_problem(p, exc)).strip()
     except FileNotFoundError:  # the caller creates it
         raise
     except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise StateError("secret file " + access_problem(path, exc))
         raise StateError("cannot read secret file %s: %s" % (path, exc.strerror or exc))
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode & 0o777
-        if mode & 0o077:
-            raise StateError("secret file %s can be read by %s (mode %04o): anyone who can read it can forge "
-                             "probes; make it the owner's alone: chmod 600 %s"
-                             % (path, "others" if mode & 0o007 else "its group", mode, path))
-        value = f.read(4096).strip()
     if len(value) < MIN_BYTES:
         raise StateError("secret file %s holds fewer than %d bytes" % (path, MIN_BYTES))
     register(value)  # a secret of the run: never in any output

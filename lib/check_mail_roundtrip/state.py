@@ -14,6 +14,15 @@
   cannot use.
 - A file or directory this user may not read or write is not damage: the
   run is UNKNOWN, naming the owner and the fix, and nothing is moved aside.
+- Another local user must not be able to put files here (a secret, a state
+  file, a lock, a token cache) and make the check report a false OK: a state
+  directory anyone may write to (even 1777), or whose group may write to it
+  (unless that group is the owner's own private group, which no other user is
+  in), is refused (:func:`open_to_others`), and so is a state, secret or token
+  cache file that belongs to another user (:func:`foreign`): trusted are the
+  files of the user running the check and root's; a run as root trusts any
+  owner (it gives the files it creates to the directory's owner, see
+  :func:`adopt`).
 - Profiles that have not run for a long time are *abandoned*:
   :func:`abandoned` lists their state files and :func:`remove_abandoned`
   deletes them.
@@ -21,6 +30,7 @@
 
 import errno
 import fcntl
+import grp
 import hashlib
 import json
 import math
@@ -186,17 +196,77 @@ def _user(uid):
         return str(uid)
 
 
+def runner() -> str:
+    """The name of the user this check runs as."""
+    return _user(os.geteuid())
+
+
+def whose(path: str) -> str:
+    """'belongs to USER (mode 0600)', or 'is not accessible' when even that cannot be seen."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return "is not accessible"
+    return "belongs to %s (mode %04o)" % (_user(st.st_uid), stat.S_IMODE(st.st_mode))
+
+
 def access_problem(path, exc, directory=None):
     """The UNKNOWN text for a file or directory this user may not use: owner and fix."""
     directory = directory or os.path.dirname(path) or "."
-    me = _user(os.geteuid())
-    try:
-        st = os.lstat(path)
-        whose = "belongs to %s (mode %04o)" % (_user(st.st_uid), stat.S_IMODE(st.st_mode))
-    except OSError:
-        whose = "is not accessible"
+    me = runner()
     return ("%s %s: %s; this check runs as %s: give it the state directory, "
-            "e.g. chown -R %s: %s" % (path, whose, exc.strerror or exc, me, me, directory))
+            "e.g. chown -R %s: %s" % (path, whose(path), exc.strerror or exc, me, me, directory))
+
+
+def trusted_owner(uid: int) -> bool:
+    """May this run trust a file that *uid* owns?  Its own and root's; a run as root any."""
+    me = os.geteuid()
+    return me == 0 or uid in (me, 0)
+
+
+def foreign(path: str, st: os.stat_result, what: str) -> Optional[str]:
+    """The UNKNOWN text when *path* (whose stat is *st*) belongs to a user this run
+    must not trust (see :func:`trusted_owner`), else None."""
+    if trusted_owner(st.st_uid):
+        return None
+    me = runner()
+    return ("%s %s belongs to %s (mode %04o), not to %s who runs this check: another user may have put "
+            "it there; remove it, or if it is right, chown %s: %s"
+            % (what, path, _user(st.st_uid), stat.S_IMODE(st.st_mode), me, me, path))
+
+
+def _private_group(gid: int, uid: int) -> bool:
+    """Is *gid* the private group of user *uid*: its primary group, and no other user's?"""
+    try:
+        owner, group = pwd.getpwuid(uid), grp.getgrgid(gid)
+    except KeyError:
+        return False
+    if owner.pw_gid != gid or any(member != owner.pw_name for member in group.gr_mem):
+        return False
+    return not any(other.pw_gid == gid and other.pw_uid != uid for other in pwd.getpwall())
+
+
+def open_to_others(directory: str) -> Optional[str]:
+    """The UNKNOWN text when users other than its owner may create files in *directory*, else None.
+
+    Anyone may when others have write permission (the sticky bit does not
+    help: the names the check uses can be taken before it creates them); the
+    group may, unless it is the owner's private group (:func:`_private_group`).
+    """
+    st = os.stat(directory)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & stat.S_IWOTH:
+        who = "anyone"
+    elif mode & stat.S_IWGRP and not _private_group(st.st_gid, st.st_uid):
+        try:
+            who = "its group %s" % grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            who = "its group %d" % st.st_gid
+    else:
+        return None
+    return ("state directory %s can be written by %s (mode %04o): another user could put a secret, state "
+            "or lock file there and make the check report what they like; make it the owner's alone: "
+            "chmod 700 %s" % (directory, who, mode, directory))
 
 
 def _denied(exc):
@@ -232,6 +302,9 @@ def ensure_directory(directory):
     if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
         raise StateError("state directory " + access_problem(
             directory, OSError(errno.EACCES, "Permission denied"), directory))
+    problem = open_to_others(directory)
+    if problem:
+        raise StateError(problem)
 
 
 def write_atomically(path, data, mode=0o600, owner=None):
@@ -267,15 +340,15 @@ def write_atomically(path, data, mode=0o600, owner=None):
         os.close(dfd)
 
 
-def set_aside(path, reason):
-    """Rename a damaged *path* aside under a timestamped name; the words saying so."""
+def set_aside(path, reason, what="state file"):
+    """Rename a damaged *path* (a *what*) aside under a timestamped name; the words saying so."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     aside = "%s.damaged-%s-%d" % (path, stamp, os.getpid())
     try:
         os.rename(path, aside)
     except OSError as exc:
-        raise StateError("state file %s %s and cannot be moved aside: %s" % (path, reason, exc.strerror or exc))
-    return "state file %s; kept aside as %s, started afresh" % (reason, os.path.basename(aside))
+        raise StateError("%s %s %s and cannot be moved aside: %s" % (what, path, reason, exc.strerror or exc))
+    return "%s %s; kept aside as %s, started afresh" % (what, reason, os.path.basename(aside))
 
 
 def lock(lock_path, directory, timeout, holder):
@@ -338,6 +411,10 @@ def read_json(path: str, convert: Callable[[Any], _T]) -> Optional[_T]:
         if not stat.S_ISREG(kind):
             os.close(fd)
             raise Damaged("is a directory" if stat.S_ISDIR(kind) else "is not a regular file")
+        planted = foreign(path, os.fstat(fd), "state file")
+        if planted:
+            os.close(fd)
+            raise StateError(planted)
         with os.fdopen(fd, "rb") as f:
             raw = f.read(MAX_STATE_BYTES + 1)
         if len(raw) > MAX_STATE_BYTES:
