@@ -1,4 +1,4 @@
-"""Failover in a real Icinga 2 HA zone: no false loss (docs/distributed.md).
+"""Failover in a real Icinga 2 HA zone: no false loss (docs/explanation/distributed.md).
 
 Two private icinga2 endpoints on loopback (tests/lab/icinga_cluster.py,
 certificates made with ``icinga2 pki``) load contrib's CheckCommand and one

@@ -371,7 +371,7 @@ def test_a_second_collection_in_the_same_run_adds_to_the_first():
     assert both.oldest_pending == 0.0  # as the later collection found it
 
 
-# -- several nodes on one mailbox (docs/distributed.md) ------------------------------------
+# -- several nodes on one mailbox (docs/explanation/distributed.md) -------------
 
 def _node_probe(node, sent):
     from check_mail_roundtrip.probe import new_probe

@@ -1,4 +1,4 @@
-"""Several monitoring nodes run the same check on one mailbox (docs/distributed.md).
+"""Several monitoring nodes run the same check on one mailbox (docs/explanation/distributed.md).
 
 Each node has a state directory of its own; they share the secret, the
 profile (--name) and the mailbox, and differ in --node.  Runs go to the
