@@ -452,10 +452,12 @@ def test_build_message_without_domain_uses_hostname():
 # in the middle ("=?utf-8?q?MRTP1=2E...?=\r\n =?utf-8?q?...?="); then only
 # servers whose SEARCH decodes and rejoins encoded words (Dovecot: the lab)
 # find it.  roundtrip._send must serialise with the RFC 5322 line limit
-# (policy SMTP with max_line_length=998).  This drives the real _send with
-# SMTP replaced by a stub.
-def test_probe_as_sent_carries_the_plain_token(monkeypatch):
-    from check_mail_roundtrip import roundtrip, smtp
+# (policy SMTP with max_line_length=998).  This drives the real Run.send with
+# a sender that keeps the text.
+def test_probe_as_sent_carries_the_plain_token():
+    from check_mail_roundtrip import roundtrip
+    from check_mail_roundtrip.state import State
+    from check_mail_roundtrip.transports import Transports
 
     sent = []
 
@@ -463,17 +465,15 @@ def test_probe_as_sent_carries_the_plain_token(monkeypatch):
         sent.append(text)
         return types.SimpleNamespace(status=None, failure=None, reply="250 2.0.0 Ok")
 
-    monkeypatch.setattr(smtp, "send", fake_send)
     settings_ = types.SimpleNamespace(profile="p", mail_from="monitor@example.org",
                                       rcpt_to="echo@example.net", smtp=None, hostname="mon1.example.org",
                                       helo="mon1.example.org", wait=0.0, node=None)
     budget = types.SimpleNamespace(share=lambda part, keep=0.5: 10.0, remaining=lambda: 10.0)
     store = types.SimpleNamespace(save=lambda state: None)
-    from check_mail_roundtrip.state import State
-
     state = State("p")
-    report = roundtrip.Report()
-    roundtrip._send(settings_, budget, lambda: 1.7e9, store, state, b"s" * 32, report)
+    run = roundtrip.Run(settings_, budget, lambda: 1.7e9, store, Transports(None, fake_send), roundtrip.Report(),
+                        state, b"s" * 32)
+    run.send()
     (text,) = sent
     (pid,) = state.pending
     probe = Probe("p", pid, state.pending[pid])

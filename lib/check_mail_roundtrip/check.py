@@ -9,6 +9,8 @@ empty otherwise (Icinga's metric writers drop range syntax).
 """
 
 import math
+import time
+from typing import Callable, Optional
 
 import nagiosplugin
 from nagiosplugin.performance import Performance
@@ -16,6 +18,7 @@ from nagiosplugin.state import Critical, Ok, Unknown, Warn
 
 from .redact import redact
 from .roundtrip import run
+from .transports import Transports
 
 NAME = "MAIL_ROUNDTRIP"
 
@@ -67,11 +70,18 @@ def ago(seconds):
 # -- the resource ------------------------------------------------------------
 
 class RoundTrip(nagiosplugin.Resource):
-    """Runs one invocation and yields its figures as Metrics."""
+    """Runs one invocation and yields its figures as Metrics.
 
-    def __init__(self, settings, budget):
+    *transports* (default: those the settings name) and *clock* (epoch
+    seconds) are handed to :func:`roundtrip.run`.
+    """
+
+    def __init__(self, settings, budget, transports: Optional[Transports] = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.budget = budget
+        self.transports = transports
+        self.clock = clock
         self.report = None
 
     @property
@@ -79,7 +89,7 @@ class RoundTrip(nagiosplugin.Resource):
         return NAME
 
     def probe(self):
-        report = self.report = run(self.settings, self.budget)
+        report = self.report = run(self.settings, self.budget, self.clock, self.transports)
         if report.unknown:
             yield nagiosplugin.Metric("error", report.unknown, context="unknown")
             return
@@ -294,6 +304,8 @@ def _resource(results):
     return None
 
 
-def build(settings, budget):
-    """The nagiosplugin Check for one run."""
-    return nagiosplugin.Check(RoundTrip(settings, budget), *contexts(settings), Summary(), name=NAME)
+def build(settings, budget, transports: Optional[Transports] = None,
+          clock: Callable[[], float] = time.time) -> nagiosplugin.Check:
+    """The nagiosplugin Check for one run (*transports* and *clock*: see RoundTrip)."""
+    return nagiosplugin.Check(RoundTrip(settings, budget, transports, clock), *contexts(settings), Summary(),
+                              name=NAME)

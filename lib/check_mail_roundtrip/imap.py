@@ -40,9 +40,9 @@ from . import candidates, folders
 from . import junk as junk_folder
 from . import probe as probe_format
 from . import sasl
-from .collect import Fetched
 from .failure import StepFailure, attempt, goodbye, step, tls_told
 from .intake import MIB, Intake
+from .mail import Fetched
 from .net import connect
 from .oauth2 import sign_in
 from .tls import certificate_names, names_only

@@ -38,9 +38,9 @@ import time
 from . import probe as probe_format
 from . import sasl
 from .candidates import newest
-from .collect import Fetched
 from .failure import StepFailure, goodbye, step, tls_told
 from .intake import MIB, Intake
+from .mail import Fetched
 from .net import connect
 from .oauth2 import sign_in
 from .tls import certificate_names, names_only

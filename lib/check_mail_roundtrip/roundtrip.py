@@ -23,18 +23,21 @@ import email.policy
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable, List, Optional
 
-from . import ledger, smtp
+from . import ledger
 from . import state as state_files
-from .budget import RESERVE, Deadline
+from .budget import RESERVE, Budget, Deadline
 from .failure import StepFailure
-from .collect import open_collector
+from .mail import FAILED, UNCERTAIN, Collector, Fetched, SendResult
 from .net import fqdn
-from .probe import (RETURN_HEADER, VERSION, build_message, new_probe, node_tag, own_token, profile_key, recognise,
-                    search_key)
+from .probe import (RETURN_HEADER, VERSION, Probe, build_message, new_probe, node_tag, own_token, profile_key,
+                    recognise, search_key)
 from .reflection import read_stamp, return_header
 from .secret import load_or_create
-from .state import StateError, StateStore
+from .settings import Settings
+from .state import State, StateError, StateStore
+from .transports import Transports, for_settings
 
 # Long lines are not folded: the token must stay readable as plain text in
 # the Subject (no RFC 2047 encoding) for servers and filters that match on it.
@@ -70,14 +73,19 @@ class Report:
     since_last_success: float = None
     first_probe: bool = False
     collected: bool = False         # the mailbox was read (search and fetch worked)
-    sent: smtp.SendResult = None
+    sent: SendResult = None
     unexpunged: int = None          # probes left flagged \Deleted (server without UIDPLUS)
     junk: int = None                # own probes found in the Junk folder (None: not looked into)
     notes: list = field(default_factory=list)
 
 
-def run(settings, budget, clock=time.time):
-    """Perform one invocation for *settings* within *budget*; a Report."""
+def run(settings: Settings, budget: Budget, clock: Callable[[], float] = time.time,
+        transports: Optional[Transports] = None) -> Report:
+    """Perform one invocation for *settings* within *budget*; a Report.
+
+    *clock* gives epoch seconds; *transports* (default: those *settings*
+    name, see :func:`transports.for_settings`) collect and send.
+    """
     report = Report()
     store = StateStore(settings.state_dir, settings.profile)
     try:
@@ -87,35 +95,10 @@ def run(settings, budget, clock=time.time):
         return report
     with store:
         try:
-            _locked_run(settings, budget, clock, store, report)
+            Run(settings, budget, clock, store, transports or for_settings(settings), report).locked()
         except StateError as exc:
             report.unknown = str(exc)
     return report
-
-
-def _locked_run(settings, budget, clock, store, report):
-    secret = load_or_create(settings.secret_file or os.path.join(settings.state_dir, "secret"))
-    state, report.state_problem = store.load()
-    report.first_probe = not (state.pending or state.counted or state.lost or state.last_success)
-    report.notes.append("state file %s" % store.path)
-
-    sweep = state.swept is None or not 0 <= clock() - state.swept < SWEEP_EVERY
-    collected_at = _collect(settings, budget, clock, store, state, secret, report, sweep)
-    if sweep:
-        _sweep_state_files(settings, state, collected_at, report)
-    probe = _send(settings, budget, clock, store, state, secret, report)
-    if settings.wait and probe is not None:
-        if report.collected:
-            collected_at = _await(settings, budget, clock, store, state, secret, report, probe) or collected_at
-        else:
-            report.notes.append("not waiting for probe %s: the mailbox could not be read" % probe.probe_id)
-    report.since_last_success = (
-        collected_at - state.last_success if state.last_success is not None else None
-    )
-    report.pending = len(state.pending)
-    tokens = settings.collect.oauth2 or settings.smtp.oauth2
-    if tokens is not None:
-        report.notes.extend(tokens.notes)
 
 
 def _tag(settings):
@@ -133,177 +116,225 @@ def _junk(settings):
     return settings.junk if settings.collect_by == "imap" else None
 
 
-def _collect(settings, budget, clock, store, state, secret, report, sweep=False):
-    """Collect and reconcile; the state is saved before anything is removed."""
-    profile = settings.profile
-    try:
-        with open_collector(
-            settings.collect, settings.folder, budget.share(COLLECT_SHARE, _kept(settings)),
-            readonly=settings.keep, memory=state.collector, dedicated=settings.dedicated,
-            junk=_junk(settings), daily=sweep, now=clock(),
-        ) as collector:
-            fetched = collector.fetch(collector.find(search_key(profile), wanted=ledger.awaited(state)))
-            collected_at = clock()
-            arrivals = _recognise(collector, fetched, secret, profile, report)
-            report.collected = True
-            if _junk(settings) is not None:
-                report.junk = report.junk or 0
-            _book(settings, collector, store, state, report, fetched, arrivals, collected_at)
-            if sweep and not settings.keep:
-                _sweep_folder(settings, collector, secret, collected_at, report)
-            report.notes.extend(collector.notes)
+@dataclass
+class Run:
+    """One invocation with its state locked: what it was told (settings, the
+    budget, the clock, the transports), what it holds (the state store, the
+    state, the secret) and what it found (the report)."""
+
+    settings: Settings
+    budget: Budget
+    clock: Callable[[], float]      # epoch seconds
+    store: StateStore
+    transports: Transports
+    report: Report
+    state: State = None             # loaded by locked()
+    secret: bytes = field(default=None, repr=False)
+
+    def locked(self) -> None:
+        """Collect, clean up, send, wait (--wait), and sum up in the report."""
+        settings, report = self.settings, self.report
+        self.secret = load_or_create(settings.secret_file or os.path.join(settings.state_dir, "secret"))
+        state, report.state_problem = self.store.load()
+        self.state = state
+        report.first_probe = not (state.pending or state.counted or state.lost or state.last_success)
+        report.notes.append("state file %s" % self.store.path)
+
+        sweep = state.swept is None or not 0 <= self.clock() - state.swept < SWEEP_EVERY
+        collected_at = self.collect(sweep)
+        if sweep:
+            self.sweep_state_files(collected_at)
+        probe = self.send()
+        if settings.wait and probe is not None:
+            if report.collected:
+                collected_at = self.await_probe(probe) or collected_at
+            else:
+                report.notes.append("not waiting for probe %s: the mailbox could not be read" % probe.probe_id)
+        report.since_last_success = (
+            collected_at - state.last_success if state.last_success is not None else None
+        )
+        report.pending = len(state.pending)
+        tokens = settings.collect.oauth2 or settings.smtp.oauth2
+        if tokens is not None:
+            report.notes.extend(tokens.notes)
+
+    def open_collector(self, deadline: Deadline, **options: object) -> Collector:
+        """The run's collector (not yet entered), with what every session of it shares."""
+        settings = self.settings
+        return self.transports.open_collector(
+            settings.collect, settings.folder, deadline, readonly=settings.keep, memory=self.state.collector,
+            dedicated=settings.dedicated, **options)
+
+    def collect(self, sweep: bool = False) -> float:
+        """Collect and reconcile; the state is saved before anything is removed.
+        The collection time (epoch seconds)."""
+        settings, report, state = self.settings, self.report, self.state
+        try:
+            with self.open_collector(self.budget.share(COLLECT_SHARE, _kept(settings)),
+                                     junk=_junk(settings), daily=sweep, now=self.clock()) as collector:
+                fetched = collector.fetch(collector.find(search_key(settings.profile), wanted=ledger.awaited(state)))
+                collected_at = self.clock()
+                arrivals = self.recognise(collector, fetched)
+                report.collected = True
+                if _junk(settings) is not None:
+                    report.junk = report.junk or 0
+                self.book(collector, fetched, arrivals, collected_at)
+                if sweep and not settings.keep:
+                    self.sweep_folder(collector, collected_at)
+                report.notes.extend(collector.notes)
+                return collected_at
+        except StepFailure as failure:
+            report.failures.append(failure)
+        if report.outcome is None:  # nothing read: nothing may be declared lost
+            collected_at = self.clock()
+            report.outcome = ledger.reconcile(state, [], collected_at, settings.lost_after, collection_ok=False)
+            report.notes.extend(report.outcome.notes)
             return collected_at
-    except StepFailure as failure:
-        report.failures.append(failure)
-    if report.outcome is None:  # nothing read: nothing may be declared lost
-        collected_at = clock()
-        report.outcome = ledger.reconcile(state, [], collected_at, settings.lost_after, collection_ok=False)
-        report.notes.extend(report.outcome.notes)
-        return collected_at
-    return clock()
+        return self.clock()
 
-
-def _recognise(collector, fetched, secret, profile, report):
-    """The verified probes among *fetched*, as Arrivals; the others noted for -v."""
-    arrivals = []
-    for item in fetched:
-        probe, reason = recognise(item.headers, secret, profile)
-        if probe is None:
-            report.notes.append("message %s ignored: %s" % (collector.name(item.ref), reason))
-            continue
-        stamp = read_stamp(item.headers, probe.token(secret), secret)
-        arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref, item.source, stamp))
-        if item.junk:
-            report.junk = (report.junk or 0) + 1
-            report.notes.append("probe %s found in the Junk folder (%s)" % (probe.probe_id, collector.name(item.ref)))
-    return arrivals
-
-
-def _book(settings, collector, store, state, report, fetched, arrivals, collected_at):
-    """Reconcile *arrivals*, save the state, then remove what was processed."""
-    outcome = ledger.reconcile(state, arrivals, collected_at, settings.lost_after, node=_tag(settings))
-    report.outcome = outcome if report.outcome is None else report.outcome.then(outcome)
-    report.notes.extend(outcome.notes)
-    # what was read need not be read again, but what is to be removed is looked at
-    # again until it is gone (the state is saved before the removal)
-    collector.settle([item.ref for item in fetched], outcome.cleanup)
-    if fetched or outcome.lost_now:
-        store.save(state)
-    if not settings.keep:
-        collector.remove(outcome.cleanup)
-        if collector.unexpunged is not None:
-            report.unexpunged = collector.unexpunged
-
-
-def _await(settings, budget, clock, store, state, secret, report, probe):
-    """--wait: watch the collection folder for *probe* (just sent) for up to
-    settings.wait seconds, then book what came; the collection time, or None.
-
-    A second session, after the SMTP dialogue: IDLE (or a poll), a search
-    for new candidates after each sign of new mail, ending as soon as the
-    probe is among them.  The Junk folder is not watched (the next run looks
-    there).  A failure ends the wait quietly (-v says why): what was found
-    before is left for the next run, exactly as without --wait.
-    """
-    deadline = budget.share(1.0)
-    until = Deadline(min(deadline.clock() + settings.wait, deadline.at - AFTER_WAIT), deadline.clock)
-    profile, fetched, arrivals, back = settings.profile, [], [], False
-    started = time.monotonic()
-    try:
-        with open_collector(settings.collect, settings.folder, deadline, readonly=settings.keep,
-                            memory=state.collector, dedicated=settings.dedicated, idle=settings.idle) as collector:
-            looked = set()
-            for _ in range(MAX_LOOKS):
-                refs = collector.find(search_key(profile), wanted=ledger.awaited(state))
-                refs = [r for r in refs if r not in looked]
-                looked.update(refs)
-                items = collector.fetch(refs)
-                fetched += items
-                found = _recognise(collector, items, secret, profile, report)
-                arrivals += found
-                back = any(a.probe.probe_id == probe.probe_id for a in found)
-                if back or not collector.wait(until):
-                    break
-            report.notes.append(
-                "probe %s %s after waiting %.1fs (%s)"
-                % (probe.probe_id, "back" if back else "not back", time.monotonic() - started,
-                   collector.watching or "back at the first look"))
-            collected_at = clock()
-            _book(settings, collector, store, state, report, fetched, arrivals, collected_at)
-            report.notes.extend(collector.notes)
-        if fetched:
-            store.save(state)  # what the removal settled, as the send step's save does without --wait
-        return collected_at
-    except StepFailure as failure:
-        report.notes.append("waiting for probe %s ended after %.1fs: %s (left for the next run)"
-                            % (probe.probe_id, time.monotonic() - started, failure))
-    return None
-
-
-def _sweep_folder(settings, collector, secret, now, report):
-    """Remove probes of abandoned profiles, and of nodes gone away (signed with our
-    secret, for our profile, by another node), from the folder."""
-    horizon = abandon_after(settings.lost_after)
-    day = datetime.datetime.fromtimestamp(now - horizon, datetime.timezone.utc).date()
-    ours, tag = profile_key(settings.profile), _tag(settings)
-    try:
-        old = []
-        for item in collector.fetch(collector.find(VERSION + ".", before=day)):
-            token = own_token(item.headers, secret)
-            if token is None or now - token.sent_ms / 1000.0 <= horizon:
+    def recognise(self, collector: Collector, fetched: List[Fetched]) -> List[ledger.Arrival]:
+        """The verified probes among *fetched*, as Arrivals; the others noted for -v."""
+        report, secret = self.report, self.secret
+        arrivals = []
+        for item in fetched:
+            probe, reason = recognise(item.headers, secret, self.settings.profile)
+            if probe is None:
+                report.notes.append("message %s ignored: %s" % (collector.name(item.ref), reason))
                 continue
-            if token.key != ours or (tag is not None and not token.probe_id.startswith(tag)):
-                old.append(item.ref)
-        collector.remove(old)
-    except StepFailure as failure:
-        report.notes.append("looking for abandoned probes: %s" % failure)
-        return
-    if old:
-        report.notes.append("removed %d probe(s) of abandoned profiles or nodes (signed with this check's "
-                            "secret, sent more than %s ago)" % (len(old), _days(horizon)))
+            stamp = read_stamp(item.headers, probe.token(secret), secret)
+            arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref, item.source, stamp))
+            if item.junk:
+                report.junk = (report.junk or 0) + 1
+                report.notes.append("probe %s found in the Junk folder (%s)"
+                                    % (probe.probe_id, collector.name(item.ref)))
+        return arrivals
 
+    def book(self, collector: Collector, fetched: List[Fetched], arrivals: List[ledger.Arrival],
+             collected_at: float) -> None:
+        """Reconcile *arrivals*, save the state, then remove what was processed."""
+        settings, report, state = self.settings, self.report, self.state
+        outcome = ledger.reconcile(state, arrivals, collected_at, settings.lost_after, node=_tag(settings))
+        report.outcome = outcome if report.outcome is None else report.outcome.then(outcome)
+        report.notes.extend(outcome.notes)
+        # what was read need not be read again, but what is to be removed is looked at
+        # again until it is gone (the state is saved before the removal)
+        collector.settle([item.ref for item in fetched], outcome.cleanup)
+        if fetched or outcome.lost_now:
+            self.store.save(state)
+        if not settings.keep:
+            collector.remove(outcome.cleanup)
+            if collector.unexpunged is not None:
+                report.unexpunged = collector.unexpunged
 
-def _sweep_state_files(settings, state, now, report):
-    """Remove other profiles' state files that no run has touched for a long time."""
-    horizon = abandon_after(settings.lost_after)
-    for profile, path in state_files.abandoned(settings.state_dir, settings.profile, now, horizon):
-        if state_files.remove_abandoned(path):
-            report.notes.append("removed the state file of abandoned profile %r (no run for more "
-                                "than %s): %s" % (profile, _days(horizon), os.path.basename(path)))
-    state.swept = now
+    def await_probe(self, probe: Probe) -> Optional[float]:
+        """--wait: watch the collection folder for *probe* (just sent) for up to
+        settings.wait seconds, then book what came; the collection time, or None.
+
+        A second session, after the SMTP dialogue: IDLE (or a poll), a search
+        for new candidates after each sign of new mail, ending as soon as the
+        probe is among them.  The Junk folder is not watched (the next run looks
+        there).  A failure ends the wait quietly (-v says why): what was found
+        before is left for the next run, exactly as without --wait.
+        """
+        settings, report, state = self.settings, self.report, self.state
+        deadline = self.budget.share(1.0)
+        until = Deadline(min(deadline.clock() + settings.wait, deadline.at - AFTER_WAIT), deadline.clock)
+        fetched, arrivals, back = [], [], False
+        started = self.budget.clock()
+        try:
+            with self.open_collector(deadline, idle=settings.idle) as collector:
+                looked = set()
+                for _ in range(MAX_LOOKS):
+                    refs = collector.find(search_key(settings.profile), wanted=ledger.awaited(state))
+                    refs = [r for r in refs if r not in looked]
+                    looked.update(refs)
+                    items = collector.fetch(refs)
+                    fetched += items
+                    found = self.recognise(collector, items)
+                    arrivals += found
+                    back = any(a.probe.probe_id == probe.probe_id for a in found)
+                    if back or not collector.wait(until):
+                        break
+                report.notes.append(
+                    "probe %s %s after waiting %.1fs (%s)"
+                    % (probe.probe_id, "back" if back else "not back", self.budget.clock() - started,
+                       collector.watching or "back at the first look"))
+                collected_at = self.clock()
+                self.book(collector, fetched, arrivals, collected_at)
+                report.notes.extend(collector.notes)
+            if fetched:
+                self.store.save(state)  # what the removal settled, as the send step's save does without --wait
+            return collected_at
+        except StepFailure as failure:
+            report.notes.append("waiting for probe %s ended after %.1fs: %s (left for the next run)"
+                                % (probe.probe_id, self.budget.clock() - started, failure))
+        return None
+
+    def sweep_folder(self, collector: Collector, now: float) -> None:
+        """Remove probes of abandoned profiles, and of nodes gone away (signed with our
+        secret, for our profile, by another node), from the folder."""
+        settings, report = self.settings, self.report
+        horizon = abandon_after(settings.lost_after)
+        day = datetime.datetime.fromtimestamp(now - horizon, datetime.timezone.utc).date()
+        ours, tag = profile_key(settings.profile), _tag(settings)
+        try:
+            old = []
+            for item in collector.fetch(collector.find(VERSION + ".", before=day)):
+                token = own_token(item.headers, self.secret)
+                if token is None or now - token.sent_ms / 1000.0 <= horizon:
+                    continue
+                if token.key != ours or (tag is not None and not token.probe_id.startswith(tag)):
+                    old.append(item.ref)
+            collector.remove(old)
+        except StepFailure as failure:
+            report.notes.append("looking for abandoned probes: %s" % failure)
+            return
+        if old:
+            report.notes.append("removed %d probe(s) of abandoned profiles or nodes (signed with this check's "
+                                "secret, sent more than %s ago)" % (len(old), _days(horizon)))
+
+    def sweep_state_files(self, now: float) -> None:
+        """Remove other profiles' state files that no run has touched for a long time."""
+        settings = self.settings
+        horizon = abandon_after(settings.lost_after)
+        for profile, path in state_files.abandoned(settings.state_dir, settings.profile, now, horizon):
+            if state_files.remove_abandoned(path):
+                self.report.notes.append("removed the state file of abandoned profile %r (no run for more "
+                                         "than %s): %s" % (profile, _days(horizon), os.path.basename(path)))
+        self.state.swept = now
+
+    def send(self) -> Optional[Probe]:
+        """Record the next probe as pending, send it, forget it only if refused;
+        the probe when it may be on its way, else None."""
+        settings, report, state, secret = self.settings, self.report, self.state, self.secret
+        now = self.clock()
+        probe = new_probe(settings.profile, now, settings.node)
+        ledger.record_sent(state, probe)
+        self.store.save(state)
+        message = build_message(probe, secret, settings.mail_from, settings.rcpt_to, settings.hostname, now)
+        message[RETURN_HEADER] = return_header(probe.token(secret), settings.mail_from, secret)
+        text = message.as_string(policy=_WIRE)
+        deadline = self.budget.share(1.0, _kept(settings))
+        result = self.transports.send(
+            text, settings.mail_from, settings.rcpt_to, settings.smtp,
+            deadline, local_hostname=settings.helo or fqdn(deadline),
+        )
+        report.sent = result
+        if result.status == FAILED:
+            ledger.forget_unsent(state, probe)
+            self.store.save(state)
+            if result.failure not in report.failures:  # e.g. the OAuth2 token both sides needed
+                report.failures.append(result.failure)
+            return None
+        ledger.confirm_sent(state, probe)
+        self.store.save(state)  # a run that dies before this leaves the probe unconfirmed
+        if result.status == UNCERTAIN:
+            report.failures.append(result.failure)
+            report.notes.append("probe %s kept as pending: it may still arrive" % probe.probe_id)
+        else:
+            report.notes.append("probe %s sent: %s" % (probe.probe_id, result.reply))
+        return probe
 
 
 def _days(seconds):
     return "%gd" % round(seconds / 86400.0, 1)
-
-
-def _send(settings, budget, clock, store, state, secret, report):
-    """Record the next probe as pending, send it, forget it only if refused;
-    the probe when it may be on its way, else None."""
-    now = clock()
-    probe = new_probe(settings.profile, now, settings.node)
-    ledger.record_sent(state, probe)
-    store.save(state)
-    message = build_message(probe, secret, settings.mail_from, settings.rcpt_to, settings.hostname, now)
-    message[RETURN_HEADER] = return_header(probe.token(secret), settings.mail_from, secret)
-    text = message.as_string(policy=_WIRE)
-    deadline = budget.share(1.0, _kept(settings))
-    result = smtp.send(
-        text, settings.mail_from, settings.rcpt_to, settings.smtp,
-        deadline, local_hostname=settings.helo or fqdn(deadline),
-    )
-    report.sent = result
-    if result.status == smtp.FAILED:
-        ledger.forget_unsent(state, probe)
-        store.save(state)
-        if result.failure not in report.failures:  # e.g. the OAuth2 token both sides needed
-            report.failures.append(result.failure)
-        return None
-    ledger.confirm_sent(state, probe)
-    store.save(state)  # a run that dies before this leaves the probe unconfirmed
-    if result.status == smtp.UNCERTAIN:
-        report.failures.append(result.failure)
-        report.notes.append("probe %s kept as pending: it may still arrive" % probe.probe_id)
-    else:
-        report.notes.append("probe %s sent: %s" % (probe.probe_id, result.reply))
-    return probe

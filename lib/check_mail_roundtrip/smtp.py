@@ -10,27 +10,19 @@ DATA leaves the outcome uncertain: the probe may still arrive.
 import base64
 import dataclasses
 import smtplib
-from dataclasses import dataclass
 
 import nagiosplugin
 
 from . import sasl
 from .failure import StepFailure, describe, goodbye, step, tls_told
+from .mail import FAILED, SENT, UNCERTAIN, SendResult
 from .net import connect
 from .oauth2 import sign_in
 from .tls import certificate_names, names_only
 from .trace import SmtpTrace
 
-SENT, FAILED, UNCERTAIN = "sent", "failed", "uncertain"
 DEFAULT_PORTS = {"starttls": 25, "tls": 465, "none": 25}
 QUIT_SECONDS = 1.0  # a polite goodbye may take this long, then the connection is dropped
-
-
-@dataclass
-class SendResult:
-    status: str                 # SENT, FAILED or UNCERTAIN
-    failure: StepFailure = None
-    reply: str = ""             # the server's answer to the message
 
 
 class _Traced:
