@@ -129,24 +129,6 @@ def goodbye(name, deadline, polite, rude):
         rude()
 
 
-def tls_failure(name, exc, deadline, read_names):
-    """The StepFailure for the TLS failure *exc*, with a hint at the fix.
-
-    For a certificate issued to another name, ``read_names()`` (run as an
-    attempt) says whom it is for.
-    """
-    names = attempt(name, deadline, read_names) if tls.wrong_name(exc) else None
-    return StepFailure(name, tls.describe(exc, names))
-
-
-def tls_told(name, deadline, work, read_names):
-    """``work()``; a TLS failure becomes the StepFailure of :func:`tls_failure`."""
-    try:
-        return work()
-    except ssl.SSLError as exc:
-        raise tls_failure(name, exc, deadline, read_names) from exc
-
-
 class step:
     """``with step(name, deadline):`` runs a block as one named step.
 

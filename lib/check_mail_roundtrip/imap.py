@@ -40,12 +40,11 @@ from . import candidates, folders
 from . import junk as junk_folder
 from . import probe as probe_format
 from . import sasl
-from .failure import StepFailure, attempt, goodbye, step, tls_told
+from .connection import Connection, Wire
+from .failure import StepFailure, attempt, step
 from .intake import MIB, Intake
 from .mail import Fetched
-from .net import connect
 from .oauth2 import sign_in
-from .tls import certificate_names, names_only
 from .trace import ImapTrace
 
 # imapclient warns through the logging module (on stderr when nothing else is
@@ -53,7 +52,6 @@ from .trace import ImapTrace
 logging.getLogger("imapclient").addHandler(logging.NullHandler())
 
 DEFAULT_PORTS = {"tls": 993, "starttls": 143, "none": 143}
-LOGOUT_SECONDS = 1.0  # a polite goodbye may take this long, then the connection is dropped
 # At most this many hits are read per run (the newest); more means the
 # mailbox is flooded with probes and the rest waits for the next runs.
 MAX_FETCH = 200     # candidates per FETCH command
@@ -233,6 +231,9 @@ def _starttls(client, ssl_context, deadline):
     client.starttls(ssl_context)
 
 
+WIRE = Wire("IMAP", _connect, _starttls, lambda client: client.socket(), lambda client: client.logout(), _shut)
+
+
 class Ref(NamedTuple):
     """A mail examined by the collector: its UID, and whether it is in the Junk folder."""
 
@@ -277,6 +278,7 @@ class ImapCollector:
         self.junk_looked = junk is None  # the Junk folder was looked for (or is not wanted)
         self.selected = None
         self.client = None
+        self.connection = Connection(WIRE, endpoint, deadline)
         self.notes = []
         self.unexpunged = None      # probes flagged \\Deleted and left (server without UIDPLUS)
         self.watching = None        # how wait() watches the folder, in words
@@ -288,26 +290,8 @@ class ImapCollector:
 
     # -- session -------------------------------------------------------------
     def __enter__(self):
-        ep = self.ep
-        if ep.auth == "oauth2":  # the token first: without one there is no point in connecting
-            ep.oauth2.token(self.deadline)
-        with step("IMAP connect", self.deadline):
-            self.client = connect(
-                ep.host, ep.port, self.deadline, ep.family,
-                lambda address: self._tls_told(lambda: _connect(ep, address, self.deadline), address))
-        address = self.client._address
+        self.client = self.connection.open(self._login)
         try:
-            if ep.tls == "starttls":
-                with step("IMAP TLS", self.deadline):
-                    self._tls_told(lambda: _starttls(self.client, ep.ssl_context, self.deadline), address)
-            with step("IMAP login", self.deadline):
-                self._arm()
-                if ep.auth == "oauth2":
-                    self._oauth2_login()
-                else:
-                    self._password_login()
-                # keep the capabilities the server sent with its login answer (no extra round trip)
-                self.client.capabilities()
             if self.client.has_capability("XMAGICTRASH") and not self.readonly:
                 self.notes.append("the server moves expunged mail to Trash (Courier's XMAGICTRASH): "
                                   "removed probes collect there until it empties Trash")
@@ -337,19 +321,30 @@ class ImapCollector:
         self.selected = folder
         return True
 
-    def _password_login(self):
+    def _login(self, client: _Client) -> None:
+        """The login of *client* (the step ``IMAP login``)."""
+        self.deadline.arm(client.socket())
+        if self.ep.auth == "oauth2":
+            self._oauth2_login(client)
+        else:
+            self._password_login(client)
+        # keep the capabilities the server sent with its login answer (no extra round trip)
+        client.capabilities()
+
+    def _password_login(self, client):
         user, password = self.ep.user or "", self.ep.password or ""
         if (user + password).isascii():
-            self.client.login(user, password)
+            client.login(user, password)
         else:
-            self.client.plain_login(user, password)
+            client.plain_login(user, password)
 
-    def _oauth2_login(self):
+    def _oauth2_login(self, client):
         """AUTHENTICATE with the token; once more with a fresh token if the server refuses it."""
-        offered = [c[5:] for c in (_text(c) for c in self.client.capabilities()) if c.upper().startswith("AUTH=")]
-        sign_in(self.ep, self.deadline, "IMAP login", offered, self._authenticate, self.client._trace.hide)
+        offered = [c[5:] for c in (_text(c) for c in client.capabilities()) if c.upper().startswith("AUTH=")]
+        sign_in(self.ep, self.deadline, "IMAP login", offered,
+                lambda mechanism, token: self._authenticate(client, mechanism, token), client._trace.hide)
 
-    def _authenticate(self, mechanism, token):
+    def _authenticate(self, client, mechanism, token):
         """One AUTHENTICATE dialogue: None when logged in, else the server's words."""
         ep, said = self.ep, []
         first = sasl.initial_response(mechanism, ep.user or "", token, ep.host, ep.port)
@@ -361,32 +356,16 @@ class ImapCollector:
             said.append(challenge)   # an error challenge: answer it empty, the server then says NO
             return b"" if len(said) < 4 else None
 
-        self._arm()
+        self.deadline.arm(client.socket())
         try:
-            self.client._imap.authenticate(mechanism, respond)
+            client._imap.authenticate(mechanism, respond)
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error as exc:
-            m = _COMPLETION.match(self.client._imap.completion)
+            m = _COMPLETION.match(client._imap.completion)
             return sasl.refusal(server_words(m.group(1)) if m else server_words(str(exc)), said)
-        self.client._imap.state = "AUTH"
+        client._imap.state = "AUTH"
         return None
-
-    def _tls_told(self, work, address):
-        """work(); a TLS failure becomes a StepFailure with a hint at the fix."""
-        return tls_told("IMAP TLS", self.deadline, work, lambda: self._certificate_names(address))
-
-    def _certificate_names(self, address):
-        """The names in the server's certificate, read over a second connection
-        that verifies the chain but not the host name, and goes no further than TLS."""
-        ep = dataclasses.replace(self.ep, ssl_context=names_only(self.ep.ssl_context))
-        client = _connect(ep, address, self.deadline, "reading the certificate's names")
-        try:
-            if ep.tls == "starttls":
-                _starttls(client, ep.ssl_context, self.deadline)
-            return certificate_names(client.socket())
-        finally:
-            client.shutdown()
 
     def _not_opened(self, words):
         """Why the folder did not open, with the server's folder layout when the folder is missing."""
@@ -408,7 +387,7 @@ class ImapCollector:
         client, self.client = self.client, None
         if client is None:
             return
-        goodbye("IMAP logout", self.deadline.within(LOGOUT_SECONDS), client.logout, lambda: _shut(client))
+        self.connection.close(client)
 
     def _arm(self):
         self.deadline.arm(self.client.socket())

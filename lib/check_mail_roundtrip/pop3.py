@@ -28,7 +28,6 @@ with the server's words as it sent them (``-ERR [IN-USE] ...``).
 """
 
 import base64
-import dataclasses
 import datetime
 import email.utils
 import hashlib
@@ -38,16 +37,14 @@ import time
 from . import probe as probe_format
 from . import sasl
 from .candidates import newest
-from .failure import StepFailure, goodbye, step, tls_told
+from .connection import Connection, Wire
+from .failure import StepFailure, step
 from .intake import MIB, Intake
 from .mail import Fetched
-from .net import connect
 from .oauth2 import sign_in
-from .tls import certificate_names, names_only
 from .trace import Pop3Trace
 
 DEFAULT_PORTS = {"tls": 995, "starttls": 110, "none": 110}
-LOGOUT_SECONDS = 1.0    # a polite goodbye may take this long, then the connection is dropped
 MAX_READ = 2000         # messages examined per run at most (newest first; the rest in the next runs)
 MAX_HEADER = 64 * 1024  # bytes of one header kept (the rest of the TOP answer is read and dropped)
 PIPELINE = 50           # commands sent at once to a server that offers PIPELINING
@@ -101,7 +98,7 @@ class _Session:
     each reported to the trace; every read bounded by the step's deadline."""
 
     def __init__(self, ep, address, deadline, why=None):
-        self.ep, self.address, self.deadline = ep, address, deadline
+        self.ep, self.deadline = ep, deadline
         self.trace = Pop3Trace(ep.secrets())
         if why:
             self.trace.note(why)
@@ -285,6 +282,10 @@ class _Session:
                 pass
 
 
+WIRE = Wire("POP3", _Session, lambda session, ssl_context, deadline: session.stls(), lambda session: session.sock,
+            _Session.quit, _Session.close)
+
+
 class Pop3Collector:
     """A session with one POP3 maildrop (see the module doc and collect.py)."""
 
@@ -294,6 +295,7 @@ class Pop3Collector:
         self.readonly = readonly
         self.memory = memory if memory is not None else {}
         self.session = None
+        self.connection = Connection(WIRE, endpoint, deadline)
         self.listed = None          # {UIDL: message number} of this session
         self.notes = []
         self.unexpunged = None      # IMAP only
@@ -301,39 +303,30 @@ class Pop3Collector:
 
     # -- session -------------------------------------------------------------
     def __enter__(self):
-        ep = self.ep
-        if ep.auth == "oauth2":  # the token first: without one there is no point in connecting
-            ep.oauth2.token(self.deadline)
-        with step("POP3 connect", self.deadline):
-            self.session = connect(ep.host, ep.port, self.deadline, ep.family, self._open)
-        try:
-            if ep.tls == "starttls":
-                with step("POP3 TLS", self.deadline):
-                    tls_told("POP3 TLS", self.deadline, self.session.stls, self._names(self.session.address))
-            with step("POP3 login", self.deadline):
-                self.session.capa()
-                if ep.auth == "oauth2":
-                    self._oauth2_login()
-                else:
-                    self._password_login()
-        except BaseException:
-            self._close()
-            raise
+        self.session = self.connection.open(self._login)
         return self
 
-    def _password_login(self):
+    def _login(self, session: _Session) -> None:
+        """The login of *session* (the step ``POP3 login``)."""
+        session.capa()
+        if self.ep.auth == "oauth2":
+            self._oauth2_login(session)
+        else:
+            self._password_login(session)
+
+    def _password_login(self, session):
         """USER and PASS; AUTH PLAIN for a non-ASCII login where the server offers it."""
         user, password = self.ep.user or "", self.ep.password or ""
-        if not (user + password).isascii() and "PLAIN" in (m.upper() for m in self.session.mechanisms):
-            refused, _ = self.session.authenticate("PLAIN", ("\0%s\0%s" % (user, password)).encode("utf-8"))
+        if not (user + password).isascii() and "PLAIN" in (m.upper() for m in session.mechanisms):
+            refused, _ = session.authenticate("PLAIN", ("\0%s\0%s" % (user, password)).encode("utf-8"))
             if refused is not None:
                 raise StepFailure("POP3 login", refused)
             return
-        self.session.command("USER " + user)
-        self.session.command("PASS " + password)
+        session.command("USER " + user)
+        session.command("PASS " + password)
 
-    def _oauth2_login(self):
-        session, ep = self.session, self.ep
+    def _oauth2_login(self, session):
+        ep = self.ep
 
         def authenticate(mechanism, token):
             first = sasl.initial_response(mechanism, ep.user or "", token, ep.host, ep.port)
@@ -342,32 +335,13 @@ class Pop3Collector:
 
         sign_in(ep, self.deadline, "POP3 login", session.mechanisms, authenticate, session.trace.hide)
 
-    def _open(self, address):
-        """A session with *address* (TLS done for implicit TLS); a TLS failure told with a hint."""
-        return tls_told("POP3 TLS", self.deadline, lambda: _Session(self.ep, address, self.deadline),
-                        self._names(address))
-
-    def _names(self, address):
-        """A function that reads the names in the server's certificate, over a second
-        connection that verifies the chain but not the host name and goes no further than TLS."""
-        def read():
-            ep = dataclasses.replace(self.ep, ssl_context=names_only(self.ep.ssl_context))
-            session = _Session(ep, address, self.deadline, "reading the certificate's names")
-            try:
-                if ep.tls == "starttls":
-                    session.stls()
-                return certificate_names(session.sock)
-            finally:
-                session.close()
-        return read
-
     def __exit__(self, *exc):
         self._close()
 
     def _close(self):
         session, self.session = self.session, None
         if session is not None:
-            goodbye("POP3 logout", self.deadline.within(LOGOUT_SECONDS), session.quit, session.close)
+            self.connection.close(session)
 
     # -- work ----------------------------------------------------------------
     def find(self, key, before=None, wanted=()):

@@ -8,21 +8,21 @@ DATA leaves the outcome uncertain: the probe may still arrive.
 """
 
 import base64
-import dataclasses
 import smtplib
+from typing import Optional
 
 import nagiosplugin
 
 from . import sasl
-from .failure import StepFailure, describe, goodbye, step, tls_told
+from .budget import Deadline
+from .connection import Connection, Wire
+from .failure import StepFailure, describe, step
 from .mail import FAILED, SENT, UNCERTAIN, SendResult
-from .net import connect
 from .oauth2 import sign_in
-from .tls import certificate_names, names_only
+from .settings import Endpoint
 from .trace import SmtpTrace
 
 DEFAULT_PORTS = {"starttls": 25, "tls": 465, "none": 25}
-QUIT_SECONDS = 1.0  # a polite goodbye may take this long, then the connection is dropped
 
 
 class _Traced:
@@ -55,32 +55,17 @@ class _SMTP_SSL(_Traced, smtplib.SMTP_SSL):
     pass
 
 
-def _connect(ep, deadline, local_hostname):
-    if ep.user and ep.auth == "oauth2":  # the token first: without one there is no point in connecting
-        ep.oauth2.token(deadline)
-    conn = None
-    try:
-        with step("SMTP connect", deadline):
-            conn = connect(
-                ep.host, ep.port, deadline, ep.family,
-                lambda address: _tls_told(lambda: _open(ep, address, deadline, local_hostname),
-                                          ep, address, deadline, local_hostname))
-        address = conn.address
-        if ep.tls == "starttls":
-            with step("SMTP TLS", deadline):
-                _tls_told(lambda: _starttls(conn, ep.ssl_context, deadline),
-                          ep, address, deadline, local_hostname)
-        if ep.user:
-            with step("SMTP auth", deadline):
-                if not conn.has_extn("auth"):
-                    raise StepFailure("SMTP auth", "server offers no AUTH (after %s)" % ep.tls)
-                deadline.arm(conn.sock)
-                _authenticate(conn, ep, deadline)
-    except BaseException:
-        if conn is not None:
-            conn.close()
-        raise
-    return conn
+def _connection(ep: Endpoint, deadline: Deadline, local_hostname: Optional[str]) -> Connection:
+    """The SMTP connections to *ep* (see connection.py), greeting as *local_hostname*.
+
+    A set-up that fails drops the connection without a QUIT; the name-reading
+    connection's STARTTLS is smtplib's alone (no capability check, no EHLO after it).
+    """
+    wire = Wire("SMTP", lambda ep, address, deadline, why: _open(ep, address, deadline, local_hostname, why),
+                _starttls, lambda conn: conn.sock, lambda conn: conn.quit(), lambda conn: conn.close(),
+                login_step="auth", goodbye_step="quit", goodbye_on_failure=False,
+                upgrade=lambda conn, ssl_context, deadline: conn.starttls(context=ssl_context))
+    return Connection(wire, ep, deadline)
 
 
 def _open(ep, address, deadline, local_hostname, why=None):
@@ -91,7 +76,6 @@ def _open(ep, address, deadline, local_hostname, why=None):
     if why:
         trace.note(why)
     conn = cls(local_hostname=local_hostname, timeout=deadline.left(), trace=trace, **kwargs)
-    conn.address = address
     conn._host = ep.host  # Python 3.11's smtplib names the TLS server (SNI, hostname check) from this
     try:
         code, text = conn.connect(address, ep.port)
@@ -122,31 +106,16 @@ def _starttls(conn, ssl_context, deadline):
     conn.ehlo()
 
 
-def _tls_told(work, ep, address, deadline, local_hostname):
-    """work(); a TLS failure becomes a StepFailure with a hint at the fix."""
-    return tls_told("SMTP TLS", deadline, work,
-                    lambda: _certificate_names(ep, address, deadline, local_hostname))
-
-
-def _certificate_names(ep, address, deadline, local_hostname):
-    """The names in the server's certificate, read over a second connection
-    that verifies the chain but not the host name, and goes no further than TLS."""
-    ep = dataclasses.replace(ep, ssl_context=names_only(ep.ssl_context))
-    conn = _open(ep, address, deadline, local_hostname, "reading the certificate's names")
-    try:
-        if ep.tls == "starttls":
-            conn.starttls(context=ep.ssl_context)
-        return certificate_names(conn.sock)
-    finally:
-        conn.close()
-
-
 def _authenticate(conn, ep, deadline):
-    """One AUTH attempt: PLAIN with UTF-8 credentials where offered, else smtplib's login().
+    """One AUTH attempt (the step ``SMTP auth``): PLAIN with UTF-8 credentials
+    where offered, else smtplib's login().
 
     Without TLS, CRAM-MD5 is preferred where offered: the password then does
     not cross the wire in clear.  With OAuth2, see :func:`_oauth2`.
     """
+    if not conn.has_extn("auth"):
+        raise StepFailure("SMTP auth", "server offers no AUTH (after %s)" % ep.tls)
+    deadline.arm(conn.sock)
     password = ep.password or ""
     mechanisms = conn.esmtp_features.get("auth", "").lower().split()
     if ep.auth == "oauth2":
@@ -230,8 +199,9 @@ def _reject(verb, code, text):
 
 def send(message, mail_from, rcpt_to, ep, deadline, local_hostname=None):
     """Send *message* (str, CRLF or LF line ends); a SendResult, never raises."""
+    connection = _connection(ep, deadline, local_hostname)
     try:
-        conn = _connect(ep, deadline, local_hostname)
+        conn = connection.open((lambda conn: _authenticate(conn, ep, deadline)) if ep.user else None)
     except StepFailure as failure:
         return SendResult(FAILED, failure)
     try:
@@ -246,4 +216,4 @@ def send(message, mail_from, rcpt_to, ep, deadline, local_hostname=None):
     except StepFailure as failure:
         return SendResult(FAILED, failure)
     finally:
-        goodbye("SMTP quit", deadline.within(QUIT_SECONDS), conn.quit, conn.close)
+        connection.close(conn)
