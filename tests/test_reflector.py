@@ -421,3 +421,29 @@ def test_the_rate_limit_counts_an_address_in_any_case(far_end, tmp_path):
     assert b"reflected to monitor@lab.test" in results[0].stderr and b"reflected to MONITOR@lab.test" in results[1].stderr
     assert b"rate limit: 2 reflections to Monitor@lab.test in the last minute" in results[2].stderr, results[2]
     assert len(script.messages) == 2
+
+
+# -- the options ----------------------------------------------------------------------------
+
+def test_the_options_become_the_reflectors_own_typed_settings(tmp_path):
+    from check_mail_roundtrip import reflector
+    from check_mail_roundtrip.settings import Endpoint, ReflectorSettings
+    password = tmp_path / "far.pw"
+    password.write_text(FAR_PASSWORD + "\n")
+    password.chmod(0o600)
+    args = reflector.parser().parse_args([
+        "poll", "-H", "127.0.0.1", "--imap-user", FAR, "--imap-password-file", str(password),
+        "--imap-folder", "Probes", "--secret-file", str(tmp_path / "secret"), "--state-dir", str(tmp_path),
+        "--sendmail", "/usr/sbin/sendmail", "--loop", "--loop-for", "90", "-t", "20"])
+    given = dict(vars(args))
+    settings = reflector.settings_from(args)
+    assert settings == ReflectorSettings(
+        "poll", str(tmp_path / "secret"), str(tmp_path), 20.0, 10, 86400.0, sendmail="/usr/sbin/sendmail",
+        imap=Endpoint("IMAP", "127.0.0.1", 993, "tls", FAR, FAR_PASSWORD), folder="Probes", loop=True, loop_for=90.0)
+    assert settings.imap.ssl_context is not None
+    assert vars(args) == given  # the parsed options are read, not filled in
+    args = reflector.parser().parse_args(["pipe", "-H", "127.0.0.1", "--smtp-port", "2525", "--smtp-tls", "none",
+                                          "--secret-file", "s", "--sender", "", "--recipient", "r@lab.test"])
+    assert reflector.settings_from(args) == ReflectorSettings(
+        "pipe", "s", reflector.DEFAULT_STATE_DIR, 60.0, 10, 86400.0,
+        smtp=Endpoint("SMTP", "127.0.0.1", 2525, "none"), sender="", recipient="r@lab.test")

@@ -112,7 +112,7 @@ COLLECTORS = ("imap", "pop3")  # the sides that may collect (--collect)
 
 
 def side_options(p, side, auth=True):
-    """--X-host, --X-port, --X-tls, --X-user, (--X-auth,) --X-password-file for one side."""
+    """--X-host, --X-port, --X-tls, --X-user, (--X-auth, else the password,) --X-password-file for one side."""
     d = SIDES[side]
     by_port = {}
     for mode in d["tls"]:
@@ -130,6 +130,8 @@ def side_options(p, side, auth=True):
     if auth:
         g.add_argument("--%s-auth" % side, choices=("password", "oauth2"), default="password",
                        help="log in with the password (default) or an OAuth2 access token (see OAuth2)")
+    else:
+        p.set_defaults(**{"%s_auth" % side: "password"})  # no --X-auth: the password it is
     g.add_argument("--%s-password-file" % side, metavar="FILE",
                    help="file whose first line is the %s password (or set %s)" % (d["protocol"], d["env"]))
     return g

@@ -42,6 +42,7 @@ from .probe import VERSION
 from .redact import redact
 from .reflection import REFLECTOR_HEADERS, Memory, address, build_reflection, decide, printable, token_text
 from .secret import read as read_secret
+from .settings import ReflectorSettings
 from .state import Damaged, StateError, ensure_directory, lock, read_json, set_aside, write_atomically
 
 PROG = "mail_roundtrip_reflector"
@@ -119,27 +120,27 @@ def _memories(data: object) -> tuple:
 
 # -- sending back -------------------------------------------------------------------
 
-def send_back(message, envelope_from, to, args, deadline):
+def send_back(message, envelope_from, to, settings, deadline):
     """Send *message* (an EmailMessage) to *to*; Temporary when it may work later.
 
     Returns None when sent, or the words of a permanent refusal.
     """
     text = message.as_string(policy=_WIRE)
-    if args.sendmail:
+    if settings.sendmail:
         try:
-            p = subprocess.run([args.sendmail, "-i", "-f", envelope_from, "--", to], input=text.encode("utf-8"),
+            p = subprocess.run([settings.sendmail, "-i", "-f", envelope_from, "--", to], input=text.encode("utf-8"),
                                capture_output=True, timeout=max(1.0, deadline.left()))
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise Temporary("%s: %s" % (args.sendmail, exc))
+            raise Temporary("%s: %s" % (settings.sendmail, exc))
         if p.returncode == 0:
             return None
-        words = "%s exited %d: %s" % (args.sendmail, p.returncode,
+        words = "%s exited %d: %s" % (settings.sendmail, p.returncode,
                                      (p.stderr or p.stdout).decode("utf-8", "replace").strip()[:300])
         if p.returncode == EX_TEMPFAIL:
             raise Temporary(words)
         return words
-    result = smtp.send(text, envelope_from, to, args.smtp_endpoint, deadline,
-                       local_hostname=args.smtp_helo or socket.getfqdn())
+    result = smtp.send(text, envelope_from, to, settings.smtp, deadline,
+                       local_hostname=settings.helo or socket.getfqdn())
     if result.status == smtp.SENT:
         return None
     if result.status == smtp.FAILED and result.failure.detail.startswith("permanent rejection"):
@@ -147,7 +148,7 @@ def send_back(message, envelope_from, to, args, deadline):
     raise Temporary(str(result.failure))  # refused for now, no connection, or an unknown outcome
 
 
-def reflect_one(header_block, envelope_sender, envelope_recipient, received, store, secret, args, deadline,
+def reflect_one(header_block, envelope_sender, envelope_recipient, received, store, secret, settings, deadline,
                 clock=time.time):
     """Decide about one incoming mail and act on it; (outcome, words).
 
@@ -160,19 +161,19 @@ def reflect_one(header_block, envelope_sender, envelope_recipient, received, sto
     retry can send it.
     """
     now = clock()
-    store.memory.prune(now, args.max_age)
-    d = decide(header_block, envelope_sender, secret, store.memory, now, args.max_age, args.max_per_minute)
+    store.memory.prune(now, settings.max_age)
+    d = decide(header_block, envelope_sender, secret, store.memory, now, settings.max_age, settings.max_per_minute)
     pid = d.token.probe_id if d.token else None
     if d.to is None:
         return ("again" if d.again else "dropped"), "%s: %s" % ("probe %s" % pid if pid else "mail", d.why)
     store.memory.record(pid, d.to, now)
     store.save()
-    me = printable(args.mail_from or envelope_recipient or "mail-roundtrip-reflector@%s" % socket.getfqdn())
+    me = printable(settings.mail_from or envelope_recipient or "mail-roundtrip-reflector@%s" % socket.getfqdn())
     received_ms = int(round(received * 1000))
     sent_ms = max(received_ms, int(round(clock() * 1000)))
     message = build_reflection(d, received_ms, sent_ms, secret, me, socket.gethostname() or "localhost")
     try:
-        refused = send_back(message, me, d.to, args, deadline)
+        refused = send_back(message, me, d.to, settings, deadline)
     except Temporary:
         _unrecord(store, pid, d.to, now)
         raise
@@ -203,20 +204,20 @@ def say(line: str) -> None:
 
 # -- pipe ----------------------------------------------------------------------------
 
-def run_pipe(args, secret, stdin=None, clock=time.time):
+def run_pipe(settings, secret, stdin=None, clock=time.time):
     """One message on stdin: an exit code for the MTA."""
     received = clock()
     data = (stdin or sys.stdin.buffer).read(MAX_MESSAGE)
     header_block = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    sender = args.sender if args.sender is not None else os.environ.get("SENDER")
-    recipient = args.recipient or os.environ.get("ORIGINAL_RECIPIENT") or os.environ.get("RECIPIENT")
-    deadline = Budget(args.timeout).share(1.0)
+    sender = settings.sender if settings.sender is not None else os.environ.get("SENDER")
+    recipient = settings.recipient or os.environ.get("ORIGINAL_RECIPIENT") or os.environ.get("RECIPIENT")
+    deadline = Budget(settings.timeout).share(1.0)
     try:
-        with Store(args.state_dir) as store:
+        with Store(settings.state_dir) as store:
             for note in store.notes:
                 say(note)
             outcome, words = reflect_one(header_block, sender, address(recipient) if recipient else None,
-                                         received, store, secret, args, deadline, clock)
+                                         received, store, secret, settings, deadline, clock)
     except Temporary as exc:
         say("sending back failed for now, the MTA will retry: %s" % exc)
         return EX_TEMPFAIL
@@ -229,60 +230,60 @@ def run_pipe(args, secret, stdin=None, clock=time.time):
 
 # -- poll -----------------------------------------------------------------------------
 
-def run_poll(args, secret, clock=time.time):
+def run_poll(settings, secret, clock=time.time):
     """One pass over the far mailbox, or with --loop sessions that watch it for --loop-for seconds."""
-    if not args.loop:
-        return _session(args, secret, clock, None)
-    end = time.monotonic() + args.loop_for
+    if not settings.loop:
+        return _session(settings, secret, clock, None)
+    end = time.monotonic() + settings.loop_for
     code = EX_OK
     for _ in range(MAX_PASSES):
         if time.monotonic() >= end:
             break
-        code = _session(args, secret, clock, end)
+        code = _session(settings, secret, clock, end)
         if code != EX_OK and end - time.monotonic() > RETRY_PAUSE:
             time.sleep(RETRY_PAUSE)  # the server went away: a new session a little later
     return code
 
 
-def _session(args, secret, clock, end):
+def _session(settings, secret, clock, end):
     """One IMAP session: a pass, and until *end* (monotonic; None: no waiting) a pass
     after each sign of new mail (IDLE, else a NOOP poll)."""
-    ep = args.imap_endpoint
-    key = "%s@%s:%d/%s" % (ep.user, ep.host, ep.port, args.imap_folder)
+    ep = settings.imap
+    key = "%s@%s:%d/%s" % (ep.user, ep.host, ep.port, settings.folder)
     waiting = max(0.0, end - time.monotonic()) if end is not None else 0.0
-    deadline = Budget(args.timeout + waiting).share(1.0)
+    deadline = Budget(settings.timeout + waiting).share(1.0)
     try:
-        with Store(args.state_dir) as store:
+        with Store(settings.state_dir) as store:
             memory = store.mailboxes.get(key)
         memory = memory if isinstance(memory, dict) else {}
-        with open_collector(ep, args.imap_folder, deadline, memory=memory, idle=True) as collector:
-            code = _pass(collector, key, args, secret, deadline, clock)
+        with open_collector(ep, settings.folder, deadline, memory=memory, idle=True) as collector:
+            code = _pass(collector, key, settings, secret, deadline, clock)
             if end is None:
                 return code
-            until = Deadline(min(time.monotonic() + waiting, deadline.at - args.timeout))
+            until = Deadline(min(time.monotonic() + waiting, deadline.at - settings.timeout))
             for _ in range(MAX_PASSES):
                 if not collector.wait(until):
                     break
-                code = _pass(collector, key, args, secret, deadline, clock)
+                code = _pass(collector, key, settings, secret, deadline, clock)
             return code
     except (StepFailure, Failure) as exc:
         say("poll: %s" % exc)
         return EX_FAIL
 
 
-def _pass(collector, key, args, secret, deadline, clock):
+def _pass(collector, key, settings, secret, deadline, clock):
     """Read the new candidates, reflect the verified probes, remove those sent back."""
     fetched = collector.fetch(collector.find(VERSION + "."), REFLECTOR_HEADERS)
     examined, to_remove, code = [], [], EX_OK
-    with Store(args.state_dir) as store:
+    with Store(settings.state_dir) as store:
         for note in store.notes:
             say(note)
         store.mailboxes[key] = collector.memory
         for item in fetched:
             received = item.internaldate if item.internaldate is not None else clock()
             try:
-                outcome, words = reflect_one(item.headers, None, address(args.imap_endpoint.user), received,
-                                             store, secret, args, deadline, clock)
+                outcome, words = reflect_one(item.headers, None, address(settings.imap.user), received,
+                                             store, secret, settings, deadline, clock)
             except Temporary as exc:
                 say("sending back failed for now, left for the next pass: %s" % exc)
                 code = EX_FAIL
@@ -358,29 +359,38 @@ def _common(p, imap):
                                                   help="folder the probes arrive in (default: INBOX)")
 
 
-def settings(args):
-    """Fill in the endpoints; cli.UsageError on a bad combination."""
+def settings_from(args: argparse.Namespace) -> ReflectorSettings:
+    """The settings the parsed options give, endpoints filled in; cli.UsageError on a bad combination."""
     if args.insecure and args.ca_file:
         raise cli.UsageError("--insecure and --ca-file exclude each other")
     if args.max_per_minute < 1:
         raise cli.UsageError("--max-per-minute must be at least 1")
     ctx = cli.client_context(args.ca_file, args.insecure)
-    args.collect, args.oauth2_mechanism, args.smtp_auth, args.imap_auth = "imap", "auto", "password", "password"
-    args.smtp_endpoint = None
+    smtp_endpoint = None
     if not args.sendmail:
-        args.smtp_endpoint = cli.endpoint(args, "smtp", ctx, {}, None)
-        if args.smtp_endpoint.user and not args.smtp_endpoint.password:
+        smtp_endpoint = cli.endpoint(args, "smtp", ctx, {}, None)
+        if smtp_endpoint.user and not smtp_endpoint.password:
             raise cli.UsageError("--smtp-user needs a password: --smtp-password-file or $%s" % cli.ENV_SMTP_PASSWORD)
     if args.mode == "poll":
         if not (args.imap_user or args.mail_from):
             raise cli.UsageError("poll needs --imap-user (or --from)")
-        args.imap_endpoint = cli.endpoint(args, "imap", ctx, {}, None, default_user=args.mail_from)
-        if not args.imap_endpoint.password:
+        imap_endpoint = cli.endpoint(args, "imap", ctx, {}, None, default_user=args.mail_from)
+        if not imap_endpoint.password:
             raise cli.UsageError("no IMAP password: give --imap-password-file or set $%s" % cli.ENV_IMAP_PASSWORD)
+        mode = dict(imap=imap_endpoint, folder=args.imap_folder, loop=args.loop, loop_for=args.loop_for)
+    else:
+        mode = dict(sender=args.sender, recipient=args.recipient)
+    return ReflectorSettings(args.mode, args.secret_file, args.state_dir, args.timeout, args.max_per_minute,
+                             args.max_age, mail_from=args.mail_from, smtp=smtp_endpoint, helo=args.smtp_helo,
+                             sendmail=args.sendmail, **mode)
+
+
+def secret_of(settings: ReflectorSettings) -> bytes:
+    """The signing secret from the settings' secret file; Failure when it cannot be read."""
     try:
-        return read_secret(args.secret_file)
+        return read_secret(settings.secret_file)
     except FileNotFoundError:
-        raise Failure("secret file %s does not exist (copy the checks' secret there)" % args.secret_file)
+        raise Failure("secret file %s does not exist (copy the checks' secret there)" % settings.secret_file)
     except StateError as exc:
         raise Failure(str(exc))
 
@@ -399,17 +409,17 @@ def main(argv=None):
 def _run(argv: list, piped: bool) -> int:
     """The command's exit code."""
     try:
-        args = parser().parse_args(argv)
-        secret = settings(args)
+        settings = settings_from(parser().parse_args(argv))
+        secret = secret_of(settings)
     except cli.UsageError as exc:
         say("usage error: %s (see --help)" % exc)
         return EX_TEMPFAIL if piped else EX_USAGE  # a piped message waits until the setup is fixed
     except Failure as exc:
         say("cannot work: %s" % exc)
         return EX_TEMPFAIL if piped else EX_FAIL
-    if args.mode == "pipe":
-        return run_pipe(args, secret)
-    return run_poll(args, secret)
+    if settings.mode == "pipe":
+        return run_pipe(settings, secret)
+    return run_poll(settings, secret)
 
 
 def _dropped(exc: Exception) -> int:

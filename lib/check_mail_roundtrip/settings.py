@@ -68,3 +68,25 @@ class Settings:
     def collect(self):
         """The Endpoint the probes are collected from (IMAP or POP3)."""
         return self.pop3 if self.collect_by == "pop3" else self.imap
+
+
+@dataclass(frozen=True)
+class ReflectorSettings:
+    """Everything one run of the reflector needs (mail_roundtrip_reflector pipe or poll)."""
+
+    mode: str                       # "pipe" or "poll"
+    secret_file: str
+    state_dir: str
+    timeout: float                  # for one message or one poll pass
+    max_per_minute: int             # reflections to one address per minute at most
+    max_age: float                  # seconds: an older probe is not reflected
+    mail_from: str = None           # sender of the reflections; None: the address the probe came to
+    smtp: Endpoint = None           # the way back by SMTP; None with sendmail
+    helo: str = None                # EHLO/HELO name; None: this host's FQDN
+    sendmail: str = None            # the local MTA's sendmail program, instead of SMTP
+    sender: str = None              # pipe: the envelope sender given; None: $SENDER
+    recipient: str = None           # pipe: the envelope recipient given; None: from the environment
+    imap: Endpoint = None           # poll: the mailbox read
+    folder: str = "INBOX"           # poll: the folder the probes arrive in
+    loop: bool = False              # poll: keep watching the folder ...
+    loop_for: float = 0.0           # ... for this many seconds
