@@ -345,7 +345,7 @@ def measure(lab, relay, check, size, repeat):
 
 
 def fmt_int(n):
-    return "{:,}".format(int(n)).replace(",", " ")
+    return f"{int(n):,}".replace(",", " ")
 
 
 def report(rows):

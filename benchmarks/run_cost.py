@@ -41,6 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from imap_cost import JUNK_METRIC, USER, wait_for_probe  # noqa: E402
+
 from tests.lab import MailLab, install  # noqa: E402
 from tools import checkcmd  # noqa: E402
 

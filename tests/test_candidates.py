@@ -4,11 +4,18 @@ The lab tests in tests/test_imap_candidates.py run the same rules against Doveco
 model mailbox of UIDs runs them through many orders of floods, probes and runs.
 """
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from check_mail_roundtrip.candidates import (
-    MAX_BACKLOG, backlog, choose, newest, uid_set, unexamined, valid_backlog, wanted_criteria)
+    MAX_BACKLOG,
+    backlog,
+    choose,
+    newest,
+    uid_set,
+    unexamined,
+    valid_backlog,
+    wanted_criteria,
+)
 
 
 def test_the_uid_set_holds_the_backlog_and_all_above_the_floor():

@@ -120,13 +120,13 @@ def assert_line(r, rc, pattern):
     assert re.fullmatch(pattern, status_line(r)), "%s\n   pattern: %s" % (r, pattern)
 
 
-def round_trip(check, *extra, pending=1, p={}):
+def round_trip(check, *extra, pending=1, p=None):
     """Wait for one of the check's probes, run: a plain OK round trip."""
     check.lab.wait_for(MONITOR, lambda msgs: len(check.ours(msgs)) >= 1)
     r = check(*extra)
     assert_line(r, 0, line(
         "OK", r"round trip %ss, %d in flight, last success %s ago" % (NUM, pending, AGO),
-        perf(pending=pending, rtt=NUM, since=NUM, **p)))
+        perf(pending=pending, rtt=NUM, since=NUM, **(p or {}))))
     return r
 
 

@@ -19,8 +19,7 @@ import time
 import pytest
 
 import check_mail_roundtrip
-from check_mail_roundtrip import cli
-from check_mail_roundtrip import probe as probe_format
+from check_mail_roundtrip import cli, probe as probe_format
 from check_mail_roundtrip.state import file_stem
 from tests.checkrun import COMMAND, ROOT, Checker, Result
 

@@ -14,8 +14,7 @@ import re
 import ssl
 import time
 
-from check_mail_roundtrip import probe as probe_format
-from check_mail_roundtrip import state as state_mod
+from check_mail_roundtrip import probe as probe_format, state as state_mod
 from check_mail_roundtrip.state import State, StateStore, file_stem
 from tests.checkrun import Checker
 

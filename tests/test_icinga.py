@@ -21,8 +21,7 @@ import pytest
 
 from check_mail_roundtrip.cli import parser
 from tests.lab.carbon import Carbon
-from tests.lab.icinga import Icinga, ensure_readable, literal, private_dir, string
-from tests.lab.icinga import install as icinga_install
+from tests.lab.icinga import Icinga, ensure_readable, install as icinga_install, literal, private_dir, string
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTRIB = os.path.join(ROOT, "contrib", "icinga2")

@@ -118,7 +118,7 @@ def test_failover_back_and_forth_in_an_ha_zone_shows_no_false_loss(lab_session, 
                 first, second = cluster.nodes
                 daemon.wait_until(lambda: runs(first, installed_plugin) or runs(second, installed_plugin),
                                   PHASE_TIMEOUT, interval=0.5)
-                for cycle in range(CYCLES):
+                for _cycle in range(CYCLES):
                     active = first if len(runs(first, installed_plugin)) >= len(runs(second, installed_plugin)) else second
                     idle = second if active is first else first
                     wait_runs(active, installed_plugin, RUNS_PER_PHASE)

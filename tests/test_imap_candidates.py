@@ -13,8 +13,7 @@ import time
 
 import pytest
 
-from check_mail_roundtrip import candidates
-from check_mail_roundtrip import probe as probe_format
+from check_mail_roundtrip import candidates, probe as probe_format
 from tests.checkrun import Checker
 from tests.lab.common import NO_UIDPLUS_HOST
 

@@ -1,8 +1,7 @@
 """Which folder is the Junk folder (lib/check_mail_roundtrip/junk.py's pick):
 the \\Junk attribute first, then the usual names.  Pure logic, no lab."""
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from check_mail_roundtrip.junk import candidates, pick
 

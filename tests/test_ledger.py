@@ -4,8 +4,7 @@ the specification.  Pure logic: no I/O, no clock, no lab fixture."""
 import itertools
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from check_mail_roundtrip import ledger
@@ -14,11 +13,11 @@ from check_mail_roundtrip.ledger import (
     MAX_REMEMBERED,
     Arrival,
     arrival_time,
+    confirm_sent,
     forget_unsent,
     oldest_pending,
     prune,
     reconcile,
-    confirm_sent,
     record_sent,
 )
 from check_mail_roundtrip.probe import Probe
@@ -322,7 +321,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if self.probes:
             chosen = data.draw(st.lists(st.sampled_from(self.probes), max_size=6))   # duplicates, any order
             for p in chosen:
-                idate = data.draw(st.one_of(st.none(), st.floats(-100, 20000).map(lambda d: float(int(p.sent + d)))))
+                idate = data.draw(st.one_of(st.none(), st.floats(-100, 20000).map(lambda d: float(int(p.sent + d)))))  # noqa: B023 (drawn at once)
                 arrivals.append(Arrival(p, idate, object()))
         before = dict(self.state.totals)
         out = reconcile(self.state, arrivals, self.now, self.lost_after, collection_ok=ok)
@@ -350,8 +349,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def tables_disjoint(self):
-        p, c, l = set(self.state.pending), set(self.state.counted), set(self.state.lost)
-        assert not (p & c) and not (p & l) and not (c & l)
+        p, c, lo = set(self.state.pending), set(self.state.counted), set(self.state.lost)
+        assert not (p & c) and not (p & lo) and not (c & lo)
 
 
 LedgerMachine.TestCase.settings = settings(

@@ -17,8 +17,16 @@ import re
 import pytest
 
 from tests import faultservers as fs
-from tests.test_network_faults import (PERF_SENT, assert_line, checker, imap_at, imap_failure,
-                                       next_run_collects, smtp_at, smtp_failure)
+from tests.test_network_faults import (
+    PERF_SENT,
+    assert_line,
+    checker,
+    imap_at,
+    imap_failure,
+    next_run_collects,
+    smtp_at,
+    smtp_failure,
+)
 
 COURIER_FOLDERS = ["INBOX", "INBOX.Drafts", "INBOX.Sent", "INBOX.Trash", "INBOX.Entw&APw-rfe"]
 UNTRUSTED = (r"certificate verify failed: unable to get local issuer certificate \(a private CA or a "

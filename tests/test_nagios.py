@@ -153,7 +153,7 @@ def test_config_loads_contrib_as_is(nagios):
 
 def test_first_check_sends_the_first_probe(rounds):
     first, _ = rounds
-    for name, status in first.items():
+    for _name, status in first.items():
         assert status["current_state"] == "0", brief(status)
         assert status["plugin_output"].startswith(
             "MAIL_ROUNDTRIP OK - first probe sent, 1 in flight"), brief(status)

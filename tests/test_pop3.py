@@ -22,8 +22,18 @@ import pytest
 from check_mail_roundtrip import ledger
 from check_mail_roundtrip.pop3 import MAX_HEADER, received_date
 from tests import faultservers as fs
-from tests.test_check_scenarios import AGO, MONITOR, NUM, Check, assert_books, assert_line, has, line, sent_id
-from tests.test_check_scenarios import perf as any_perf
+from tests.test_check_scenarios import (
+    AGO,
+    MONITOR,
+    NUM,
+    Check,
+    assert_books,
+    assert_line,
+    has,
+    line,
+    perf as any_perf,
+    sent_id,
+)
 from tests.test_imap_candidates import fill_forged, forged_left, wait_count
 
 

@@ -20,10 +20,10 @@ import subprocess
 import sys
 import time
 import types
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from check_mail_roundtrip import probe as P
 from check_mail_roundtrip.probe import (
@@ -40,7 +40,7 @@ from check_mail_roundtrip.probe import (
 )
 
 LIB = os.path.dirname(os.path.dirname(P.__file__))
-FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ: dict[str, Any] = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 BAD_SIGNATURE = "bad signature (forged or tampered token)"
 OTHER_PROFILE = "token of another profile"

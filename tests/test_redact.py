@@ -25,8 +25,7 @@ import time
 import urllib.parse
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
 from check_mail_roundtrip.probe import RETURN_HEADER, Probe, build_message
 from check_mail_roundtrip.redact import MASK, Redactor
@@ -314,12 +313,12 @@ def test_the_reflector_sending_back_to_a_server_that_echoes_its_auth_plain(tmp_p
 
 # -- the redaction itself ------------------------------------------------------------------------
 
-SECRET_CHARS = st.characters(blacklist_categories=("Cs",))
+SECRET_CHARS = st.characters(blacklist_categories=["Cs"])
 secrets_ = st.text(SECRET_CHARS, min_size=8, max_size=40).filter(lambda s: len("".join(s.split())) >= 8)
 users = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1, max_size=30)
 texts = st.text(max_size=60)
 ENCODINGS = {
-    **{name: (lambda name: lambda s, user, head, tail: encodings(s)[name])(name) for name in encodings("x")},
+    **{name: (lambda name: lambda s, user, head, tail: encodings(s)[name])(name) for name in encodings("x")},  # noqa: B023 (bound by the outer lambda)
     "inside a longer base64 run": lambda s, user, head, tail: base64.b64encode(head + s.encode() + tail).decode(),
     "inside a longer URL-safe base64 run": lambda s, user, head, tail: base64.urlsafe_b64encode(
         head + s.encode() + tail).decode(),

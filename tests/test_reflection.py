@@ -4,14 +4,22 @@ Pure logic: no I/O, no clock, no lab."""
 import email
 import email.policy
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from check_mail_roundtrip import ledger
 from check_mail_roundtrip.probe import Probe, build_message
 from check_mail_roundtrip.reflection import (
-    RETURN_HEADER, STAMP_HEADER, Memory, build_reflection, decide, legs, read_stamp, return_header,
-    signed_return, stamp, token_text)
+    RETURN_HEADER,
+    STAMP_HEADER,
+    Memory,
+    build_reflection,
+    decide,
+    legs,
+    read_stamp,
+    return_header,
+    signed_return,
+    token_text,
+)
 from check_mail_roundtrip.state import State
 
 WIRE = email.policy.SMTP.clone(max_line_length=998, linesep="\n")  # as the check sends it

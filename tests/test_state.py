@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from check_mail_roundtrip import secret as secret_mod
-from check_mail_roundtrip import state as state_mod
+from check_mail_roundtrip import secret as secret_mod, state as state_mod
 from check_mail_roundtrip.state import SCHEMA, LockTimeout, State, StateError, StateStore
 
 LIB = os.path.dirname(os.path.dirname(state_mod.__file__))

@@ -6,7 +6,6 @@ the plain IMAP port cuts the session when the check starts to IDLE.
 """
 
 import re
-import subprocess
 import threading
 import time
 

@@ -16,7 +16,7 @@ import os
 import re
 import sys
 import textwrap
-from typing import List, Optional, Tuple
+from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
@@ -50,7 +50,7 @@ def _balanced(text: str, start: int) -> int:
     return len(text)
 
 
-def split_default(help_text: str) -> Tuple[str, Optional[str]]:
+def split_default(help_text: str) -> tuple[str, Optional[str]]:
     """(meaning, default) from a help text: its "(default: X)" or "(default X: Y)" moved out.
 
     A "; rest" inside the parentheses is not part of the default: it stays in the meaning, in
@@ -97,7 +97,7 @@ def wrap(text: str) -> str:
     return textwrap.fill(text, width=100, break_long_words=False, break_on_hyphens=False)
 
 
-def rows(group: argparse._ArgumentGroup, formatter: argparse.HelpFormatter) -> List[str]:
+def rows(group: argparse._ArgumentGroup, formatter: argparse.HelpFormatter) -> list[str]:
     out = []
     for action in group._group_actions:
         if not action.option_strings or action.help is argparse.SUPPRESS:
@@ -132,18 +132,18 @@ def page(parser: Optional[argparse.ArgumentParser] = None) -> str:
     """The whole page, as tools/options_doc.py prints it."""
     parser = parser or check_parser()
     formatter = parser._get_formatter()
-    text = [HEAD.format(description=wrap(parser.description))]
+    text = [HEAD.format(description=wrap(parser.description or ""))]
     for group in parser._action_groups:
         table = rows(group, formatter)
         if not table:
             continue
         title = GENERAL if group is parser._optionals else group.title
         text.append("## %s\n\n| option | meaning | default |\n|---|---|---|\n%s\n" % (title, "\n".join(table)))
-    text.append("## Passwords, state directory, exit codes\n\n%s\n" % wrap(code(parser.epilog)))
+    text.append("## Passwords, state directory, exit codes\n\n%s\n" % wrap(code(parser.epilog or "")))
     return "\n".join(text)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="tools/options_doc.py", description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true",
                     help="exit 1 (and say so) when %s is not what this script writes" % os.path.relpath(PAGE, ROOT))

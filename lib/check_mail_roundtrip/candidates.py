@@ -14,7 +14,7 @@ once, and the memory stays small however many candidates wait.
 Pure: no I/O.
 """
 
-from typing import Iterable, List, Sequence
+from collections.abc import Iterable, Sequence
 
 MAX_BACKLOG = 20   # UID ranges remembered at most (beyond that the oldest two become one)
 MAX_WANTED = 100   # probe ids searched for by name at most (the newest)
@@ -38,7 +38,7 @@ def valid_backlog(value: object) -> bool:
         and 0 < r[0] <= r[1] for r in value)
 
 
-def wanted_criteria(key: str, probe_ids: Sequence[str]) -> List[str]:
+def wanted_criteria(key: str, probe_ids: Sequence[str]) -> list[str]:
     """IMAP SEARCH criteria for a Subject that holds *key* followed by one of *probe_ids*
     (the first MAX_WANTED of them)."""
     ids = list(probe_ids)[:MAX_WANTED]
@@ -46,7 +46,7 @@ def wanted_criteria(key: str, probe_ids: Sequence[str]) -> List[str]:
     return ["OR"] * (len(ids) - 1) + terms
 
 
-def choose(candidates: Iterable[int], first: Iterable[int], limit: int) -> List[int]:
+def choose(candidates: Iterable[int], first: Iterable[int], limit: int) -> list[int]:
     """At most *limit* of *candidates*: those also in *first*, then the newest (highest) of
     the rest; sorted."""
     pool = sorted(set(candidates))
@@ -58,13 +58,13 @@ def choose(candidates: Iterable[int], first: Iterable[int], limit: int) -> List[
 
 
 def backlog(candidates: Iterable[int], read: Iterable[int], old: Sequence[Sequence[int]] = (),
-            limit: int = MAX_BACKLOG) -> List[List[int]]:
+            limit: int = MAX_BACKLOG) -> list[list[int]]:
     """The ranges of *candidates* not *read*, found in the *old* backlog's ranges and above
     the floor: each a run of unread candidates with no read one between, within one of
     those (so a range never spans UIDs examined before).  More than *limit* ranges: the
     oldest are joined (what lies between is read once more), never dropped."""
     done = set(read)
-    ranges: List[List[int]] = []
+    ranges: list[list[int]] = []
     last = None  # where the last candidate was: None after a read one, else its part of the search
     for uid in sorted(set(candidates)):
         part = next((i for i, (lo, hi) in enumerate(old) if lo <= uid <= hi), len(old))
@@ -80,7 +80,7 @@ def backlog(candidates: Iterable[int], read: Iterable[int], old: Sequence[Sequen
     return ranges
 
 
-def newest(refs: Sequence, limit: int, notes: List[str], what: str) -> list:
+def newest(refs: Sequence, limit: int, notes: list[str], what: str) -> list:
     """The last *limit* of *refs* (oldest first in, the newest kept: the older ones wait for
     the next runs), with a note for -v when there are more; *what* names them."""
     if len(refs) <= limit:

@@ -24,7 +24,7 @@ import errno
 import grp
 import os
 import stat
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
 from .state import StateError, foreign, runner, whose
 
@@ -93,7 +93,7 @@ def read(path: str, what: str, limit: int, private: bool = True, follow: bool = 
 
 
 def load(path: str, what: str, limit: int, private: bool = True, follow: bool = True, why: str = "",
-         on_denied: Optional[Callable[[str, OSError], str]] = None) -> Tuple[bytes, os.stat_result]:
+         on_denied: Optional[Callable[[str, OSError], str]] = None) -> tuple[bytes, os.stat_result]:
     """:func:`read`, and the status of the very file read (its owner, its mode)."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
     try:

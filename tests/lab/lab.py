@@ -30,15 +30,34 @@ import tempfile
 import time
 
 # Every name this module had before it was split stays importable from here.
-from .common import (DEFAULT_DIR, DOMAIN, ECHO_USER, HOST, OAUTH2_PORT_NAME,  # noqa: F401
-                     PORT_NAMES, USER_NAMES, VMAIL_USER, LabError, Layout)
-from .dovecot import (FOLDERS, JUNK_SCRIPT_OFF, Dovecot, Mailboxes,  # noqa: F401
-                      _ensure_vmail_user, _unfold, _vmail)
+from .common import (  # noqa: F401
+    DEFAULT_DIR,
+    DOMAIN,
+    ECHO_USER,
+    HOST,
+    OAUTH2_PORT_NAME,
+    PORT_NAMES,
+    USER_NAMES,
+    VMAIL_USER,
+    LabError,
+    Layout,
+)
+from .dovecot import FOLDERS, JUNK_SCRIPT_OFF, Dovecot, Mailboxes, _ensure_vmail_user, _unfold, _vmail  # noqa: F401
 from .faults import HEADER_CHECKS, JUNK_SCRIPT_ON, NO_FAULTS, Faults  # noqa: F401
 from .postfix import Postfix
-from .procs import (_end_session, _kill_session, _pick_ports, _pid_alive,  # noqa: F401
-                    _port_is_free, _read_pid, _run, _session_pids, _tail, _wait_port,
-                    _write)
+from .procs import (  # noqa: F401
+    _end_session,
+    _kill_session,
+    _pick_ports,
+    _pid_alive,
+    _port_is_free,
+    _read_pid,
+    _run,
+    _session_pids,
+    _tail,
+    _wait_port,
+    _write,
+)
 from .tls import TLS
 from .tokens import TokenService
 
@@ -230,7 +249,7 @@ class MailLab:
         attempts = 1 if self._explicit_ports else 3
         last = None
         self.tls.make_ca()
-        for attempt in range(attempts):
+        for _attempt in range(attempts):
             self._choose_ports()
             self._write_config()
             try:
