@@ -1,5 +1,6 @@
 """Tests for the output helpers of lib/check_mail_roundtrip/check.py:
-plain decimals, perfdata threshold fields and short durations."""
+plain decimals, perfdata threshold fields and short durations; each context
+says its own figure, the Summary orders and joins."""
 
 import re
 
@@ -71,3 +72,29 @@ def test_ago(seconds, text):
 @given(st.floats(-1e6, 1e9))
 def test_ago_is_short_and_well_formed(seconds):
     assert re.fullmatch(r"[0-9]{1,5}[smhd]|[0-9]+d", ago(seconds))
+
+
+def test_each_context_says_its_own_figure_and_the_summary_orders_and_joins():
+    import nagiosplugin
+    from nagiosplugin.state import Warn
+
+    from check_mail_roundtrip.check import Figure, Note, Summary
+    from check_mail_roundtrip.roundtrip import Report
+
+    class Run(nagiosplugin.Resource):
+        report = Report()
+
+        def probe(self):
+            yield nagiosplugin.Metric("pending", 3, min=0, context="pending")
+            yield nagiosplugin.Metric("queue", 7, context="queue")
+            yield nagiosplugin.Metric("state", "state file kept | aside", context="state")
+
+    def queue(metric, rng, report):  # a figure of its own, with its own words
+        return "queue of %d%s" % (metric.value, " beyond %s" % rng.end if rng else "")
+
+    check = nagiosplugin.Check(
+        Run(), Figure("pending", seconds=False, evaluated=False, words=lambda m, rng, report: "%d in flight" % m.value),
+        Figure("queue", "0:5", "0:10", seconds=False, words=queue), Note("state", Warn), Summary())
+    check()
+    assert check.summary_str == "queue of 7 beyond 5, state file kept / aside, 3 in flight"
+    assert check.perfdata == ["pending=3;;;0", "queue=7;5;10"]

@@ -1,5 +1,9 @@
 """Evaluation with nagiosplugin: Resource -> Metrics -> Contexts -> Summary.
 
+Each context says its own figure in the status line (its words: the problem
+when a range is violated, else the OK phrase, as the result's hint); the
+Summary only puts the problems first and the figures in ORDER, and joins them.
+
 Perfdata labels (stable): ``lost``, ``oldest_pending``, ``pending``, ``rtt``,
 ``since_last_success``, ``junk`` (IMAP, unless --no-junk: own probes found in
 the Junk folder this run); ``unexpunged`` when there are any; ``leg_out`` and
@@ -14,10 +18,11 @@ from typing import Callable, Optional
 
 import nagiosplugin
 from nagiosplugin.performance import Performance
-from nagiosplugin.state import Critical, Ok, Unknown, Warn
+from nagiosplugin.range import Range
+from nagiosplugin.state import Critical, Ok, ServiceState, Unknown, Warn
 
 from .redact import redact
-from .roundtrip import run
+from .roundtrip import Report, run
 from .transports import Transports
 
 NAME = "MAIL_ROUNDTRIP"
@@ -100,6 +105,8 @@ class RoundTrip(nagiosplugin.Resource):
         out = report.outcome
         if out.rtts:
             yield nagiosplugin.Metric("rtt", out.rtt, "s", min=0, context="rtt")
+        else:
+            yield nagiosplugin.Metric("no_return", None, context="no_return")
         for name, leg in zip(("leg_out", "leg_back"), out.slowest_legs or ()):
             if leg is not None:
                 yield nagiosplugin.Metric(name, leg, "s", min=0, context="leg")
@@ -109,6 +116,8 @@ class RoundTrip(nagiosplugin.Resource):
                 "since_last_success", max(0.0, report.since_last_success), "s", min=0,
                 context="since_last_success",
             )
+        else:
+            yield nagiosplugin.Metric("no_success", None, context="no_success")
         yield nagiosplugin.Metric("pending", report.pending, min=0, context="pending")
         yield nagiosplugin.Metric("lost", len(out.lost_now), min=0, context="lost")
         if out.late:
@@ -121,19 +130,34 @@ class RoundTrip(nagiosplugin.Resource):
 
 # -- contexts ------------------------------------------------------------------
 
-class Figure(nagiosplugin.ScalarContext):
-    """A scalar with thresholds (or none) and plain-decimal perfdata."""
+# What a context says of its metric: words(metric, rng, report), *rng* the range
+# the metric violates (None: no problem); "" says nothing.
+Words = Callable[[nagiosplugin.Metric, Optional[Range], Report], str]
 
-    def __init__(self, name, warning=None, critical=None, seconds=True, evaluated=True, zero_is_ok=False):
-        super().__init__(name, warning, critical)
+
+class Figure(nagiosplugin.ScalarContext):
+    """A scalar with thresholds (or none) and plain-decimal perfdata, said in *words*."""
+
+    def __init__(self, name, warning=None, critical=None, seconds=True, evaluated=True, zero_is_ok=False, *,
+                 words: Words):
+        super().__init__(name, warning, critical, fmt_metric=None)  # no description: the words say it all
         self.seconds = seconds
         self.evaluated = evaluated
         self.zero_is_ok = zero_is_ok  # 0 means "nothing to judge" (nothing in flight)
+        self.words = words
 
     def evaluate(self, metric, resource):
         if not self.evaluated or (self.zero_is_ok and metric.value == 0):
-            return self.result_cls(Ok, None, metric)
-        return super().evaluate(metric, resource)
+            return self.said(Ok, metric, resource)
+        return self.said(super().evaluate(metric, resource).state, metric, resource)
+
+    def said(self, state: ServiceState, metric: nagiosplugin.Metric,
+             resource: "RoundTrip") -> nagiosplugin.Result:
+        """The result in *state*, its hint the figure's words (the problem with the range violated)."""
+        rng = None
+        if self.evaluated and state in (Warn, Critical):
+            rng = self.critical if state == Critical else self.warning
+        return self.result_cls(state, self.words(metric, rng, resource.report), metric)
 
     def performance(self, metric, resource):
         warn = threshold_field(self.warning) if self.evaluated else ""
@@ -149,11 +173,11 @@ class Junk(Figure):
     STATES = {"ok": Ok, "warning": Warn, "critical": Critical}
 
     def __init__(self, junk_state):
-        super().__init__("junk", seconds=False, evaluated=False)
+        super().__init__("junk", seconds=False, evaluated=False, words=junk_words)
         self.state = self.STATES[junk_state]
 
     def evaluate(self, metric, resource):
-        return self.result_cls(self.state if metric.value else Ok, None, metric)
+        return self.said(self.state if metric.value else Ok, metric, resource)
 
 
 class Failure(nagiosplugin.Context):
@@ -169,41 +193,139 @@ class Failure(nagiosplugin.Context):
 
 
 class Note(nagiosplugin.Context):
-    """A message with a fixed state (damaged state kept aside, lock busy, ...)."""
+    """A message with a fixed state (damaged state kept aside, lock busy, ...), said in
+    *words* (default: the message itself, on one line)."""
 
-    def __init__(self, name, state):
+    def __init__(self, name, state, words: Optional[Words] = None):
         super().__init__(name)
         self.state = state
+        self.words = words or message_words
 
     def evaluate(self, metric, resource):
-        return self.result_cls(self.state, " ".join(redact(str(metric.value)).replace("|", "/").split()), metric)
+        return self.result_cls(self.state, self.words(metric, None, resource.report), metric)
 
 
 def contexts(settings):
     w, c = settings.warning, settings.critical
     stale = settings.stale_warning is not None or settings.stale_critical is not None
     return [
-        Figure("rtt", w, c),
-        Figure("oldest_pending", w, c, zero_is_ok=True),
-        Figure("since_last_success", settings.stale_warning, settings.stale_critical, evaluated=stale),
-        Figure("pending", seconds=False, evaluated=False),
-        Figure("lost", settings.lost_warning, settings.lost_critical, seconds=False),
-        Figure("unexpunged", seconds=False, evaluated=False),
+        Figure("rtt", w, c, words=rtt_words),
+        Figure("oldest_pending", w, c, zero_is_ok=True, words=oldest_pending_words),
+        Figure("since_last_success", settings.stale_warning, settings.stale_critical, evaluated=stale,
+               words=since_last_success_words),
+        Figure("pending", seconds=False, evaluated=False, words=pending_words),
+        Figure("lost", settings.lost_warning, settings.lost_critical, seconds=False, words=lost_words),
+        Figure("unexpunged", seconds=False, evaluated=False, words=unexpunged_words),
         Figure("leg", settings.leg_warning, settings.leg_critical,
-               evaluated=settings.leg_warning is not None or settings.leg_critical is not None),
+               evaluated=settings.leg_warning is not None or settings.leg_critical is not None, words=leg_words),
         Junk(settings.junk_state),
-        Note("late", Ok),
+        Note("late", Ok, late_words),
+        Note("no_return", Ok, no_return_words),
+        Note("no_success", Ok, no_success_words),
         Note("state", Warn),
         Note("unknown", Unknown),
         Failure(settings.error_state),
     ]
 
 
+# -- words ---------------------------------------------------------------------
+
+def rtt_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
+    """The slowest round trip of the run (with its legs where a reflector stamped it)."""
+    n = len(report.outcome.rtts)
+    text = "round trip %ss" % plain(m.value) if n <= 1 else "%d round trips, slowest %ss" % (n, plain(m.value))
+    legs = report.outcome.slowest_legs
+    if legs and any(leg is not None for leg in legs):
+        text += " (%s)" % ", ".join("%s %ss" % (way, plain(leg)) for way, leg in zip(("out", "back"), legs)
+                                   if leg is not None)
+    return text + (" " + violation(rng) if rng else "")
+
+
+def leg_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
+    """A leg of the slowest round trip: only when too slow (else the round trip names it)."""
+    way = "out" if m.name == "leg_out" else "back"
+    return "leg %s %ss %s" % (way, plain(m.value), violation(rng)) if rng else ""
+
+
+def oldest_pending_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
+    """The probe longest in flight: told when nothing came back this run."""
+    if rng:
+        return "probe in flight for %ss %s" % (plain(m.value), violation(rng))
+    return "oldest in flight %ss" % plain(m.value) if m.value > 0 and not report.outcome.rtts else ""
+
+
+def lost_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
+    """The probes given up as lost: told when there are any."""
+    if not m.value and not rng:
+        return ""
+    text = "%d probe%s lost" % (m.value, "" if m.value == 1 else "s")
+    return text + (" " + violation(rng, "") if rng else "")
+
+
+def junk_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
+    """Own probes found in the Junk folder: told when there are any."""
+    n = int(m.value)
+    return "" if not n else "probe delivered to Junk" if n == 1 else "%d probes delivered to Junk" % n
+
+
+def late_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
+    """Probes counted lost before that came back after all."""
+    return "%d lost probe%s came back late" % (m.value, "" if m.value == 1 else "s")
+
+
+def pending_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
+    """The probes in flight."""
+    return "%d in flight" % m.value
+
+
+def unexpunged_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
+    """Removed probes the server keeps until an EXPUNGE."""
+    return ("%d removed probe%s flagged \\Deleted wait for an EXPUNGE (server without UIDPLUS, "
+            "see --dedicated-mailbox)" % (m.value, "" if m.value == 1 else "s"))
+
+
+def since_last_success_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
+    """The time since the last round trip, of any node."""
+    if rng:
+        return "no success for %ss %s" % (plain(m.value), violation(rng))
+    return "last success %s ago" % ago(m.value)
+
+
+def no_return_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
+    """In place of the round trip when none came back: what there is to wait for."""
+    if report.first_probe and report.sent is not None and report.sent.status == "sent":
+        # beside a failure, "first probe sent" would read like good news
+        return "probe sent" if report.failures else "first probe sent"
+    if report.first_probe and report.sent is not None and report.sent.status == "uncertain":
+        return "first probe may be out"
+    if report.first_probe:
+        return "no probe out yet"
+    if not report.collected:
+        return ""  # the mailbox could not be read: the failure says so
+    return "no probe back this run"
+
+
+def no_success_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
+    """In place of the time since the last success when there was none (nothing to say at first)."""
+    return "" if report.first_probe else "no success yet"
+
+
+def message_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
+    """A message as it is, on one line, no secret in it, no '|' (which would start perfdata)."""
+    return " ".join(redact(str(m.value)).replace("|", "/").split())
+
+
 # -- summary -------------------------------------------------------------------
 
+# The figures told after the problems, in this order (those of them the run has).
+ORDER = ("rtt", "no_return", "oldest_pending", "lost", "late", "junk", "pending", "since_last_success",
+         "no_success", "unexpunged")
+
+
 class Summary(nagiosplugin.Summary):
-    """Status line: problems first (worst first), then the run's figures; the
-    status line and the -v lines redacted last (no secret of the run in them)."""
+    """Status line: problems first (worst first), then the run's figures in ORDER,
+    each in its context's words; the status line and the -v lines redacted last
+    (no secret of the run in them)."""
 
     def ok(self, results):
         return redact(self._line(results))
@@ -218,83 +340,12 @@ class Summary(nagiosplugin.Summary):
             lines.extend(redact(str(note)) for note in resource.report.notes)
         return lines
 
-    def _line(self, results):
-        by_name = {r.metric.name: r for r in results if r.metric is not None}
-        resource = _resource(results)
-        report = resource.report if resource is not None else None
+    @staticmethod
+    def _line(results):
         problems = sorted((r for r in results if r.state != Ok), key=lambda r: -int(r.state))
-        parts = [self._phrase(r, problem=True, report=report) for r in problems]
-        shown = {id(r) for r in problems}
-        if report is None or report.unknown:
-            return ", ".join(parts)
-        for name in ("rtt", "oldest_pending", "lost", "late", "junk", "pending", "since_last_success", "unexpunged"):
-            r = by_name.get(name)
-            if r is not None and id(r) not in shown:
-                phrase = self._phrase(r, problem=False, report=report)
-                if phrase:
-                    parts.append(phrase)
-            elif r is None and name == "rtt":
-                parts.append(self._no_return(report))
-            elif r is None and name == "since_last_success" and not report.first_probe:
-                parts.append("no success yet")
+        fine = {r.metric.name: r for r in results if r.state == Ok and r.metric is not None}
+        parts = [str(r) for r in problems] + [str(fine[name]) for name in ORDER if name in fine]
         return ", ".join(p for p in parts if p)
-
-    @staticmethod
-    def _no_return(report):
-        if report.first_probe and report.sent is not None and report.sent.status == "sent":
-            # beside a failure, "first probe sent" would read like good news
-            return "probe sent" if report.failures else "first probe sent"
-        if report.first_probe and report.sent is not None and report.sent.status == "uncertain":
-            return "first probe may be out"
-        if report.first_probe:
-            return "no probe out yet"
-        if not report.collected:
-            return ""  # the mailbox could not be read: the failure says so
-        return "no probe back this run"
-
-    @staticmethod
-    def _phrase(result, problem, report=None):
-        m = result.metric
-        name = m.name
-        ctx = m.contextobj
-        rng = None
-        if problem and result.state in (Warn, Critical) and isinstance(ctx, Figure):
-            rng = ctx.critical if result.state == Critical else ctx.warning
-        if name == "rtt":
-            n = len(report.outcome.rtts) if report else 1
-            text = "round trip %ss" % plain(m.value) if n <= 1 else "%d round trips, slowest %ss" % (n, plain(m.value))
-            legs = report.outcome.slowest_legs if report else None
-            if legs and any(leg is not None for leg in legs):
-                text += " (%s)" % ", ".join("%s %ss" % (way, plain(leg)) for way, leg in zip(("out", "back"), legs)
-                                           if leg is not None)
-            return text + (" " + violation(rng) if rng else "")
-        if name in ("leg_out", "leg_back"):
-            way = "out" if name == "leg_out" else "back"
-            return "leg %s %ss %s" % (way, plain(m.value), violation(rng)) if rng else ""
-        if name == "oldest_pending":
-            if rng:
-                return "probe in flight for %ss %s" % (plain(m.value), violation(rng))
-            return "oldest in flight %ss" % plain(m.value) if m.value > 0 and report and not report.outcome.rtts else ""
-        if name == "lost":
-            if not m.value and not problem:
-                return ""
-            text = "%d probe%s lost" % (m.value, "" if m.value == 1 else "s")
-            return text + (" " + violation(rng, "") if rng and problem else "")
-        if name == "junk":
-            n = int(m.value)
-            return "" if not n else "probe delivered to Junk" if n == 1 else "%d probes delivered to Junk" % n
-        if name == "late":
-            return "%d lost probe%s came back late" % (m.value, "" if m.value == 1 else "s")
-        if name == "pending":
-            return "%d in flight" % m.value
-        if name == "unexpunged":
-            return ("%d removed probe%s flagged \\Deleted wait for an EXPUNGE (server without UIDPLUS, "
-                    "see --dedicated-mailbox)" % (m.value, "" if m.value == 1 else "s"))
-        if name == "since_last_success":
-            if rng:
-                return "no success for %ss %s" % (plain(m.value), violation(rng))
-            return "last success %s ago" % ago(m.value)
-        return str(result)
 
 
 def _resource(results):
