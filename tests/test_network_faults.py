@@ -529,7 +529,7 @@ def test_both_sides_tarpitted_still_end_inside_the_budget(lab, tmp_path):
 # nagiosplugin's SIGALRM at ceil(-t) instead, which (a) step() catches as an
 # ordinary exception and reports as "SMTP connect failed: 5s" (the Timeout's
 # text), (b) is already past -t, and (c) on the IMAP side leaves no budget
-# for sending, so smtp._connect's deadline.left() (outside any step) raises
+# for sending, so the SMTP set-up's deadline.left() (outside any step) raises
 # BudgetExhausted: the run crashes with "UNKNOWN: ...BudgetExhausted" and
 # leaves a probe "pending" in the state that was never sent (a false loss
 # later).
@@ -552,7 +552,7 @@ def test_bug_drip_fed_smtp_reply_overruns_the_budget(lab, tmp_path):
 
 # Was a bug: after a connection lost after DATA the probe is kept pending (right),
 # but a first run then says "no probe out yet, 1 in flight": the probe may
-# well be out.  check.Summary._no_return only knows "sent" and not "uncertain".
+# well be out.  the words for no round trip only knew "sent" and not "uncertain".
 def test_bug_uncertain_first_probe_is_not_called_unsent(lab, tmp_path):
     check = checker(lab, tmp_path)
     with fs.FaultServer(fs.SMTPScript({"DOT": fs.SMTPScript.CLOSE})) as srv:
