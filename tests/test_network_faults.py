@@ -552,7 +552,7 @@ def test_bug_drip_fed_smtp_reply_overruns_the_budget(lab, tmp_path):
 
 # Was a bug: after a connection lost after DATA the probe is kept pending (right),
 # but a first run then says "no probe out yet, 1 in flight": the probe may
-# well be out.  the words for no round trip only knew "sent" and not "uncertain".
+# well be out.  The words for no round trip only knew "sent" and not "uncertain".
 def test_bug_uncertain_first_probe_is_not_called_unsent(lab, tmp_path):
     check = checker(lab, tmp_path)
     with fs.FaultServer(fs.SMTPScript({"DOT": fs.SMTPScript.CLOSE})) as srv:
