@@ -5,8 +5,7 @@ says its own figure, the Summary orders and joins."""
 import re
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from nagiosplugin import Range
 
 from check_mail_roundtrip.check import ago, plain, threshold_field

@@ -18,10 +18,10 @@ connection, start TLS in it, find its socket, and end it politely or not.
 import dataclasses
 import socket
 import ssl
-from typing import Callable, Generic, List, Optional, TypeVar
+from typing import Callable, Generic, Optional, TypeVar
 
-from .budget import Deadline
 from . import tls
+from .budget import Deadline
 from .failure import StepFailure, attempt, goodbye, step
 from .net import connect
 from .settings import Endpoint
@@ -109,7 +109,7 @@ class Connection(Generic[Conn]):
                 names = attempt(self.tls_step, self.deadline, lambda: self._names(address))
             raise StepFailure(self.tls_step, tls.describe(exc, names)) from exc
 
-    def _names(self, address: str) -> List[str]:
+    def _names(self, address: str) -> list[str]:
         """The names in the certificate of *address*, read over a second connection
         that verifies the chain but not the host name, and goes no further than TLS."""
         wire = self.wire
