@@ -9,13 +9,12 @@ import argparse
 import math
 import os
 import re
-import shlex
 import socket
 import sys
 
 import nagiosplugin
 
-from . import __version__, extraopts, imap, oauth2, pop3, private_file, sasl, smtp, trace
+from . import __version__, extraopts, private_file, sasl
 from .budget import Budget
 from .check import NAME, build
 from .redact import Stream, redact, register
@@ -96,15 +95,17 @@ def _port(text):
     return value
 
 
-# The two connections, described once; their options and Endpoints are made from this.
+# The two connections, described once; their options and Endpoints are made from this
+# (the transports' modules are imported only by a run that uses them).
 SIDES = {
-    "smtp": {"protocol": "SMTP", "title": "sending (SMTP)", "ports": smtp.DEFAULT_PORTS,
+    "smtp": {"protocol": "SMTP", "title": "sending (SMTP)", "ports": {"starttls": 25, "tls": 465, "none": 25},
              "tls": ("starttls", "tls", "none"), "tls_help": "STARTTLS (default), implicit TLS, or no TLS",
              "user_help": "SMTP AUTH user (default: no AUTH)", "env": ENV_SMTP_PASSWORD},
-    "imap": {"protocol": "IMAP", "title": "collecting (IMAP)", "ports": imap.DEFAULT_PORTS,
+    "imap": {"protocol": "IMAP", "title": "collecting (IMAP)", "ports": {"tls": 993, "starttls": 143, "none": 143},
              "tls": ("tls", "starttls", "none"), "tls_help": "implicit TLS (default), STARTTLS, or no TLS",
              "user_help": "IMAP login (default: --from)", "env": ENV_IMAP_PASSWORD},
-    "pop3": {"protocol": "POP3", "title": "collecting (POP3, with --collect pop3)", "ports": pop3.DEFAULT_PORTS,
+    "pop3": {"protocol": "POP3", "title": "collecting (POP3, with --collect pop3)",
+             "ports": {"tls": 995, "starttls": 110, "none": 110},
              "tls": ("tls", "starttls", "none"), "tls_help": "implicit TLS (default), STLS, or no TLS",
              "user_help": "POP3 login (default: --from)", "env": ENV_POP3_PASSWORD},
 }
@@ -169,6 +170,7 @@ def _token_source(args, ctx, secrets, state_dir):
             raise UsageError("--oauth2-%s needs --%s-auth oauth2 or --smtp-auth oauth2"
                              % (given[0].replace("_", "-"), args.collect))
         return None
+    from . import oauth2  # only a run that signs in with OAuth2 loads it (and its HTTP client)
     sources = [o for o in ("token_file", "token_command", "token_url") if o in given]
     if len(sources) != 1:
         raise UsageError("OAuth2 needs exactly one token source: --oauth2-token-file, "
@@ -179,6 +181,7 @@ def _token_source(args, ctx, secrets, state_dir):
     if args.oauth2_token_file:
         return oauth2.FileToken(args.oauth2_token_file)
     if args.oauth2_token_command:
+        import shlex
         try:
             argv = shlex.split(args.oauth2_token_command)
         except ValueError as exc:
@@ -504,6 +507,7 @@ def main(argv=None, checkout_state_dir=None):
     except UsageError as exc:
         _unknown("usage error: %s (see --help)" % exc)
     if settings.verbose >= 3:
+        from . import trace  # the protocol trace: -vvv only
         trace.enable(nagiosplugin.Runtime().logchan)
     check = build(settings, Budget(internal_budget(settings.timeout)))
     try:

@@ -9,6 +9,7 @@ traceback with exit 1.  The reflector says why on stderr, like its other
 retries once the installation is fixed).  Only the standard library is imported here.
 """
 
+import gc
 import sys
 from typing import NoReturn, Optional
 
@@ -31,10 +32,14 @@ def cannot_load(exc: BaseException) -> NoReturn:
 
 def check(checkout_state_dir: Optional[str] = None) -> None:
     """The check_mail_roundtrip command."""
+    gc.disable()  # loading the modules makes next to no garbage: collecting would only cost time
     try:
         from .cli import main
     except Exception as exc:  # noqa: BLE001  (whatever breaks the import must become a status line)
         cannot_load(exc)
+    finally:
+        gc.freeze()  # what is loaded stays: later collections need not look at it again
+        gc.enable()
     try:
         main(checkout_state_dir=checkout_state_dir)
     except Exception as exc:  # noqa: BLE001  (nagiosplugin guards the check; this guards what comes before it)

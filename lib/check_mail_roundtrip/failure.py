@@ -2,16 +2,17 @@
 
 Every transport wraps its steps in :func:`step`, which turns any exception
 into a :class:`StepFailure` naming the step ("SMTP connect", "IMAP login",
-...) and carrying the server's own words where there are any.
+...) and carrying the server's own words where there are any.  The protocol
+libraries are not imported here: an exception of one can only come from a
+run that loaded it.
 """
 
 import ast
-import imaplib
-import poplib
+import functools
 import re
-import smtplib
 import socket
 import ssl
+import sys
 
 import nagiosplugin
 
@@ -42,16 +43,25 @@ class BudgetExhausted(Exception):
     """A step would start with no time left in the run's budget."""
 
 
+def _raised_by(exc: BaseException, module: str, *names: str) -> bool:
+    """Is *exc* one of the exceptions *names* (e.g. "IMAP4.error") of the library *module*?
+    Not when no part of the run loaded that library (nothing is imported to ask)."""
+    loaded = sys.modules.get(module)
+    if loaded is None:
+        return False
+    return isinstance(exc, tuple(functools.reduce(getattr, name.split("."), loaded) for name in names))
+
+
 def describe(exc):
     """A short, single-line text for *exc*, the server's reply where known."""
-    if isinstance(exc, smtplib.SMTPServerDisconnected) and isinstance(exc.__context__, OSError):
+    if _raised_by(exc, "smtplib", "SMTPServerDisconnected") and isinstance(exc.__context__, OSError):
         return describe(exc.__context__)  # smtplib's wrapper of a socket error
-    if isinstance(exc, smtplib.SMTPResponseException):
+    if _raised_by(exc, "smtplib", "SMTPResponseException"):
         text = exc.smtp_error
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
         return _one_line("%s %s" % (exc.smtp_code, text))
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+    if _raised_by(exc, "smtplib", "SMTPRecipientsRefused"):
         parts = []
         for rcpt, (code, text) in exc.recipients.items():
             if isinstance(text, bytes):
@@ -70,7 +80,7 @@ def describe(exc):
         return "connection reset by peer"
     if isinstance(exc, OSError) and exc.strerror:
         return _one_line(exc.strerror)
-    if isinstance(exc, (imaplib.IMAP4.error, poplib.error_proto)):
+    if _raised_by(exc, "imaplib", "IMAP4.error") or _raised_by(exc, "poplib", "error_proto"):
         text = exc.args[0] if exc.args else str(exc)
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")

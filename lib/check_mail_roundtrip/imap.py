@@ -51,7 +51,6 @@ from .trace import ImapTrace
 # set up); a check's output is its status line.
 logging.getLogger("imapclient").addHandler(logging.NullHandler())
 
-DEFAULT_PORTS = {"tls": 993, "starttls": 143, "none": 143}
 # At most this many hits are read per run (the newest); more means the
 # mailbox is flooded with probes and the rest waits for the next runs.
 MAX_FETCH = 200     # candidates per FETCH command

@@ -26,15 +26,14 @@ the endpoint's redirects are followed only to the same scheme, host and port.
 """
 
 import errno
+import functools
 import hashlib
 import json
 import os
 import stat
 import subprocess
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Optional
 
 from . import private_file, sasl
@@ -126,23 +125,31 @@ def _origin(url: str) -> tuple:
     return scheme, (parts.hostname or "").lower(), port or {"https": 443, "http": 80}.get(scheme)
 
 
-class _SameOrigin(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect of the token endpoint only to the same scheme, host and port, posting
-    the form there again, at most MAX_REDIRECTS times; any other is a StepFailure naming the
-    Location: the form holds the client secret or the refresh token, and a token that came over
-    plain HTTP, or from elsewhere, could be anyone's."""
+@functools.lru_cache(maxsize=None)
+def _same_origin() -> type:
+    """The token endpoint's redirect handler, made on first use: urllib.request (and with it
+    http.client) is loaded only by a run that asks a token endpoint."""
+    import urllib.request
 
-    max_redirections = MAX_REDIRECTS
+    class SameOrigin(urllib.request.HTTPRedirectHandler):
+        """Follows a redirect of the token endpoint only to the same scheme, host and port, posting
+        the form there again, at most MAX_REDIRECTS times; any other is a StepFailure naming the
+        Location: the form holds the client secret or the refresh token, and a token that came over
+        plain HTTP, or from elsewhere, could be anyone's."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if _origin(newurl) != _origin(req.full_url) or None in _origin(newurl):
-            fp.close()
-            raise StepFailure(STEP, "%s redirects to %s (HTTP %d): not followed (another scheme, host or port)"
-                              % (req.full_url, newurl, code))
-        return urllib.request.Request(newurl, data=req.data, headers=req.headers, method=req.get_method())
+        max_redirections = MAX_REDIRECTS
 
-    http_error_301 = http_error_303 = http_error_307 = http_error_308 = \
-        urllib.request.HTTPRedirectHandler.http_error_302
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            if _origin(newurl) != _origin(req.full_url) or None in _origin(newurl):
+                fp.close()
+                raise StepFailure(STEP, "%s redirects to %s (HTTP %d): not followed (another scheme, host or port)"
+                                  % (req.full_url, newurl, code))
+            return urllib.request.Request(newurl, data=req.data, headers=req.headers, method=req.get_method())
+
+        http_error_301 = http_error_303 = http_error_307 = http_error_308 = \
+            urllib.request.HTTPRedirectHandler.http_error_302
+
+    return SameOrigin
 
 
 class FileToken(TokenSource):
@@ -235,11 +242,13 @@ class GrantToken(TokenSource):
 
     # -- the endpoint -------------------------------------------------------------------------
     def _post(self, form, deadline):
+        import urllib.error  # with urllib.request: loaded only by a run that asks a token endpoint
+        import urllib.request
         request = urllib.request.Request(
             self.url, data=urllib.parse.urlencode(form).encode("ascii"), method="POST",
             headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json",
                      "User-Agent": "check_mail_roundtrip"})
-        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=self.ssl_context), _SameOrigin)
+        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=self.ssl_context), _same_origin())
         try:
             with opener.open(request, timeout=deadline.left()) as r:
                 status, kind, body = r.status, r.headers.get("Content-Type", ""), r.read(MAX_REPLY)

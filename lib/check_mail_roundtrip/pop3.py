@@ -44,7 +44,6 @@ from .mail import Fetched
 from .oauth2 import sign_in
 from .trace import Pop3Trace
 
-DEFAULT_PORTS = {"tls": 995, "starttls": 110, "none": 110}
 MAX_READ = 2000         # messages examined per run at most (newest first; the rest in the next runs)
 MAX_HEADER = 64 * 1024  # bytes of one header kept (the rest of the TOP answer is read and dropped)
 PIPELINE = 50           # commands sent at once to a server that offers PIPELINING

@@ -30,6 +30,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from .lazy_re import LazyPattern
+
 VERSION = "MRTP1"
 HEADER = "X-Mail-Roundtrip"
 # The signed return address of a probe, and the reflector's stamp (reflection.py).
@@ -40,9 +42,9 @@ STAMP_HEADER = "X-Mail-Roundtrip-Reflected"
 # delivery report (a bounce quoting the probe) from the probe itself; the
 # stamp of a reflector splits the round trip into its legs.
 FETCH_HEADERS = ("Subject", HEADER, "Content-Type", STAMP_HEADER)
-_REPORT = re.compile(r"\s*multipart/report\b", re.IGNORECASE)  # a probe never is one
+_REPORT = LazyPattern(r"\s*multipart/report\b", re.IGNORECASE)  # a probe never is one
 
-_TOKEN_RE = re.compile(
+_TOKEN_RE = LazyPattern(
     r"MRTP1\.([0-9a-f]{12})\.([0-9a-f]{16})\.([0-9]{10,15})\.([0-9a-f]{32})(?![0-9a-f])",
     re.IGNORECASE,
 )
@@ -140,8 +142,8 @@ def find_tokens(text):
     return found
 
 
-_ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
-_BETWEEN_WORDS = re.compile(r"(\?=)[ \t]+(?==\?)")
+_ENCODED_WORD = LazyPattern(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
+_BETWEEN_WORDS = LazyPattern(r"(\?=)[ \t]+(?==\?)")
 
 
 def _decode_word(m):

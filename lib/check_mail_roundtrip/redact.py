@@ -23,6 +23,11 @@ one would mask ordinary words), and MIN_CORE base64 characters that it fills
 entirely at an alignment to be looked for inside longer base64 runs.  Given
 the *user*, the base64 of the SASL PLAIN combinations is masked also for a
 password too short for that.
+
+The expressions are compiled when a text may hold a secret, not before: a
+text that holds none of the base64 texts, or (with nothing in it that starts
+an encoded or escaped character) not each run of a secret's own characters,
+cannot hold a secret and is returned as it is.
 """
 
 import base64
@@ -30,12 +35,15 @@ import json
 import re
 import sys
 import threading
-from typing import List, Optional, Pattern, Set, Tuple, Union
+from typing import FrozenSet, List, Optional, Pattern, Sequence, Set, Tuple, Union
+
+from .lazy_re import LazyPattern
 
 MASK = "****"
 MIN_LENGTH = 4
 MIN_CORE = 6
-_B64_CHAR = re.compile(r"[A-Za-z0-9+/_-]")
+_B64_CHAR = LazyPattern(r"[A-Za-z0-9+/_-]")
+_ESCAPES = ("%", "\\", "&")  # what starts a character's URL-encoded, escaped or HTML form
 _HTML = {"&": ("&amp;",), "<": ("&lt;",), ">": ("&gt;",), '"': ("&quot;",), "'": ("&#39;", "&#x27;")}
 
 Secret = Union[str, bytes, None]
@@ -94,6 +102,20 @@ def pattern(secret: str) -> str:
     return "".join(parts)
 
 
+def own_runs(secret: str) -> Tuple[str, ...]:
+    """The runs of *secret* between its whitespace, '|' as '/': in a text without
+    _ESCAPES, pattern(secret) matches only where each of them stands as it is."""
+    return tuple(piece.replace("|", "/") for piece in secret.split())  # str.split's whitespace is re's \s
+
+
+def may_hold(text: str, secrets: Sequence[Tuple[str, ...]]) -> bool:
+    """Might a pattern of one of *secrets* (each as its :func:`own_runs`) match in *text*?"""
+    if any(escape in text for escape in _ESCAPES):
+        return True
+    text = text.replace("|", "/")
+    return any(all(run in text for run in runs) for runs in secrets)
+
+
 def cores(data: bytes) -> List[str]:
     """The base64 text that *data* alone determines inside a longer base64 run,
     at each of the three alignments it may have there (MIN_CORE characters or more)."""
@@ -119,7 +141,8 @@ class Redactor:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._secrets: Set[str] = set()
-        self._runs: Set[str] = set()        # base64 text that masks the run it is found in
+        self._own: FrozenSet[Tuple[str, ...]] = frozenset()  # each secret's own_runs
+        self._runs: FrozenSet[str] = frozenset()  # base64 text that masks the run it is found in
         self._plain: Optional[Pattern] = None
         self._base64: Optional[Pattern] = None
 
@@ -136,6 +159,7 @@ class Redactor:
         with self._lock:
             if alone and text not in self._secrets:
                 self._secrets.add(text)
+                self._own |= {own_runs(text)}
                 self._plain = None
             if not runs <= self._runs:
                 self._runs |= runs
@@ -145,11 +169,11 @@ class Redactor:
         """*text* with every form of every known secret masked."""
         if not text:
             return text
-        plain, runs = self._patterns()
-        if runs is not None:
-            text = _mask_runs(text, runs)
-        if plain is not None:
-            text = plain.sub(MASK, text)
+        runs, own = self._runs, self._own  # frozen: replaced, never changed, by add()
+        if any(run in text for run in runs):
+            text = _mask_runs(text, self._patterns()[1])
+        if own and may_hold(text, tuple(own)):
+            text = self._patterns()[0].sub(MASK, text)
         return text
 
     def _patterns(self) -> Tuple[Optional[Pattern], Optional[Pattern]]:

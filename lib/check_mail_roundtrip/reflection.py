@@ -25,6 +25,7 @@ import hmac
 import re
 from dataclasses import dataclass, field
 
+from .lazy_re import LazyPattern
 from .probe import HEADER, RETURN_HEADER, STAMP_HEADER, VERSION, header_values, own_token
 
 # What the reflector reads of an incoming mail (and fetches over IMAP).
@@ -32,14 +33,14 @@ REFLECTOR_HEADERS = ("Subject", HEADER, RETURN_HEADER, STAMP_HEADER, "Content-Ty
                      "Message-ID", "Auto-Submitted", "Return-Path", "Precedence")
 # Clock difference tolerated between the check's and the reflector's clocks.
 SKEW = 5.0
-_STAMP = re.compile(r"^\s*(\S+)\s*;\s*received=(\d{10,15})\s*;\s*sent=(\d{10,15})\s*;\s*sig=([0-9a-f]{32})\s*$",
+_STAMP = LazyPattern(r"^\s*(\S+)\s*;\s*received=(\d{10,15})\s*;\s*sent=(\d{10,15})\s*;\s*sig=([0-9a-f]{32})\s*$",
                     re.I)
-_RETURN = re.compile(r"^\s*(.+?)\s*;\s*sig=([0-9a-f]{32})\s*$", re.I)
-_REPORT = re.compile(r"\s*multipart/report\b", re.I)
-_BULK = re.compile(r"\s*(bulk|list|junk)\b", re.I)
+_RETURN = LazyPattern(r"^\s*(.+?)\s*;\s*sig=([0-9a-f]{32})\s*$", re.I)
+_REPORT = LazyPattern(r"\s*multipart/report\b", re.I)
+_BULK = LazyPattern(r"\s*(bulk|list|junk)\b", re.I)
 # Control characters (C0, DEL, C1) and the Unicode line and paragraph separators:
 # nothing of them is copied from a mail into the reflection or a log line.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL = LazyPattern("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _mac(secret, *parts):

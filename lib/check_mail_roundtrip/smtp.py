@@ -22,8 +22,6 @@ from .oauth2 import sign_in
 from .settings import Endpoint
 from .trace import SmtpTrace
 
-DEFAULT_PORTS = {"starttls": 25, "tls": 465, "none": 25}
-
 
 class _Traced:
     """smtplib's socket-level I/O, reported to the connection's trace."""

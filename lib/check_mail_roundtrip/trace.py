@@ -22,15 +22,15 @@ message contents are summarised by their size.  When the trace is off (no
 """
 
 import logging
-import re
 import ssl
 
+from .lazy_re import LazyPattern
 from .redact import redact, register
 
 log = logging.getLogger("check_mail_roundtrip.trace")
 MAX_LINE = 2000  # characters of one trace line; a longer one is cut
-_LITERAL = re.compile(rb"\{(\d+)\+?\}\r?\n?$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LITERAL = LazyPattern(rb"\{(\d+)\+?\}\r?\n?$")
+_CONTROL = LazyPattern(r"[\x00-\x1f\x7f]")
 
 
 def enable(handler):
@@ -143,8 +143,8 @@ class ImapTrace(Trace):
     """IMAP: tagged commands, untagged and tagged replies, literals as their size."""
 
     protocol = "IMAP"
-    AUTH = re.compile(r"(?i)^(\S+ AUTHENTICATE \S+)(?: .*)?$")
-    LOGIN = re.compile(r'(?i)^(\S+ LOGIN (?:"(?:[^"\\]|\\.)*"|\{\d+ bytes\}|\S+))(?: .*)?$')
+    AUTH = LazyPattern(r"(?i)^(\S+ AUTHENTICATE \S+)(?: .*)?$")
+    LOGIN = LazyPattern(r'(?i)^(\S+ LOGIN (?:"(?:[^"\\]|\\.)*"|\{\d+ bytes\}|\S+))(?: .*)?$')
 
     def __init__(self, secrets=()):
         super().__init__(secrets)
@@ -177,7 +177,7 @@ class SmtpTrace(Trace):
     sent), the message as its size."""
 
     protocol = "SMTP"
-    AUTH = re.compile(r"(?i)^(AUTH \S+)(?: .*)?$")
+    AUTH = LazyPattern(r"(?i)^(AUTH \S+)(?: .*)?$")
 
     def __init__(self, secrets=()):
         super().__init__(secrets)
@@ -210,8 +210,8 @@ class Pop3Trace(Trace):
     summary (``+OK <header, 1187 bytes>``) or with its lines joined by " / "."""
 
     protocol = "POP3"
-    AUTH = re.compile(r"(?i)^(AUTH \S+)(?: .*)?$")
-    LOGIN = re.compile(r"(?i)^(PASS)(?: .*)?$")
+    AUTH = LazyPattern(r"(?i)^(AUTH \S+)(?: .*)?$")
+    LOGIN = LazyPattern(r"(?i)^(PASS)(?: .*)?$")
 
     def __init__(self, secrets=()):
         super().__init__(secrets)

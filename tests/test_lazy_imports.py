@@ -1,0 +1,43 @@
+"""A run loads only what it uses: parsing the options of an IMAP run with a
+password loads no POP3, no OAuth2 and its HTTP client, no protocol trace
+(that is -vvv's) and nothing of the reflector.  What a run costs is measured
+by benchmarks/run_cost.py; this guards the imports it depends on."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WATCHED = ("poplib", "urllib.request", "http.client", "check_mail_roundtrip.pop3", "check_mail_roundtrip.oauth2",
+           "check_mail_roundtrip.trace", "check_mail_roundtrip.reflector")
+PARSE = """
+import json, sys
+from check_mail_roundtrip import cli
+settings = cli.settings_from(cli.parser().parse_args(sys.argv[1:]))
+print(json.dumps({"collect_by": settings.collect_by, "loaded": [m for m in %r if m in sys.modules]}))
+""" % (WATCHED,)
+
+
+def parse(tmp_path, *options):
+    """The settings' collecting side and the WATCHED modules loaded, after a fresh Python
+    parsed *options* (an IMAP password in the environment) as the check does."""
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "lib"), CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD="s3cret-pw")
+    p = subprocess.run([sys.executable, "-c", PARSE, "-H", "mail.example.org", "--from", "monitor@example.org",
+                        "--state-dir", str(tmp_path), *options],
+                       capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    assert p.returncode == 0, p
+    return json.loads(p.stdout)
+
+
+def test_an_imap_password_run_loads_no_other_transport_no_oauth2_no_trace_nor_the_reflector(tmp_path):
+    assert parse(tmp_path) == {"collect_by": "imap", "loaded": []}
+    assert parse(tmp_path, "-vv") == {"collect_by": "imap", "loaded": []}
+
+
+def test_oauth2_is_loaded_by_a_run_that_signs_in_with_it_and_its_http_client_only_for_a_token_endpoint(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("an-access-token\n")
+    token.chmod(0o600)
+    assert parse(tmp_path, "--imap-auth", "oauth2", "--oauth2-token-file", str(token)) == {
+        "collect_by": "imap", "loaded": ["check_mail_roundtrip.oauth2"]}
