@@ -19,7 +19,6 @@ import nagiosplugin
 from . import tls
 from .redact import redact
 
-
 HINT_SECONDS = 2.0  # after a failure, asking the server for a hint may take this long
 
 

@@ -8,7 +8,7 @@ does not get, -vvv, or the reflector), so it compiles only those.
 """
 
 import re
-from typing import Any, Optional, Pattern, Union
+from typing import Any, Optional, Union
 
 
 class LazyPattern:
@@ -20,9 +20,9 @@ class LazyPattern:
     def __init__(self, pattern: Union[str, bytes], flags: int = 0) -> None:
         self._pattern = pattern
         self._flags = flags
-        self._compiled: Optional[Pattern] = None
+        self._compiled: Optional[re.Pattern] = None
 
-    def compiled(self) -> Pattern:
+    def compiled(self) -> re.Pattern:
         """The compiled pattern (compiled now if it was not yet)."""
         if self._compiled is None:
             self._compiled = re.compile(self._pattern, self._flags)

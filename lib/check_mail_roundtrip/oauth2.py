@@ -125,7 +125,7 @@ def _origin(url: str) -> tuple:
     return scheme, (parts.hostname or "").lower(), port or {"https": 443, "http": 80}.get(scheme)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _same_origin() -> type:
     """The token endpoint's redirect handler, made on first use: urllib.request (and with it
     http.client) is loaded only by a run that asks a token endpoint."""
