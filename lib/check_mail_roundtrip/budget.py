@@ -6,8 +6,11 @@ hold a step at most until its deadline and the check always ends by itself.
 """
 
 import signal
+import socket
 import threading
 import time
+from types import FrameType
+from typing import Callable, Literal, Optional
 
 from .failure import BudgetExhausted
 
@@ -18,14 +21,14 @@ RESERVE = 0.5
 class Budget:
     """The whole run: *total* seconds from now."""
 
-    def __init__(self, total, clock=time.monotonic):
+    def __init__(self, total: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.end = clock() + total
 
-    def remaining(self):
+    def remaining(self) -> float:
         return max(0.0, self.end - self.clock())
 
-    def share(self, fraction, keep=RESERVE):
+    def share(self, fraction: float, keep: float = RESERVE) -> "Deadline":
         """A Deadline for a step that may use *fraction* of what is left after *keep*."""
         usable = max(0.0, self.remaining() - keep)
         return Deadline(self.clock() + usable * fraction, self.clock)
@@ -36,27 +39,27 @@ class Deadline:
 
     MINIMUM = 0.05
 
-    def __init__(self, at, clock=time.monotonic):
+    def __init__(self, at: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.at = at
         self.clock = clock
 
-    def left(self):
+    def left(self) -> float:
         """Seconds left; raises BudgetExhausted when (almost) none are."""
         left = self.at - self.clock()
         if left < self.MINIMUM:
             raise BudgetExhausted()
         return left
 
-    def arm(self, sock):
+    def arm(self, sock: Optional[socket.socket]) -> None:
         """Give *sock* the time left as its timeout (per operation)."""
         if sock is not None:
             sock.settimeout(self.left())
 
-    def within(self, seconds):
+    def within(self, seconds: float) -> "Deadline":
         """A Deadline *seconds* from now, but no later than this one."""
         return Deadline(min(self.clock() + seconds, self.at), self.clock)
 
-    def alarm(self, on_expiry):
+    def alarm(self, on_expiry: Callable[[], BaseException]) -> "Alarm":
         """An :class:`Alarm` that raises ``on_expiry()`` when this deadline passes."""
         return Alarm(self, on_expiry)
 
@@ -72,12 +75,12 @@ class Alarm:
     with the time it has left.  In other threads this does nothing.
     """
 
-    def __init__(self, deadline, on_expiry):
+    def __init__(self, deadline: Deadline, on_expiry: Callable[[], BaseException]) -> None:
         self.deadline = deadline
         self.on_expiry = on_expiry
         self.active = False
 
-    def start(self):
+    def start(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
         left = self.deadline.at - self.deadline.clock()
@@ -90,7 +93,7 @@ class Alarm:
         self.active = True
         signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
 
-    def stop(self):
+    def stop(self) -> None:
         if not self.active:
             return
         signal.setitimer(signal.ITIMER_REAL, 0)  # first: no new expiry ...
@@ -100,16 +103,16 @@ class Alarm:
             spent = time.monotonic() - self.started
             signal.setitimer(signal.ITIMER_REAL, max(0.001, self.outer_left - spent))
 
-    def _expire(self, signum, frame):
+    def _expire(self, signum: int, frame: Optional[FrameType]) -> None:
         if not self.active:  # stale: the step ended just as its deadline passed
             return
         self.stop()
         raise self.on_expiry()
 
-    def __enter__(self):
+    def __enter__(self) -> "Alarm":
         self.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.stop()
         return False

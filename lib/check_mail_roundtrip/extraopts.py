@@ -21,8 +21,13 @@ the CLI turns :class:`ExtraOptsError` into a usage error (UNKNOWN).
 
 import os
 import stat
+from collections.abc import Container, Iterable, Mapping, Sequence
+from typing import Optional, cast
 
 from . import private_file
+
+# (key, value) of one line of a section; value None for a bare "key ="
+Pair = tuple[str, Optional[str]]
 
 OPTION = "--extra-opts"
 DEFAULT_SECTION = "check_mail_roundtrip"
@@ -51,13 +56,13 @@ class ExtraOptsError(Exception):
     """The ini file or section cannot be used; the message says why."""
 
 
-def split_locator(locator):
+def split_locator(locator: Optional[str]) -> tuple[str, Optional[str]]:
     """'[SECTION][@FILE]' -> (section, file or None)."""
     section, at, path = (locator or "").partition("@")
     return section.strip() or DEFAULT_SECTION, (path if at and path else None)
 
 
-def default_file(environ):
+def default_file(environ: Mapping[str, str]) -> Optional[str]:
     """The ini file used when the locator names none, or None."""
     if environ.get("MP_CONFIG_FILE"):
         return environ["MP_CONFIG_FILE"]
@@ -74,12 +79,14 @@ def default_file(environ):
     return None
 
 
-def parse_section(text, section, path="ini file"):
+def parse_section(text: str, section: str, path: str = "ini file") -> list[Pair]:
     """The ``(key, value)`` pairs of *section* in ini *text*, in file order.
 
     *value* is None for a bare ``key =``.  Raises ExtraOptsError.
     """
-    pairs, found, current = [], False, None
+    pairs: list[Pair] = []
+    found = False
+    current: Optional[str] = None
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line[0] in "#;":
@@ -104,7 +111,7 @@ def parse_section(text, section, path="ini file"):
     return pairs
 
 
-def _read(path):
+def _read(path: str) -> tuple[str, os.stat_result]:
     try:
         data, st = private_file.load(path, "ini file", MAX_BYTES, private=False)
     except private_file.Refused as exc:
@@ -117,9 +124,9 @@ def _read(path):
         raise ExtraOptsError("%s is not UTF-8 text" % path)
 
 
-def to_args(pairs, flags):
+def to_args(pairs: Iterable[Pair], flags: Container[str]) -> list[str]:
     """Command-line arguments for *pairs*; *flags* names the options without a value."""
-    args = []
+    args: list[str] = []
     for key, value in pairs:
         option = ("-" if len(key) == 1 else "--") + key
         if key in flags:
@@ -135,7 +142,7 @@ def to_args(pairs, flags):
     return args
 
 
-def load(locator, flags, environ):
+def load(locator: str, flags: Container[str], environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     """(argv, secrets) from one ``--extra-opts`` locator.
 
     *secrets* maps the SECRET_KEYS found to their values.
@@ -156,17 +163,20 @@ def load(locator, flags, environ):
                 % (path, "/".join(sorted(secrets)), mode, path))
         if any(v is None for v in secrets.values()):
             raise ExtraOptsError("%s: an empty password" % path)
-    return to_args([(k, v) for k, v in pairs if k not in SECRET_KEYS], flags), secrets
+    return to_args([(k, v) for k, v in pairs if k not in SECRET_KEYS], flags), cast("dict[str, str]", secrets)
 
 
-def expand(argv, flags, environ):
+def expand(argv: Sequence[str], flags: Container[str],
+           environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     """Replace every ``--extra-opts[=LOCATOR]`` in *argv* by the file's options.
 
     Returns (argv, secrets): the options from the files first (so the command
     line wins), then the rest of *argv*.  A bare ``--extra-opts`` takes the
     next argument as its locator unless it starts with ``-``.
     """
-    from_files, rest, secrets = [], [], {}
+    from_files: list[str] = []
+    rest: list[str] = []
+    secrets: dict[str, str] = {}
     i = 0
     while i < len(argv):
         arg = argv[i]

@@ -8,11 +8,15 @@ most MAX_LISTED names each.
 
 import re
 import shlex
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from imapclient import IMAPClient
 
 MAX_LISTED = 1000  # folders of one level looked at
 
 
-def look_for(client, folder):
+def look_for(client: "IMAPClient", folder: str) -> tuple[bool, Optional[str], Optional[str]]:
     """(exists, layout, better): is *folder* listed, the server's folder
     layout in words (or None), and a listed folder the user may have meant
     (or None).
@@ -22,14 +26,14 @@ def look_for(client, folder):
     """
     prefix, sep = namespace(client)
     wanted = meant(folder, prefix, sep)
-    listed = set()
+    listed: set[str] = set()
     for level in sorted({w.rsplit(sep, 1)[0] + sep if sep and sep in w else "" for w in wanted})[:4]:
         listed.update(name for _flags, _sep, name in client.list_folders("", level + "%")[:MAX_LISTED])
     better = next((name for w in wanted for name in sorted(listed) if name.lower() == w.lower()), None)
     return folder in listed, layout(prefix, sep), better
 
 
-def namespace(client):
+def namespace(client: "IMAPClient") -> tuple[Optional[str], Optional[str]]:
     """(prefix, separator) of the personal namespace: prefix None when unknown
     (no NAMESPACE), separator None on a flat server."""
     if client.has_capability("NAMESPACE"):
@@ -40,7 +44,7 @@ def namespace(client):
     return None, separator(client)
 
 
-def separator(client):
+def separator(client: "IMAPClient") -> Optional[str]:
     """The hierarchy separator (LIST "" ""), or None on a flat server."""
     for _flags, sep, _name in client.list_folders("", ""):
         if sep:
@@ -48,13 +52,13 @@ def separator(client):
     return None
 
 
-def meant(folder, prefix, sep):
+def meant(folder: str, prefix: Optional[str], sep: Optional[str]) -> list[str]:
     """Names the user may have meant by *folder*: as typed, with the server's
     separator instead of the other usual one, inside the personal namespace
     (guessed as "INBOX<separator>" when the server does not say)."""
     wanted = [folder]
-    other = {"/": ".", ".": "/"}.get(sep)
-    if other and other in folder and sep not in folder:
+    other = {"/": ".", ".": "/"}.get(sep or "")
+    if other and sep and other in folder and sep not in folder:
         wanted.append(folder.replace(other, sep))
     if prefix is None and sep:
         prefix = "INBOX" + sep
@@ -63,7 +67,7 @@ def meant(folder, prefix, sep):
     return wanted
 
 
-def layout(prefix, sep):
+def layout(prefix: Optional[str], sep: Optional[str]) -> Optional[str]:
     if sep is None:
         return "the server's folders have no hierarchy" if prefix is not None else None
     if prefix is None:
@@ -73,6 +77,6 @@ def layout(prefix, sep):
     return 'the server\'s personal namespace is "%s" with separator "%s"' % (prefix, sep)
 
 
-def shell_word(text):
+def shell_word(text: str) -> str:
     """*text* as one shell word, quoted only where the shell needs it."""
     return text if re.fullmatch(r"[\w@%+=:,./-]+", text) else shlex.quote(text)

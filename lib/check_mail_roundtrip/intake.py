@@ -12,6 +12,8 @@ Flooded into the failed step's status line ("IMAP fetch failed: server
 sent a 4294967295-byte literal (limit 1 MiB)").
 """
 
+from typing import Optional
+
 MIB = 1 << 20
 
 
@@ -48,7 +50,7 @@ class Intake:
         self.bytes = 0
         self.lines = 0
         self.answer = 0      # bytes since next_answer()
-        self.refused = None  # the words of the Flooded raised, raised again on every later read
+        self.refused: Optional[str] = None  # the words of the Flooded raised, raised again on every later read
 
     def next_answer(self) -> None:
         """A command went out: what comes now is its answer."""

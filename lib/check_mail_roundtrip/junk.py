@@ -14,8 +14,19 @@ The look-up costs a few LIST commands; the collector remembers its answer
 (also "none") and looks again once a day.  :func:`pick` is the pure part.
 """
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
 from .failure import step
 from .folders import MAX_LISTED, separator
+
+if TYPE_CHECKING:
+    from imapclient import IMAPClient
+
+    from .budget import Deadline
+
+# A folder as LIST gives it: (its flags, its name)
+Listed = tuple[Sequence[Union[bytes, str]], str]
 
 # The usual names of a Junk folder, best first (Dovecot, Thunderbird,
 # Exchange/Outlook, Gmail's "[Gmail]/Spam" comes from the "[Gmail]" level).
@@ -24,7 +35,7 @@ GMAIL = "[Gmail]"
 JUNK_FLAG = b"\\Junk"
 
 
-def candidates(sep):
+def candidates(sep: Optional[str]) -> list[str]:
     """The usual Junk folder names, in order of preference, for separator *sep*."""
     names = list(NAMES)
     if sep:
@@ -33,7 +44,7 @@ def candidates(sep):
     return names
 
 
-def pick(listing, sep):
+def pick(listing: Sequence[Listed], sep: Optional[str]) -> Optional[str]:
     """The Junk folder among *listing* ((flags, name) pairs), or None.
 
     A folder flagged ``\\Junk`` wins; else the first usual name present.
@@ -41,7 +52,7 @@ def pick(listing, sep):
     for flags, name in listing:
         if any(_flag(f) == JUNK_FLAG.lower() for f in flags):
             return name
-    by_lower = {}
+    by_lower: dict[str, str] = {}
     for _flags, name in listing:
         by_lower.setdefault(name.lower(), name)
     for wanted in candidates(sep):
@@ -52,11 +63,11 @@ def pick(listing, sep):
     return None
 
 
-def _flag(f):
+def _flag(f: Union[bytes, str]) -> bytes:
     return (f if isinstance(f, bytes) else str(f).encode("ascii", "replace")).lower()
 
 
-def discover(client, deadline, arm):
+def discover(client: "IMAPClient", deadline: "Deadline", arm: Callable[[], None]) -> Optional[str]:
     """The name of *client*'s Junk folder (an imapclient.IMAPClient logged in), or None.
 
     Step ``IMAP list``; *arm* gives the socket the time left before each command.
@@ -80,7 +91,7 @@ def discover(client, deadline, arm):
         return pick(listed, sep)
 
 
-def _special_use(client):
+def _special_use(client: "IMAPClient") -> list[tuple[Any, str]]:
     """(flags, name) of the folders with a special use: LIST (SPECIAL-USE) "" "*".
 
     A server that advertises SPECIAL-USE but refuses the selection option

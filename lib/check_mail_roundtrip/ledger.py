@@ -24,9 +24,15 @@ Pure logic, no I/O and no clock: the caller passes the collection time.
   the reflector, back from it; see reflection.legs).
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
 
 from .reflection import legs
+
+if TYPE_CHECKING:
+    from .probe import Probe
+    from .state import State
 
 # How long ids are remembered, beyond lost_after, and how many at most.
 LOST_MEMORY = 7 * 24 * 3600.0
@@ -48,39 +54,40 @@ SOURCES = {
 class Arrival:
     """A verified probe found in the mailbox."""
 
-    probe: object          # probe.Probe
-    internaldate: float    # server arrival time, epoch seconds (whole second) or None
-    ref: object = None     # transport reference for clean-up (e.g. IMAP UID)
+    probe: "Probe"
+    internaldate: Optional[float]  # server arrival time, epoch seconds (whole second) or None
+    ref: Any = None        # transport reference for clean-up (e.g. IMAP UID)
     source: str = "INTERNALDATE"  # where internaldate comes from (a key of SOURCES)
-    stamp: tuple = None    # a reflector's (received ms, sent ms), verified, or None
+    stamp: Optional[tuple[int, int]] = None  # a reflector's (received ms, sent ms), verified, or None
 
 
 @dataclass
 class Outcome:
     """What one collection amounted to."""
 
-    rtts: list = field(default_factory=list)        # (probe id, rtt seconds)
-    late: list = field(default_factory=list)        # (probe id, seconds since sent)
-    lost_now: list = field(default_factory=list)    # probe ids declared lost now
-    cleanup: list = field(default_factory=list)     # refs of processed probes
-    notes: list = field(default_factory=list)       # lines for -v
+    rtts: list[tuple[str, float]] = field(default_factory=list)  # (probe id, rtt seconds)
+    late: list[tuple[str, float]] = field(default_factory=list)  # (probe id, seconds since sent)
+    lost_now: list[str] = field(default_factory=list)  # probe ids declared lost now
+    cleanup: list[Any] = field(default_factory=list)   # refs of processed probes
+    notes: list[str] = field(default_factory=list)     # lines for -v
     oldest_pending: float = 0.0
-    legs: dict = field(default_factory=dict)        # probe id -> (out s or None, back s or None)
+    legs: dict[str, tuple[Optional[float], Optional[float]]] = field(
+        default_factory=dict)                          # probe id -> (out s or None, back s or None)
 
     @property
-    def rtt(self):
+    def rtt(self) -> Optional[float]:
         """Slowest round trip completed in this run, or None."""
         return max((r for _i, r in self.rtts), default=None)
 
     @property
-    def slowest_legs(self):
+    def slowest_legs(self) -> Optional[tuple[Optional[float], Optional[float]]]:
         """(out, back) of the slowest round trip, when a reflector stamped it; else None."""
         if not self.rtts:
             return None
         pid, _rtt = max(self.rtts, key=lambda r: r[1])
         return self.legs.get(pid)
 
-    def then(self, later):
+    def then(self, later: "Outcome") -> "Outcome":
         """This outcome followed by *later* (a second collection in the same
         run): the lists joined, oldest_pending as *later* found it."""
         return Outcome(
@@ -91,7 +98,8 @@ class Outcome:
         )
 
 
-def arrival_time(sent, internaldate, collected, source="INTERNALDATE"):
+def arrival_time(sent: float, internaldate: Optional[float], collected: float,
+                 source: str = "INTERNALDATE") -> tuple[float, Optional[str]]:
     """Best upper bound for when a probe arrived: (epoch seconds, note or None).
 
     INTERNALDATE (like a Received date) has whole seconds: the arrival lies
@@ -123,7 +131,8 @@ def _plausible(sent: float, internaldate: float, collected: float) -> bool:
     return not (internaldate + 1 <= sent - SKEW or internaldate > collected + SKEW)
 
 
-def reconcile(state, arrivals, collected, lost_after, collection_ok=True, node=None):
+def reconcile(state: "State", arrivals: Iterable[Arrival], collected: float, lost_after: float,
+              collection_ok: bool = True, node: Optional[str] = None) -> Outcome:
     """Update *state* with *arrivals* found at time *collected*; an Outcome.
 
     When the collection failed (*collection_ok* false) nothing is declared
@@ -154,7 +163,8 @@ def reconcile(state, arrivals, collected, lost_after, collection_ok=True, node=N
     return out
 
 
-def _take(state, arr, collected, lost_after, out, node=None):
+def _take(state: "State", arr: Arrival, collected: float, lost_after: float, out: Outcome,
+          node: Optional[str] = None) -> None:
     p = arr.probe
     pid, sent = p.probe_id, p.sent
     if node is not None and not pid.startswith(node) and not (
@@ -208,7 +218,7 @@ def _take(state, arr, collected, lost_after, out, node=None):
         out.notes.append(note or "probe %s: out %.3fs to the reflector, back %.3fs" % (pid, leg_out, leg_back))
 
 
-def _arrived_elsewhere(state, arr: "Arrival", collected: float, lost_after: float, out: "Outcome", tag: str) -> None:
+def _arrived_elsewhere(state: "State", arr: "Arrival", collected: float, lost_after: float, out: "Outcome", tag: str) -> None:
     """Another node's verified probe arrived: the mail flows as well as for one of ours.
 
     Its arrival (the server's time, when plausible, within *lost_after* of
@@ -226,25 +236,25 @@ def _arrived_elsewhere(state, arr: "Arrival", collected: float, lost_after: floa
                      % (p.probe_id, tag, collected - arrival, max(0.0, arrival - p.sent)))
 
 
-def awaited(state) -> list:
+def awaited(state: "State") -> list[str]:
     """Ids of the probes still waited for: pending, then declared lost; the newest first in each."""
     return [pid for table in (state.pending, state.lost)
             for pid, _ms in sorted(table.items(), key=lambda kv: -kv[1])]
 
 
-def _returned(state, p):
+def _returned(state: "State", p: "Probe") -> None:
     if state.newest_returned_ms is None or p.sent_ms > state.newest_returned_ms:
         state.newest_returned_ms = p.sent_ms
 
 
-def oldest_pending(state, now):
+def oldest_pending(state: "State", now: float) -> float:
     """Age of the oldest probe in flight that no newer returned probe overtook."""
     floor = state.newest_returned_ms if state.newest_returned_ms is not None else -1
     ages = [now - ms / 1000.0 for ms in state.pending.values() if ms > floor]
     return max([0.0] + ages)
 
 
-def prune(state, now, lost_after):
+def prune(state: "State", now: float, lost_after: float) -> None:
     """Forget counted and lost ids once they can no longer matter."""
     keep_counted = now - 2 * lost_after
     keep_lost = now - max(2 * lost_after, LOST_MEMORY)
@@ -258,7 +268,7 @@ def prune(state, now, lost_after):
                     state.counted_floor_ms = max(ms, state.counted_floor_ms or 0)
 
 
-def record_sent(state, probe):
+def record_sent(state: "State", probe: "Probe") -> None:
     """Remember a probe about to be sent (written ahead of the SMTP dialogue), as not
     yet confirmed by the server."""
     state.pending[probe.probe_id] = probe.sent_ms
@@ -266,13 +276,13 @@ def record_sent(state, probe):
     state.totals["sent"] += 1
 
 
-def confirm_sent(state, probe):
+def confirm_sent(state: "State", probe: "Probe") -> None:
     """The SMTP dialogue of *probe* ended (accepted, or with an unknown outcome after DATA)."""
     if probe.probe_id in state.unconfirmed:
         state.unconfirmed.remove(probe.probe_id)
 
 
-def forget_unsent(state, probe):
+def forget_unsent(state: "State", probe: "Probe") -> None:
     """Undo record_sent for a probe that was definitely not accepted."""
     confirm_sent(state, probe)
     if state.pending.pop(probe.probe_id, None) is not None:

@@ -17,6 +17,13 @@ import errno
 import ipaddress
 import socket
 import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, cast
+
+if TYPE_CHECKING:
+    from .budget import Deadline
+
+T = TypeVar("T")
 
 FAMILIES = {None: socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 # A connection refused or a network not reachable: the next address may do.
@@ -25,7 +32,7 @@ _NEXT = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRN
 _AT_SERVER = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
 
 
-def addresses(host, port, deadline, family=None):
+def addresses(host: str, port: int, deadline: "Deadline", family: Optional[str] = None) -> list[str]:
     """The addresses to try for *host*, in the resolver's order; raises OSError/TimeoutError."""
     want = FAMILIES[family]
     try:
@@ -37,9 +44,9 @@ def addresses(host, port, deadline, family=None):
             raise OSError(errno.EAFNOSUPPORT, "%s is an IPv%d address, but -%d was given"
                           % (host, literal.version, 6 if want == socket.AF_INET6 else 4))
         return [host]
-    result = {}
+    result: dict[str, Any] = {}
 
-    def work():
+    def work() -> None:
         try:
             result["infos"] = socket.getaddrinfo(host, port, want, socket.SOCK_STREAM)
         except Exception as exc:  # gaierror, or UnicodeError for an invalid name
@@ -52,7 +59,7 @@ def addresses(host, port, deadline, family=None):
         raise TimeoutError("host name lookup of %s timed out" % host)
     if "error" in result:
         raise result["error"]
-    found = []
+    found: list[str] = []
     for info in result["infos"]:
         if info[4][0] not in found:
             found.append(info[4][0])
@@ -61,19 +68,19 @@ def addresses(host, port, deadline, family=None):
     return found
 
 
-def lookup(host, port, deadline, family=None):
+def lookup(host: str, port: int, deadline: "Deadline", family: Optional[str] = None) -> str:
     """The first address to connect to for *host*."""
     return addresses(host, port, deadline, family)[0]
 
 
-def connect_any(candidates, attempt):
+def connect_any(candidates: Iterable[str], attempt: Callable[[str], T]) -> T:
     """attempt(address) for each address in turn until one connects; its result.
 
     Only a refused or unreachable address moves on to the next; any other
     failure (a timeout, TLS) ends the step.  When every address refused, the
     last refusal is raised.
     """
-    last = None
+    last: Optional[OSError] = None
     for address in candidates:
         try:
             return attempt(address)
@@ -81,36 +88,36 @@ def connect_any(candidates, attempt):
             if exc.errno not in _NEXT or isinstance(exc, socket.timeout):
                 raise
             last = exc
-    raise last
+    raise cast(OSError, last)  # not None: addresses() never gives an empty list
 
 
-def endpoint_text(host, port):
+def endpoint_text(host: str, port: int) -> str:
     """'mail.example.org:993', '[::1]:993'."""
     return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
 
 
-def connect(host, port, deadline, family, attempt):
+def connect(host: str, port: int, deadline: "Deadline", family: Optional[str], attempt: Callable[[str], T]) -> T:
     """attempt(address) for the addresses of *host*, as :func:`connect_any`;
     a lookup failure or a refusal by every address carries ``where``."""
     try:
         candidates = addresses(host, port, deadline, family)
     except socket.gaierror as exc:
-        exc.where = endpoint_text(host, port)
+        exc.where = endpoint_text(host, port)  # type: ignore[attr-defined]
         raise
     try:
         return connect_any(candidates, attempt)
     except OSError as exc:
         if exc.errno in _AT_SERVER and not isinstance(exc, socket.timeout):
-            exc.where = endpoint_text(host, port)
+            exc.where = endpoint_text(host, port)  # type: ignore[attr-defined]
         raise
 
 
-def fqdn(deadline, limit=1.0):
+def fqdn(deadline: "Deadline", limit: float = 1.0) -> str:
     """This host's fully qualified name (``socket.getfqdn``), asked for at most
     *limit* seconds within *deadline*; else the plain host name."""
-    result = {}
+    result: dict[str, str] = {}
 
-    def work():
+    def work() -> None:
         try:
             result["name"] = socket.getfqdn()
         except Exception:  # an odd resolver: the plain name will do

@@ -19,7 +19,7 @@ MIN_BYTES = 16
 MAX_BYTES = 4096
 
 
-def load_or_create(path):
+def load_or_create(path: str) -> bytes:
     """The secret's bytes; created with 32 random bytes if *path* is missing."""
     try:
         return read(path)

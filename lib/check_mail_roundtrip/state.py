@@ -40,7 +40,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 SCHEMA = 1
 _COUNTERS = ("sent", "returned", "lost", "late")
@@ -63,18 +63,18 @@ class State:
     """
 
     profile: str
-    pending: dict = field(default_factory=dict)   # id -> sent_ms, in flight
-    unconfirmed: list = field(default_factory=list)  # pending ids whose SMTP hand-over was not confirmed
-    counted: dict = field(default_factory=dict)   # id -> sent_ms, returned and counted
-    lost: dict = field(default_factory=dict)      # id -> sent_ms, declared lost
-    last_success: float = None                    # arrival time of the newest success
-    newest_returned_ms: int = None                # send time of the newest probe back
-    counted_floor_ms: int = None                  # counted ids this old were forgotten
-    swept: float = None                           # last look for abandoned profiles
-    collector: dict = field(default_factory=dict)  # the collector's own memory (what it examined)
-    totals: dict = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
+    pending: dict[str, int] = field(default_factory=dict)   # id -> sent_ms, in flight
+    unconfirmed: list[str] = field(default_factory=list)  # pending ids whose SMTP hand-over was not confirmed
+    counted: dict[str, int] = field(default_factory=dict)   # id -> sent_ms, returned and counted
+    lost: dict[str, int] = field(default_factory=dict)      # id -> sent_ms, declared lost
+    last_success: Optional[float] = None          # arrival time of the newest success
+    newest_returned_ms: Optional[int] = None      # send time of the newest probe back
+    counted_floor_ms: Optional[int] = None        # counted ids this old were forgotten
+    swept: Optional[float] = None                 # last look for abandoned profiles
+    collector: dict[str, Any] = field(default_factory=dict)  # the collector's own memory (what it examined)
+    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
             "profile": self.profile,
@@ -91,7 +91,7 @@ class State:
         }
 
     @classmethod
-    def from_json(cls, data, profile):
+    def from_json(cls, data: Any, profile: str) -> "State":
         """Validate and convert; raises ValueError on anything unexpected."""
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
@@ -142,22 +142,22 @@ class State:
         return state
 
 
-def _is_int(v):
+def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v):
+def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 _MAX_MS = 2 ** 53  # times beyond this are not times (and would overflow floats)
 
 
-def _is_time_ms(v):
+def _is_time_ms(v: Any) -> bool:
     return _is_int(v) and 0 <= v < _MAX_MS
 
 
-def _no_constants(name):
+def _no_constants(name: str) -> NoReturn:
     raise ValueError("%s is not a number" % name)
 
 
@@ -165,7 +165,7 @@ STEM_CHARS = 120  # readable part of a state file name, cut between fields only
 _STEM_RE = re.compile(r"-[0-9a-f]{10}$")
 
 
-def file_stem(profile):
+def file_stem(profile: str) -> str:
     """A safe, stable file name for a profile: readable fields, then a hash.
 
     Runs of other characters become ``_``; when the name is long, whole
@@ -179,17 +179,17 @@ def file_stem(profile):
     return "%s-%s" % (readable or "profile", _digest(profile))
 
 
-def _digest(profile):
+def _digest(profile: str) -> str:
     return hashlib.sha256(profile.encode("utf-8")).hexdigest()[:10]
 
 
-def _legacy_stem(profile):
+def _legacy_stem(profile: str) -> str:
     """The file name earlier versions used (60 characters, cut anywhere)."""
     readable = re.sub(r"[^A-Za-z0-9_.@+-]+", "_", profile).strip("._")[:60]
     return "%s-%s" % (readable or "profile", _digest(profile))
 
 
-def _user(uid):
+def _user(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -210,7 +210,7 @@ def whose(path: str) -> str:
     return "belongs to %s (mode %04o)" % (_user(st.st_uid), stat.S_IMODE(st.st_mode))
 
 
-def access_problem(path, exc, directory=None):
+def access_problem(path: str, exc: OSError, directory: Optional[str] = None) -> str:
     """The UNKNOWN text for a file or directory this user may not use: owner and fix."""
     directory = directory or os.path.dirname(path) or "."
     me = runner()
@@ -269,11 +269,11 @@ def open_to_others(directory: str) -> Optional[str]:
             "chmod 700 %s" % (directory, who, mode, directory))
 
 
-def _denied(exc):
+def _denied(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM)
 
 
-def adopt(fd, directory):
+def adopt(fd: int, directory: str) -> None:
     """Run as root in another user's directory: give the new file to that user."""
     if os.geteuid() != 0:
         return
@@ -285,7 +285,7 @@ def adopt(fd, directory):
         pass
 
 
-def ensure_directory(directory):
+def ensure_directory(directory: str) -> None:
     """Create the state directory 0700 if missing; it must be a real directory we may use."""
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
@@ -307,7 +307,7 @@ def ensure_directory(directory):
         raise StateError(problem)
 
 
-def write_atomically(path, data, mode=0o600, owner=None):
+def write_atomically(path: str, data: bytes, mode: int = 0o600, owner: Optional[tuple[int, int]] = None) -> None:
     """Replace *path* with *data* (bytes): temp file, fsync, rename, fsync dir.
 
     The file gets *mode* exactly, and as root *owner* (uid, gid) or else the
@@ -340,7 +340,7 @@ def write_atomically(path, data, mode=0o600, owner=None):
         os.close(dfd)
 
 
-def set_aside(path, reason, what="state file"):
+def set_aside(path: str, reason: str, what: str = "state file") -> str:
     """Rename a damaged *path* (a *what*) aside under a timestamped name; the words saying so."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     aside = "%s.damaged-%s-%d" % (path, stamp, os.getpid())
@@ -351,7 +351,7 @@ def set_aside(path, reason, what="state file"):
     return "%s %s; kept aside as %s, started afresh" % (what, reason, os.path.basename(aside))
 
 
-def lock(lock_path, directory, timeout, holder):
+def lock(lock_path: str, directory: str, timeout: float, holder: str) -> int:
     """An open descriptor holding the exclusive flock on *lock_path* (created
     0600), waiting at most *timeout* seconds; LockTimeout names *holder*
     ("another run of this check").  Closing the descriptor drops the lock."""
@@ -434,23 +434,23 @@ def read_json(path: str, convert: Callable[[Any], _T]) -> Optional[_T]:
 class StateStore:
     """The state file of one profile in *directory*."""
 
-    def __init__(self, directory, profile):
+    def __init__(self, directory: str, profile: str) -> None:
         self.directory = directory
         self.profile = profile
         stem = file_stem(profile)
         self.path = os.path.join(directory, stem + ".json")
         self.lock_path = os.path.join(directory, stem + ".lock")
         self.legacy_path = os.path.join(directory, _legacy_stem(profile) + ".json")
-        self._lock_fd = None
+        self._lock_fd: Optional[int] = None
 
     # -- locking -----------------------------------------------------------
-    def acquire(self, timeout):
+    def acquire(self, timeout: float) -> None:
         """Take the exclusive lock, waiting at most *timeout* seconds."""
         ensure_directory(self.directory)
         self._lock_fd = lock(self.lock_path, self.directory, timeout, "another run of this check")
         self._remove_stale_temp_files()
 
-    def _remove_stale_temp_files(self):
+    def _remove_stale_temp_files(self) -> None:
         """Temp files of a run killed mid-write (only the lock holder writes)."""
         prefix = os.path.basename(self.path) + ".tmp-"
         try:
@@ -463,19 +463,19 @@ class StateStore:
             except OSError:
                 pass
 
-    def release(self):
+    def release(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing drops the flock
             self._lock_fd = None
 
-    def __enter__(self):
+    def __enter__(self) -> "StateStore":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
     # -- reading and writing -------------------------------------------------
-    def load(self):
+    def load(self) -> tuple[State, Optional[str]]:
         """Read the state: (State, problem or None).
 
         A damaged file is kept aside and a fresh state returned, with a
@@ -489,7 +489,7 @@ class StateStore:
             return State(self.profile), self._set_aside(str(exc))
         return (State(self.profile) if state is None else state), None
 
-    def _adopt_legacy(self):
+    def _adopt_legacy(self) -> None:
         """Take over the file an earlier version wrote under its old name."""
         if self.legacy_path == self.path or os.path.lexists(self.path):
             return
@@ -498,10 +498,10 @@ class StateStore:
         except OSError:
             pass
 
-    def _set_aside(self, reason):
+    def _set_aside(self, reason: str) -> str:
         return set_aside(self.path, reason)
 
-    def save(self, state):
+    def save(self, state: State) -> None:
         """Write the state atomically (the lock must be held)."""
         data = json.dumps(state.to_json(), sort_keys=True, separators=(",", ":")).encode("utf-8")
         try:
@@ -512,14 +512,14 @@ class StateStore:
             raise StateError("cannot write state file %s: %s" % (self.path, exc.strerror or exc))
 
 
-def abandoned(directory, profile, now, horizon, limit=100):
+def abandoned(directory: str, profile: str, now: float, horizon: float, limit: int = 100) -> list[tuple[str, str]]:
     """State files of *other* profiles in *directory* untouched for *horizon* seconds.
 
     Only files this check wrote count: ``<stem>.json`` whose content names a
     profile that yields that very stem.  Returns [(profile, path)], at most
     *limit*.
     """
-    found = []
+    found: list[tuple[str, str]] = []
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -544,12 +544,13 @@ def abandoned(directory, profile, now, horizon, limit=100):
     return found
 
 
-def remove_abandoned(path):
+def remove_abandoned(path: str) -> bool:
     """Delete an abandoned profile's state file and lock, if no run holds its lock.
 
     Returns True when removed.
     """
     lock_path = path[: -len(".json")] + ".lock"
+    fd: Optional[int]
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
     except FileNotFoundError:
