@@ -35,7 +35,9 @@ import json
 import re
 import sys
 import threading
-from typing import FrozenSet, List, Optional, Pattern, Sequence, Set, Tuple, Union
+from collections.abc import Sequence
+from re import Pattern
+from typing import Optional, Union
 
 from .lazy_re import LazyPattern
 
@@ -62,7 +64,7 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-8", "surrogatepass")
 
 
-def _forms(c: str) -> Set[str]:
+def _forms(c: str) -> set[str]:
     """Patterns for one character of a secret in each of the supported forms."""
     forms = {re.escape(c), "".join("%%(?i:%02X)" % b for b in _utf8(c))}
     if c == "|":
@@ -80,7 +82,7 @@ def _forms(c: str) -> Set[str]:
     return forms
 
 
-def _either(forms: Set[str]) -> str:
+def _either(forms: set[str]) -> str:
     """One pattern for any of *forms*, the longest tried first."""
     return "(?:%s)" % "|".join(sorted(forms, key=len, reverse=True))
 
@@ -102,13 +104,13 @@ def pattern(secret: str) -> str:
     return "".join(parts)
 
 
-def own_runs(secret: str) -> Tuple[str, ...]:
+def own_runs(secret: str) -> tuple[str, ...]:
     """The runs of *secret* between its whitespace, '|' as '/': in a text without
     _ESCAPES, pattern(secret) matches only where each of them stands as it is."""
     return tuple(piece.replace("|", "/") for piece in secret.split())  # str.split's whitespace is re's \s
 
 
-def may_hold(text: str, secrets: Sequence[Tuple[str, ...]]) -> bool:
+def may_hold(text: str, secrets: Sequence[tuple[str, ...]]) -> bool:
     """Might a pattern of one of *secrets* (each as its :func:`own_runs`) match in *text*?"""
     if any(escape in text for escape in _ESCAPES):
         return True
@@ -116,7 +118,7 @@ def may_hold(text: str, secrets: Sequence[Tuple[str, ...]]) -> bool:
     return any(all(run in text for run in runs) for runs in secrets)
 
 
-def cores(data: bytes) -> List[str]:
+def cores(data: bytes) -> list[str]:
     """The base64 text that *data* alone determines inside a longer base64 run,
     at each of the three alignments it may have there (MIN_CORE characters or more)."""
     found = []
@@ -129,7 +131,7 @@ def cores(data: bytes) -> List[str]:
     return found
 
 
-def plain_logins(user: str, password: str) -> List[bytes]:
+def plain_logins(user: str, password: str) -> list[bytes]:
     """What SASL PLAIN (and its looser variants) encodes for *user* and *password*."""
     u, p = _utf8(user), _utf8(password)
     return [b"\0" + u + b"\0" + p, u + b"\0" + p, u + b"\0" + u + b"\0" + p]
@@ -140,9 +142,9 @@ class Redactor:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._secrets: Set[str] = set()
-        self._own: FrozenSet[Tuple[str, ...]] = frozenset()  # each secret's own_runs
-        self._runs: FrozenSet[str] = frozenset()  # base64 text that masks the run it is found in
+        self._secrets: set[str] = set()
+        self._own: frozenset[tuple[str, ...]] = frozenset()  # each secret's own_runs
+        self._runs: frozenset[str] = frozenset()  # base64 text that masks the run it is found in
         self._plain: Optional[Pattern] = None
         self._base64: Optional[Pattern] = None
 
@@ -171,12 +173,16 @@ class Redactor:
             return text
         runs, own = self._runs, self._own  # frozen: replaced, never changed, by add()
         if any(run in text for run in runs):
-            text = _mask_runs(text, self._patterns()[1])
+            base64_runs = self._patterns()[1]
+            assert base64_runs is not None  # compiled: runs are known
+            text = _mask_runs(text, base64_runs)
         if own and may_hold(text, tuple(own)):
-            text = self._patterns()[0].sub(MASK, text)
+            plain = self._patterns()[0]
+            assert plain is not None  # compiled: secrets are known
+            text = plain.sub(MASK, text)
         return text
 
-    def _patterns(self) -> Tuple[Optional[Pattern], Optional[Pattern]]:
+    def _patterns(self) -> tuple[Optional[Pattern], Optional[Pattern]]:
         """(the secrets' own forms, the base64 that masks a run), compiled once after a change."""
         with self._lock:
             if self._plain is None and self._secrets:

@@ -9,6 +9,8 @@ No I/O; the transports send and receive.
 import base64
 import binascii
 import json
+from collections.abc import Iterable
+from typing import Optional, Union
 
 from .redact import redact
 
@@ -20,7 +22,7 @@ class NoMechanism(Exception):
     """The server offers neither OAuth2 mechanism."""
 
 
-def choose(forced, offered):
+def choose(forced: Optional[str], offered: Iterable[str]) -> str:
     """The mechanism to use: *forced* ("auto", "oauthbearer", "xoauth2"), else
     OAUTHBEARER when *offered* (the server's mechanism names) has it, else XOAUTH2."""
     if forced and forced != "auto":
@@ -33,7 +35,7 @@ def choose(forced, offered):
                       % (" ".join(sorted(offered)) or "nothing"))
 
 
-def initial_response(mechanism, user, token, host, port):
+def initial_response(mechanism: str, user: str, token: str, host: str, port: int) -> bytes:
     """The client's first message (bytes, not yet base64) for *mechanism*."""
     if mechanism == XOAUTH2:
         return ("user=%s\x01auth=Bearer %s\x01\x01" % (user, token)).encode("utf-8")
@@ -44,17 +46,18 @@ def initial_response(mechanism, user, token, host, port):
     raise ValueError("not an OAuth2 mechanism: %s" % mechanism)
 
 
-def error_text(challenge):
+def error_text(challenge: Union[str, bytes]) -> str:
     """The words of a server's error challenge (JSON, RFC 7628 section 3.2.2).
 
     *challenge*: the decoded bytes, or the base64 text as sent.  Returns e.g.
     "invalid_token (scope mail)", or the text as it came when it is no JSON.
     """
     if isinstance(challenge, str):
+        sent = challenge
         try:
-            challenge = base64.b64decode(challenge.strip(), validate=True)
+            challenge = base64.b64decode(sent.strip(), validate=True)
         except (binascii.Error, ValueError):
-            return _words(challenge)
+            return _words(sent)
     text = challenge.decode("utf-8", "replace").strip()
     try:
         data = json.loads(text)
@@ -74,7 +77,7 @@ def _words(text: str) -> str:
     return " ".join(redact(text).split())[:200]
 
 
-def refusal(words, challenges):
+def refusal(words: str, challenges: Iterable[Union[str, bytes, None]]) -> str:
     """The server's *words* for a refused token, with its OAuth2 answer (the
     first error challenge among *challenges*) when it sent one."""
     answers = [error_text(c) for c in challenges if c]

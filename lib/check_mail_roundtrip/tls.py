@@ -5,6 +5,7 @@ trust a private CA, or the names a certificate for another host is for.
 """
 
 import ssl
+from typing import Any, Optional
 
 # OpenSSL verify codes: the chain ends at a certificate nobody told us to trust
 _UNTRUSTED = {
@@ -19,7 +20,7 @@ _WRONG_NAME = {62, 64}  # hostname mismatch, IP address mismatch
 MAX_NAMES = 4
 
 
-def client_context(ca_file=None, insecure=False):
+def client_context(ca_file: Optional[str] = None, insecure: bool = False) -> ssl.SSLContext:
     """An SSLContext that verifies the server against *ca_file* or the system store.
 
     Only *insecure* (the ``--insecure`` option) turns verification off.
@@ -31,7 +32,7 @@ def client_context(ca_file=None, insecure=False):
     return ctx
 
 
-def describe(exc, names=None):
+def describe(exc: ssl.SSLError, names: Optional[list[str]] = None) -> str:
     """One line for the TLS failure *exc*; *names*: whom the certificate is for."""
     if not isinstance(exc, ssl.SSLCertVerificationError):
         return "TLS error: %s" % (exc.reason or exc)
@@ -46,12 +47,12 @@ def describe(exc, names=None):
     return text
 
 
-def wrong_name(exc):
+def wrong_name(exc: BaseException) -> bool:
     """Is *exc* a certificate issued for another host name?"""
     return isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in _WRONG_NAME
 
 
-def names_only(ctx):
+def names_only(ctx: ssl.SSLContext) -> ssl.SSLContext:
     """A context for reading whom a certificate is for after a name mismatch.
 
     It verifies the chain against the CAs of *ctx* (and the system store) but
@@ -65,9 +66,9 @@ def names_only(ctx):
     return probe
 
 
-def certificate_names(sock):
+def certificate_names(sock: ssl.SSLSocket) -> list[str]:
     """The DNS names and addresses in the peer certificate of *sock* (else its common name)."""
-    cert = sock.getpeercert() or {}
+    cert: dict[str, Any] = sock.getpeercert() or {}
     names = [value for kind, value in cert.get("subjectAltName", ()) if kind in ("DNS", "IP Address")]
     if not names:
         names = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
