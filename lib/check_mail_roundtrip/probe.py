@@ -28,7 +28,9 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Optional, Union
 
 from .lazy_re import LazyPattern
 
@@ -52,23 +54,23 @@ _TOKEN_RE = LazyPattern(
 MAX_HEADER_CHARS = 64 * 1024
 
 
-def profile_key(profile):
+def profile_key(profile: str) -> str:
     """The 12-hex-digit key that marks one profile's probes (not secret)."""
     return hashlib.sha256(profile.encode("utf-8")).hexdigest()[:12]
 
 
-def search_key(profile):
+def search_key(profile: str) -> str:
     """The string a server-side subject search looks for."""
     return "%s.%s" % (VERSION, profile_key(profile))
 
 
-def _signature(secret, signed, probe_id, sent_ms):
+def _signature(secret: bytes, signed: str, probe_id: str, sent_ms: int) -> str:
     """HMAC over version, *signed* (the profile key; the name in older probes), id, time."""
     msg = "|".join((VERSION, signed, probe_id, str(sent_ms))).encode("utf-8")
     return hmac.new(secret, msg, hashlib.sha256).hexdigest()[:32]
 
 
-def _token_text(key, probe_id, sent_ms, signature):
+def _token_text(key: str, probe_id: str, sent_ms: int, signature: str) -> str:
     return "%s.%s.%s.%d.%s" % (VERSION, key, probe_id, sent_ms, signature)
 
 
@@ -81,11 +83,11 @@ class Probe:
     sent_ms: int
 
     @property
-    def sent(self):
+    def sent(self) -> float:
         """Send time in seconds since the epoch."""
         return self.sent_ms / 1000.0
 
-    def token(self, secret):
+    def token(self, secret: bytes) -> str:
         key = profile_key(self.profile)
         return _token_text(key, self.probe_id, self.sent_ms, _signature(secret, key, self.probe_id, self.sent_ms))
 
@@ -93,12 +95,12 @@ class Probe:
 NODE_TAG = 4  # hex digits of the probe id that name the sending node
 
 
-def node_tag(node):
+def node_tag(node: str) -> str:
     """The first hex digits of the ids of the probes *node* sends (a hash of its name)."""
     return hashlib.sha256(node.encode("utf-8")).hexdigest()[:NODE_TAG]
 
 
-def new_probe(profile, now, node=None):
+def new_probe(profile: str, now: float, node: Optional[str] = None) -> Probe:
     """A fresh probe for *profile*, sent at *now* (epoch seconds) by *node* (a name;
     None: an id all random)."""
     tag = node_tag(node) if node is not None else secrets.token_hex(NODE_TAG // 2)
@@ -114,7 +116,7 @@ class Token:
     sent_ms: int
     signature: str
 
-    def verify(self, secret, profile):
+    def verify(self, secret: bytes, profile: str) -> Optional[Probe]:
         """The Probe if this token is a genuine one of *profile*, else None."""
         if self.key != profile_key(profile):
             return None
@@ -123,19 +125,19 @@ class Token:
             return None
         return Probe(profile, self.probe_id, self.sent_ms)
 
-    def text(self):
+    def text(self) -> str:
         """The token as it stands in the mail."""
         return _token_text(self.key, self.probe_id, self.sent_ms, self.signature)
 
-    def signed_with(self, secret):
+    def signed_with(self, secret: bytes) -> bool:
         """True if *secret* made this token, whatever its profile."""
         expected = _signature(secret, self.key, self.probe_id, self.sent_ms)
         return hmac.compare_digest(expected, self.signature)
 
 
-def find_tokens(text):
+def find_tokens(text: str) -> list[Token]:
     """All well-formed tokens in *text* (a decoded header value)."""
-    found = []
+    found: list[Token] = []
     for m in _TOKEN_RE.finditer(text[:MAX_HEADER_CHARS]):
         key, pid, sent, sig = m.groups()
         found.append(Token(key.lower(), pid.lower(), int(sent), sig.lower()))
@@ -146,7 +148,7 @@ _ENCODED_WORD = LazyPattern(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?
 _BETWEEN_WORDS = LazyPattern(r"(\?=)[ \t]+(?==\?)")
 
 
-def _decode_word(m):
+def _decode_word(m: "re.Match[str]") -> str:
     charset, encoding, text = m.group(1), m.group(2).upper(), m.group(3)
     try:
         if encoding == "B":
@@ -158,7 +160,7 @@ def _decode_word(m):
         return m.group(0)
 
 
-def decode_header_value(raw):
+def decode_header_value(raw: Union[str, bytes]) -> str:
     """Decode an RFC 2047 encoded, possibly folded header value to text.
 
     Linear in the input and never raises: undecodable parts are kept as they
@@ -173,7 +175,7 @@ def decode_header_value(raw):
     return _ENCODED_WORD.sub(_decode_word, joined)
 
 
-def header_values(header_block, names=FETCH_HEADERS):
+def header_values(header_block: Union[str, bytes], names: Iterable[str] = FETCH_HEADERS) -> list[tuple[str, str]]:
     """Values of the named headers in a raw header block (bytes or str).
 
     Tolerates 8-bit bytes, invalid UTF-8, bare LF line ends and folding.
@@ -182,8 +184,8 @@ def header_values(header_block, names=FETCH_HEADERS):
     if isinstance(header_block, bytes):
         header_block = header_block.decode("utf-8", "replace")
     wanted = {n.lower() for n in names}
-    values = []
-    current = None
+    values: list[tuple[str, list[str]]] = []
+    current: Optional[tuple[str, list[str]]] = None
     for line in re.split(r"\r?\n", header_block):
         if line[:1] in (" ", "\t") and current is not None:
             current[1].append(line)
@@ -196,9 +198,9 @@ def header_values(header_block, names=FETCH_HEADERS):
     return [(n, decode_header_value("\n".join(v).strip())) for n, v in values]
 
 
-def tokens_in_headers(pairs):
+def tokens_in_headers(pairs: Iterable[tuple[str, str]]) -> list[Token]:
     """Every token in the probe headers (from header_values), header first, then Subject."""
-    tokens = []
+    tokens: list[Token] = []
     for name, value in sorted(pairs, key=lambda p: p[0] != HEADER.lower()):
         if name == "content-type":
             continue
@@ -208,7 +210,7 @@ def tokens_in_headers(pairs):
     return tokens
 
 
-def recognise(header_block, secret, profile):
+def recognise(header_block: Union[str, bytes], secret: bytes, profile: str) -> tuple[Optional[Probe], Optional[str]]:
     """Verify a returned mail's headers.
 
     Returns (probe, reason): the genuine Probe of *profile* and None, or
@@ -232,7 +234,8 @@ def recognise(header_block, secret, profile):
     return None, "bad signature (forged or tampered token)"
 
 
-def build_message(probe, secret, mail_from, rcpt_to, hostname, now):
+def build_message(probe: Probe, secret: bytes, mail_from: str, rcpt_to: str, hostname: str,
+                  now: float) -> email.message.EmailMessage:
     """The probe as a proper mail (email.message.EmailMessage).
 
     Date, Message-ID, From, To and a short plain-text body saying what it
@@ -258,7 +261,7 @@ def build_message(probe, secret, mail_from, rcpt_to, hostname, now):
     return msg
 
 
-def own_token(header_block, secret):
+def own_token(header_block: Union[str, bytes], secret: bytes) -> Optional[Token]:
     """The first token in a mail's headers that *secret* signed (any profile), else None.
 
     Delivery reports about a probe are never taken for it.
