@@ -31,8 +31,9 @@ Only the standard library is imported here (the transports import this
 module, not the other way round).
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, List, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 if TYPE_CHECKING:
     import datetime
@@ -61,14 +62,14 @@ SENT, FAILED, UNCERTAIN = "sent", "failed", "uncertain"
 @dataclass
 class SendResult:
     status: str                 # SENT, FAILED or UNCERTAIN
-    failure: "StepFailure" = None
+    failure: "Optional[StepFailure]" = None
     reply: str = ""             # the server's answer to the message
 
 
 class Collector(Protocol):
     """A session with the mailbox the probes come back to (see the module doc)."""
 
-    notes: List[str]
+    notes: list[str]
     unexpunged: Optional[int]
     watching: Optional[str]
 
@@ -76,10 +77,10 @@ class Collector(Protocol):
 
     def __exit__(self, *exc: object) -> Optional[bool]: ...
 
-    def find(self, key: str, before: "Optional[datetime.date]" = None, wanted: Sequence[str] = ()) -> List[Any]:
+    def find(self, key: str, before: "Optional[datetime.date]" = None, wanted: Sequence[str] = ()) -> list[Any]:
         ...
 
-    def fetch(self, refs: Sequence[Any]) -> List[Fetched]: ...
+    def fetch(self, refs: Sequence[Any]) -> list[Fetched]: ...
 
     def settle(self, examined: Sequence[Any], to_remove: Sequence[Any]) -> None: ...
 

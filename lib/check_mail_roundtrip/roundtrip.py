@@ -23,16 +23,25 @@ import email.policy
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Any, Callable, Optional
 
-from . import ledger
-from . import state as state_files
+from . import ledger, state as state_files
 from .budget import RESERVE, Budget, Deadline
 from .failure import StepFailure
 from .mail import FAILED, UNCERTAIN, Collector, Fetched, SendResult
 from .net import fqdn
-from .probe import (RETURN_HEADER, VERSION, Probe, build_message, new_probe, node_tag, own_token, profile_key,
-                    recognise, search_key)
+from .probe import (
+    RETURN_HEADER,
+    VERSION,
+    Probe,
+    build_message,
+    new_probe,
+    node_tag,
+    own_token,
+    profile_key,
+    recognise,
+    search_key,
+)
 from .reflection import read_stamp, return_header
 from .secret import load_or_create
 from .settings import Settings
@@ -55,7 +64,7 @@ REST_OF_RUN = 10.0
 MAX_LOOKS = 100000  # searches during one wait at most (the wait's end comes first)
 
 
-def abandon_after(lost_after):
+def abandon_after(lost_after: float) -> float:
     """Age after which another profile's probe or state file is abandoned:
     7 days, or twice --lost-after when that is longer."""
     return max(ledger.LOST_MEMORY, 2 * lost_after)
@@ -65,17 +74,17 @@ def abandon_after(lost_after):
 class Report:
     """What one run found and did."""
 
-    unknown: str = None             # the run could not work at all (lock, state dir)
-    state_problem: str = None       # damaged state kept aside
+    unknown: Optional[str] = None   # the run could not work at all (lock, state dir)
+    state_problem: Optional[str] = None  # damaged state kept aside
     failures: list = field(default_factory=list)   # StepFailure, in order
-    outcome: ledger.Outcome = None
+    outcome: Optional[ledger.Outcome] = None
     pending: int = 0
-    since_last_success: float = None
+    since_last_success: Optional[float] = None
     first_probe: bool = False
     collected: bool = False         # the mailbox was read (search and fetch worked)
-    sent: SendResult = None
-    unexpunged: int = None          # probes left flagged \Deleted (server without UIDPLUS)
-    junk: int = None                # own probes found in the Junk folder (None: not looked into)
+    sent: Optional[SendResult] = None
+    unexpunged: Optional[int] = None  # probes left flagged \Deleted (server without UIDPLUS)
+    junk: Optional[int] = None      # own probes found in the Junk folder (None: not looked into)
     notes: list = field(default_factory=list)
 
 
@@ -95,23 +104,25 @@ def run(settings: Settings, budget: Budget, clock: Callable[[], float] = time.ti
         return report
     with store:
         try:
-            Run(settings, budget, clock, store, transports or for_settings(settings), report).locked()
+            secret = load_or_create(settings.secret_file or os.path.join(settings.state_dir, "secret"))
+            state, report.state_problem = store.load()
+            Run(settings, budget, clock, store, transports or for_settings(settings), report, state, secret).perform()
         except StateError as exc:
             report.unknown = str(exc)
     return report
 
 
-def _tag(settings):
+def _tag(settings: Settings) -> Optional[str]:
     """This node's probe-id tag, or None when no node name is set."""
     return node_tag(settings.node) if settings.node is not None else None
 
 
-def _kept(settings):
+def _kept(settings: Settings) -> float:
     """Seconds of the budget the steps before the wait leave for it (and what follows it)."""
     return RESERVE + (settings.wait + AFTER_WAIT if settings.wait else 0.0)
 
 
-def _junk(settings):
+def _junk(settings: Settings) -> object:
     """The Junk folder wanted (IMAP only): True to find it, a name, or None."""
     return settings.junk if settings.collect_by == "imap" else None
 
@@ -120,7 +131,7 @@ def _junk(settings):
 class Run:
     """One invocation with its state locked: what it was told (settings, the
     budget, the clock, the transports), what it holds (the state store, the
-    state, the secret) and what it found (the report)."""
+    state loaded from it, the secret) and what it found (the report)."""
 
     settings: Settings
     budget: Budget
@@ -128,15 +139,12 @@ class Run:
     store: StateStore
     transports: Transports
     report: Report
-    state: State = None             # loaded by locked()
-    secret: bytes = field(default=None, repr=False)
+    state: State
+    secret: bytes = field(repr=False)
 
-    def locked(self) -> None:
+    def perform(self) -> None:
         """Collect, clean up, send, wait (--wait), and sum up in the report."""
-        settings, report = self.settings, self.report
-        self.secret = load_or_create(settings.secret_file or os.path.join(settings.state_dir, "secret"))
-        state, report.state_problem = self.store.load()
-        self.state = state
+        settings, report, state = self.settings, self.report, self.state
         report.first_probe = not (state.pending or state.counted or state.lost or state.last_success)
         report.notes.append("state file %s" % self.store.path)
 
@@ -154,11 +162,11 @@ class Run:
             collected_at - state.last_success if state.last_success is not None else None
         )
         report.pending = len(state.pending)
-        tokens = settings.collect.oauth2 or settings.smtp.oauth2
+        tokens: Any = settings.collect.oauth2 or settings.smtp.oauth2
         if tokens is not None:
             report.notes.extend(tokens.notes)
 
-    def open_collector(self, deadline: Deadline, **options: object) -> Collector:
+    def open_collector(self, deadline: Deadline, **options: Any) -> Collector:
         """The run's collector (not yet entered), with what every session of it shares."""
         settings = self.settings
         return self.transports.open_collector(
@@ -192,7 +200,7 @@ class Run:
             return collected_at
         return self.clock()
 
-    def recognise(self, collector: Collector, fetched: List[Fetched]) -> List[ledger.Arrival]:
+    def recognise(self, collector: Collector, fetched: list[Fetched]) -> list[ledger.Arrival]:
         """The verified probes among *fetched*, as Arrivals; the others noted for -v."""
         report, secret = self.report, self.secret
         arrivals = []
@@ -209,7 +217,7 @@ class Run:
                                     % (probe.probe_id, collector.name(item.ref)))
         return arrivals
 
-    def book(self, collector: Collector, fetched: List[Fetched], arrivals: List[ledger.Arrival],
+    def book(self, collector: Collector, fetched: list[Fetched], arrivals: list[ledger.Arrival],
              collected_at: float) -> None:
         """Reconcile *arrivals*, save the state, then remove what was processed."""
         settings, report, state = self.settings, self.report, self.state
@@ -336,5 +344,5 @@ class Run:
         return probe
 
 
-def _days(seconds):
+def _days(seconds: float) -> str:
     return "%gd" % round(seconds / 86400.0, 1)
