@@ -215,7 +215,11 @@ def _take(state: "State", arr: Arrival, collected: float, lost_after: float, out
     if arr.stamp is not None:
         leg_out, leg_back, note = legs(sent, arr.stamp[0] / 1000.0, arr.stamp[1] / 1000.0, arrival, rtt)
         out.legs[pid] = (leg_out, leg_back)
-        out.notes.append(note or "probe %s: out %.3fs to the reflector, back %.3fs" % (pid, leg_out, leg_back))
+        if note:
+            out.notes.append(note)
+        else:  # no leg left out: both are numbers
+            assert leg_out is not None and leg_back is not None
+            out.notes.append("probe %s: out %.3fs to the reflector, back %.3fs" % (pid, leg_out, leg_back))
 
 
 def _arrived_elsewhere(state: "State", arr: "Arrival", collected: float, lost_after: float, out: "Outcome", tag: str) -> None:

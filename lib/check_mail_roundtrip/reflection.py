@@ -24,9 +24,10 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
+from typing import Any, Optional, Union
 
 from .lazy_re import LazyPattern
-from .probe import HEADER, RETURN_HEADER, STAMP_HEADER, VERSION, header_values, own_token
+from .probe import HEADER, RETURN_HEADER, STAMP_HEADER, VERSION, Token, header_values, own_token
 
 # What the reflector reads of an incoming mail (and fetches over IMAP).
 REFLECTOR_HEADERS = ("Subject", HEADER, RETURN_HEADER, STAMP_HEADER, "Content-Type", "From", "To",
@@ -43,12 +44,12 @@ _BULK = LazyPattern(r"\s*(bulk|list|junk)\b", re.I)
 _CONTROL = LazyPattern("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def _mac(secret, *parts):
+def _mac(secret: bytes, *parts: object) -> str:
     msg = "|".join((VERSION,) + tuple(str(p) for p in parts)).encode("utf-8")
     return hmac.new(secret, msg, hashlib.sha256).hexdigest()[:32]
 
 
-def address(text):
+def address(text: Optional[str]) -> Optional[str]:
     """The bare address in a From/To value (lower-case domain), or None."""
     _name, addr = email.utils.parseaddr(text or "")
     if "@" not in addr or any(c in addr for c in " \t\r\n<>,;"):
@@ -63,13 +64,13 @@ def printable(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
-def return_header(token, mail_from, secret):
+def return_header(token: str, mail_from: str, secret: bytes) -> str:
     """The value of RETURN_HEADER for a probe with *token* sent from *mail_from*."""
     addr = address(mail_from) or mail_from
     return "%s; sig=%s" % (addr, _mac(secret, "return", token, addr.lower()))
 
 
-def signed_return(value, token, secret):
+def signed_return(value: Optional[str], token: str, secret: bytes) -> Optional[str]:
     """The return address in a RETURN_HEADER *value*, if *secret* signed it for *token*; else None."""
     m = _RETURN.match(value or "")
     if not m:
@@ -80,15 +81,15 @@ def signed_return(value, token, secret):
     return addr
 
 
-def stamp(token, received_ms, sent_ms, secret):
+def stamp(token: str, received_ms: int, sent_ms: int, secret: bytes) -> str:
     """The value of STAMP_HEADER: when the reflector received the probe and sent it back."""
     return "%s; received=%d; sent=%d; sig=%s" % (
         token, received_ms, sent_ms, _mac(secret, "reflected", token, received_ms, sent_ms))
 
 
-def read_stamp(header_block, token, secret):
+def read_stamp(header_block: Union[str, bytes], token: str, secret: bytes) -> Optional[tuple[int, int]]:
     """(received_ms, sent_ms) of a valid stamp for *token* in *header_block*, else None."""
-    for name, value in header_values(header_block, (STAMP_HEADER,)):
+    for _name, value in header_values(header_block, (STAMP_HEADER,)):
         m = _STAMP.match(value)
         if not m or m.group(1).lower() != token.lower():
             continue
@@ -104,14 +105,14 @@ def read_stamp(header_block, token, secret):
 class Memory:
     """What the reflector remembers: probes reflected, recent reflections per address."""
 
-    reflected: dict = field(default_factory=dict)   # probe id -> reflected at (epoch s)
-    recent: dict = field(default_factory=dict)      # address -> [epoch s of reflections]
+    reflected: dict[str, float] = field(default_factory=dict)   # probe id -> reflected at (epoch s)
+    recent: dict[str, list[float]] = field(default_factory=dict)  # address -> [epoch s of reflections]
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {"reflected": self.reflected, "recent": self.recent}
 
     @classmethod
-    def from_json(cls, data):
+    def from_json(cls, data: Any) -> "Memory":
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         reflected, recent = data.get("reflected", {}), data.get("recent", {})
@@ -120,12 +121,12 @@ class Memory:
                 and all(isinstance(v, list) and all(isinstance(t, (int, float)) for t in v)
                         for v in recent.values())):
             raise ValueError("wrong shape")
-        merged = {}
+        merged: dict[str, list[float]] = {}
         for addr, times in recent.items():
             merged.setdefault(str(addr).lower(), []).extend(times)
         return cls(dict(reflected), merged)
 
-    def prune(self, now, max_age):
+    def prune(self, now: float, max_age: float) -> None:
         """Forget what can no longer matter: reflections older than *max_age* (a probe that
         old is refused anyway), rate-limit times older than a minute."""
         self.reflected = {k: t for k, t in self.reflected.items() if now - t <= max_age + SKEW}
@@ -155,21 +156,22 @@ class Memory:
 class Decision:
     """Reflect (to *to*) or drop (why)."""
 
-    to: str = None              # the return address, when the probe is to be reflected
-    why: str = None             # why not, in words
-    token: object = None        # probe.Token when one was found
+    to: Optional[str] = None    # the return address, when the probe is to be reflected
+    why: Optional[str] = None   # why not, in words
+    token: Optional[Token] = None  # when one was found
     subject: str = ""
-    message_id: str = None
+    message_id: Optional[str] = None
     again: bool = False         # a verified probe reflected before (a duplicate: may be removed)
 
 
-def decide(header_block, envelope_sender, secret, memory, now, max_age, max_per_minute):
+def decide(header_block: Union[str, bytes], envelope_sender: Optional[str], secret: bytes, memory: Memory,
+           now: float, max_age: float, max_per_minute: int) -> Decision:
     """Whether to reflect one incoming mail (raw headers), at *now* (epoch seconds).
 
     *envelope_sender*: the SMTP MAIL FROM ("" for a bounce; None when unknown).
     """
     pairs = header_values(header_block, REFLECTOR_HEADERS)
-    get = {}
+    get: dict[str, str] = {}
     for name, value in pairs:
         get.setdefault(name, value)
     token = own_token(header_block, secret)
@@ -190,11 +192,13 @@ def decide(header_block, envelope_sender, secret, memory, now, max_age, max_per_
         d.why = "no probe signed with this secret"
     if d.why:
         return d
+    assert token is not None  # else d.why says there is none
     to = signed_return(get.get(RETURN_HEADER.lower()), token_text(token), secret)
     if to is None:
         d.why = "no signed return address"
         return d
-    if address(get.get("from")) is None or address(get.get("from")).lower() != to.lower():
+    author = address(get.get("from"))
+    if author is None or author.lower() != to.lower():
         d.why = "From (%s) is not the signed return address" % (get.get("from") or "none")
         return d
     age = now - token.sent_ms / 1000.0
@@ -214,14 +218,15 @@ def decide(header_block, envelope_sender, secret, memory, now, max_age, max_per_
     return d
 
 
-def token_text(token):
+def token_text(token: Token) -> str:
     """A probe.Token as it stands in the mail."""
     return token.text()
 
 
 # -- the two legs ----------------------------------------------------------------
 
-def legs(sent, received, reflected, arrival, rtt):
+def legs(sent: float, received: float, reflected: float, arrival: float,
+         rtt: float) -> tuple[Optional[float], Optional[float], Optional[str]]:
     """(leg_out, leg_back, note): seconds out (probe sent -> reflector received) and
     back (reflector sent -> arrival), or None for a leg the clocks make implausible
     (below -SKEW, or above the round trip), with a note for -v saying so.
@@ -240,7 +245,8 @@ def legs(sent, received, reflected, arrival, rtt):
 
 # -- the reflected mail --------------------------------------------------------
 
-def build_reflection(decision, received_ms, sent_ms, secret, mail_from, hostname):
+def build_reflection(decision: Decision, received_ms: int, sent_ms: int, secret: bytes, mail_from: str,
+                     hostname: str) -> email.message.EmailMessage:
     """The mail that sends a verified probe back (email.message.EmailMessage).
 
     The token stays in the Subject and in X-Mail-Roundtrip; the stamp says
@@ -249,6 +255,7 @@ def build_reflection(decision, received_ms, sent_ms, secret, mail_from, hostname
     Nothing taken from the probe or the environment brings a control
     character along (see :func:`printable`).
     """
+    assert decision.token is not None and decision.to is not None  # a decision to reflect
     token = token_text(decision.token)
     mail_from, to, hostname = printable(mail_from), printable(decision.to), printable(hostname)
     subject, message_id = printable(decision.subject), printable(decision.message_id or "").strip()
@@ -273,5 +280,5 @@ def build_reflection(decision, received_ms, sent_ms, secret, mail_from, hostname
     return msg
 
 
-def _utc(ms):
+def _utc(ms: int) -> str:
     return email.utils.formatdate(ms / 1000.0, usegmt=True)
