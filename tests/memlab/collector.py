@@ -18,7 +18,8 @@ session opens, select, search, fetch, delete and wait where they happen.
 """
 
 import datetime
-from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from check_mail_roundtrip.failure import StepFailure
 from check_mail_roundtrip.mail import Fetched
@@ -53,12 +54,12 @@ class MemoryCollector:
         self.junk_wanted = None if self.pop3 else junk
         self.idle = idle
         self.memory = memory if memory is not None else {}
-        self.notes: List[str] = []
+        self.notes: list[str] = []
         self.unexpunged: Optional[int] = None
         self.watching: Optional[str] = None
         self.key = ""
-        self.found = {}             # folder name -> UIDs found in this session
-        self.junk = None            # the Junk folder's name, once looked for
+        self.found: dict[str, set[int]] = {}   # folder name -> UIDs found in this session
+        self.junk: Optional[str] = None        # the Junk folder's name, once looked for
         self.looked = False
 
     def _step(self, what: str) -> None:
@@ -76,11 +77,11 @@ class MemoryCollector:
                                   % (self.folder, self.folder))
         return self
 
-    def __exit__(self, *exc: object) -> bool:
-        return False
+    def __exit__(self, *exc: object) -> None:
+        return None
 
     # -- folders and what was examined in them ---------------------------------------------------
-    def _folders(self) -> List[str]:
+    def _folders(self) -> list[str]:
         """The folders to read: the Junk folder (when wanted and there), then the collection folder."""
         if not self.looked:
             self.looked = True
@@ -117,7 +118,7 @@ class MemoryCollector:
         return self.pop3 or self.key.lower() in message.subject.lower()
 
     # -- the Collector ---------------------------------------------------------------------------
-    def find(self, key: str, before: Optional[datetime.date] = None, wanted: Sequence[str] = ()) -> List[Ref]:
+    def find(self, key: str, before: Optional[datetime.date] = None, wanted: Sequence[str] = ()) -> list[Ref]:
         self._step("search" if not self.pop3 else "list")
         self.system.deliver_due()
         self.key = key
@@ -137,7 +138,7 @@ class MemoryCollector:
             refs += [Ref(name, uid) for uid in sorted(found | again)]
         return refs
 
-    def fetch(self, refs: Sequence[Ref]) -> List[Fetched]:
+    def fetch(self, refs: Sequence[Ref]) -> list[Fetched]:
         if refs:
             self._step("fetch")
         out = []

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import secrets
-from typing import Optional, Tuple
 
 import nagiosplugin
 
@@ -29,12 +28,12 @@ from check_mail_roundtrip import cli
 from check_mail_roundtrip.budget import Budget
 from check_mail_roundtrip.check import build
 from check_mail_roundtrip.redact import Stream
+from check_mail_roundtrip.settings import Settings
 from check_mail_roundtrip.state import file_stem
 from tests.checkrun import Result
 
-from .system import MailSystem
+from .system import MONITOR, MailSystem
 
-MONITOR = "monitor@memory.test"
 # The passwords of every run (registered with the redaction like any password).
 PASSWORD = "memory-" + secrets.token_hex(16)
 # The signing secret of every check in the fast tier, unless a test gives its own.
@@ -69,7 +68,7 @@ class MemCheck:
                      "--secret-file", secret_file(str(tmp_path), secret), "--smtp-helo", "monitor.memory.test",
                      "--ca-file", CA_FILE, *options]
 
-    def settings(self, *extra: str) -> object:
+    def settings(self, *extra: str) -> Settings:
         """The Settings of a run with *extra* options, as the command makes them."""
         args = cli.parser().parse_args(self.args + list(extra))
         return cli.settings_from(args, None, {"imap-password": PASSWORD, "pop3-password": PASSWORD})
@@ -102,20 +101,20 @@ def sent_id(r: Result) -> str:
     return m.group(1)
 
 
-def run_check(check: nagiosplugin.Check, verbose: int) -> Tuple[int, str]:
+def run_check(check: nagiosplugin.Check, verbose: int) -> tuple[int, str]:
     """(exit code, standard output) of *check* run by a fresh nagiosplugin Runtime, without its timeout."""
     saved = nagiosplugin.Runtime.instance
     nagiosplugin.Runtime.instance = None
     runtime = nagiosplugin.Runtime()
     out = io.StringIO()
-    rc: Optional[int] = None
+    rc = -1   # Check.main always ends in SystemExit
     try:
         with contextlib.redirect_stdout(out):
             runtime.stdout = Stream()   # what the command prints goes through the redaction
             try:
                 check.main(verbose=verbose, timeout=0)
             except SystemExit as exc:
-                rc = exc.code
+                rc = exc.code if isinstance(exc.code, int) else -1
     finally:
         logging.getLogger("nagiosplugin").removeHandler(runtime.logchan)
         nagiosplugin.Runtime.instance = saved

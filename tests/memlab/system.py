@@ -12,8 +12,8 @@ INTERNALDATE in whole seconds on the server's clock (``skew`` seconds off the
 monitor's).  Faults, each until changed:
 
 - ``delay`` (seconds), :meth:`lose` (the next mails vanish), :meth:`hold` /
-  :meth:`release` (mail waits in the queue), ``junk_filter`` (mail is filed
-  into the mailbox's Junk folder);
+  :meth:`release` (mail waits in the queue), ``junk_filter`` (mail handed
+  over meanwhile is taken for spam and filed into the mailbox's Junk folder);
 - :meth:`smtp_fails` (the send fails at a step, in the words given: a
   refused connection, a 5xx refusal), :meth:`smtp_uncertain` (the connection
   is lost after DATA: the mail may or may not go on), :meth:`smtp_killed`
@@ -24,6 +24,10 @@ monitor's).  Faults, each until changed:
 
 Mail not sent by the check (spam, other profiles' probes, forgeries) is put
 into a folder with :meth:`append`, as IMAP APPEND would.
+
+The faults in force when a mail is handed over decide its fate (delay,
+loss, holding, the filter's verdict, the server clock it will arrive by),
+though it is delivered only when a collector looks.
 """
 
 import email
@@ -32,17 +36,19 @@ import email.utils
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Optional
 
 from check_mail_roundtrip import reflection
 from check_mail_roundtrip.failure import StepFailure
 from check_mail_roundtrip.mail import FAILED, SENT, UNCERTAIN, SendResult
+from check_mail_roundtrip.probe import RETURN_HEADER, Probe, build_message, new_probe
 from check_mail_roundtrip.transports import Transports
 
 from .clock import FakeClock
 from .collector import MemoryCollector
 
 SERVER = "mx.memory.test"
+MONITOR = "monitor@memory.test"
 KILLED = "killed"
 
 
@@ -55,10 +61,25 @@ def crlf(text: str) -> bytes:
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
 
 
-def plain_mail(subject: str, sender: str = "someone@memory.test", to: str = "monitor@memory.test",
-               headers: str = "") -> bytes:
+def plain_mail(subject: str, sender: str = "someone@memory.test", to: str = MONITOR, headers: str = "") -> bytes:
     """A short mail that is no probe (or that only looks like one, by its *subject*)."""
     return crlf("From: %s\nTo: %s\nSubject: %s\n%s\nhello\n" % (sender, to, subject, headers))
+
+
+def probe_text(secret: bytes, profile: str, at: float, sender: str = MONITOR, to: str = MONITOR,
+               node: Optional[str] = None) -> tuple[Probe, str]:
+    """A probe of *profile* signed with *secret*, sent at *at* (by *node*), as a check builds it:
+    (the probe, its text)."""
+    probe = new_probe(profile, at, node)
+    msg = build_message(probe, secret, sender, to, "elsewhere.memory.test", at)
+    msg[RETURN_HEADER] = reflection.return_header(probe.token(secret), sender, secret)
+    return probe, msg.as_string(policy=email.policy.SMTP.clone(max_line_length=998))
+
+
+def probe_mail(secret: bytes, profile: str, at: float, **options: Any) -> tuple[Probe, bytes]:
+    """As :func:`probe_text`, the mail as a server holds it: (the probe, its bytes)."""
+    probe, text = probe_text(secret, profile, at, **options)
+    return probe, crlf(text)
 
 
 @dataclass
@@ -89,7 +110,7 @@ class Folder:
     name: str
     uidvalidity: int = 1
     next_uid: int = 1
-    messages: Dict[int, Message] = field(default_factory=dict)
+    messages: dict[int, Message] = field(default_factory=dict)
 
     def append(self, raw: bytes, internaldate: float) -> Message:
         message = Message(self.next_uid, raw, internaldate)
@@ -97,11 +118,11 @@ class Folder:
         self.next_uid += 1
         return message
 
-    def live(self) -> List[Message]:
+    def live(self) -> list[Message]:
         """The messages not flagged \\Deleted, by UID."""
         return [m for _uid, m in sorted(self.messages.items()) if not m.deleted]
 
-    def expunge(self, uids: Optional[List[int]] = None) -> None:
+    def expunge(self, uids: Optional[list[int]] = None) -> None:
         """Remove the messages flagged \\Deleted (only those of *uids*, when given)."""
         for uid, m in list(self.messages.items()):
             if m.deleted and (uids is None or uid in uids):
@@ -128,14 +149,18 @@ class Mailbox:
         if junk:
             self.folders[junk] = Folder(junk)
 
-    def messages(self, folder: str = "INBOX") -> List[Message]:
+    def add_folder(self, name: str) -> Folder:
+        """A folder more (not flagged \\Junk)."""
+        return self.folders.setdefault(name, Folder(name))
+
+    def messages(self, folder: str = "INBOX") -> list[Message]:
         """The messages of *folder* not flagged \\Deleted."""
         return self.folders[folder].live()
 
-    def subjects(self, folder: str = "INBOX") -> List[str]:
+    def subjects(self, folder: str = "INBOX") -> list[str]:
         return [m.subject for m in self.messages(folder)]
 
-    def probes(self, folder: str = "INBOX") -> List[Message]:
+    def probes(self, folder: str = "INBOX") -> list[Message]:
         """The messages of *folder* that carry a probe token."""
         return [m for m in self.messages(folder) if "MRTP1." in m.subject]
 
@@ -158,7 +183,8 @@ class _Delivery:
     mail_from: str
     rcpt_to: str
     raw: bytes
-    folder: Optional[str] = None  # None: where the mailbox's filter files it
+    junk: bool = False          # the filter took it for spam: it goes to the Junk folder, where there is one
+    skew: float = 0.0           # the server's clock minus the monitor's when it arrives
 
 
 @dataclass
@@ -174,14 +200,14 @@ class Reflector:
     skew: float = 0.0
     max_age: float = 86400.0
     memory: reflection.Memory = field(default_factory=reflection.Memory)
-    dropped: List[str] = field(default_factory=list)   # why a mail was not reflected
+    dropped: list[str] = field(default_factory=list)   # why a mail was not reflected
 
     def receive(self, system: "MailSystem", delivery: _Delivery) -> None:
         now = delivery.due + self.skew
         decision = reflection.decide(delivery.raw, delivery.mail_from, self.secret, self.memory, now,
                                      self.max_age, 60)
-        if decision.to is None:
-            self.dropped.append(decision.why)
+        if decision.to is None or decision.token is None:
+            self.dropped.append(decision.why or "")
             return
         received_ms, sent_ms = int(now * 1000), int((now + self.pause) * 1000)
         mail = reflection.build_reflection(decision, received_ms, sent_ms, self.secret, self.address,
@@ -196,33 +222,34 @@ class MailSystem:
 
     def __init__(self, clock: Optional[FakeClock] = None) -> None:
         self.clock = clock or FakeClock()
-        self.mailboxes: Dict[str, Mailbox] = {}
-        self.reflectors: Dict[str, Reflector] = {}
-        self.queue: List[_Delivery] = []
-        self.held: List[_Delivery] = []
-        self.lost: List[bytes] = []         # mails the system lost
-        self.bounced: List[bytes] = []      # mails for nobody here
-        self.sent: List[Sent] = []          # every message handed to the sender
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.reflectors: dict[str, Reflector] = {}
+        self.queue: list[_Delivery] = []
+        self.held: list[_Delivery] = []
+        self.lost: list[bytes] = []         # mails the system lost
+        self.bounced: list[bytes] = []      # mails for nobody here
+        self.sent: list[Sent] = []          # every message handed to the sender
         self.sessions = 0                   # collector sessions opened
         self.delay = 0.0
         self.skew = 0.0                     # the mail server's clock minus the monitor's
         self.junk_filter = False
         self.holding = False
         self._lose = 0
-        self._smtp = None                   # (status, step, words, delivered) of the next sends
-        self._collect: Dict[str, List] = {}  # step -> [words, times left or None]
+        # the fault of the next sends: (status, step, words, delivered), or None
+        self._smtp: Optional[tuple[str, str, str, bool]] = None
+        self._collect: dict[str, list] = {}  # step -> [words, times left or None]
         self._seq = itertools.count(1)
         self.transports = Transports(self.open_collector, self.send)
 
     # -- accounts ------------------------------------------------------------------------------
-    def mailbox(self, address: str, **options: object) -> Mailbox:
+    def mailbox(self, address: str, **options: Any) -> Mailbox:
         """The mailbox of *address*, made with *options* (see Mailbox) when it is new."""
         key = address.lower()
         if key not in self.mailboxes:
             self.mailboxes[key] = Mailbox(address, **options)
         return self.mailboxes[key]
 
-    def reflector(self, address: str, secret: bytes, **options: object) -> Reflector:
+    def reflector(self, address: str, secret: bytes, **options: Any) -> Reflector:
         """A reflector at *address* that shares the check's *secret* (see Reflector)."""
         self.reflectors[address.lower()] = Reflector(address, secret, **options)
         return self.reflectors[address.lower()]
@@ -259,7 +286,7 @@ class MailSystem:
     def smtp_killed(self, delivered: bool = False) -> None:
         """Every run is killed while it hands its probe over (raises Killed; the mail goes on
         when *delivered*)."""
-        self._smtp = (KILLED, None, None, delivered)
+        self._smtp = (KILLED, "", "", delivered)
 
     def fail(self, step: str, words: Optional[str], times: Optional[int] = None) -> None:
         """The collector's *step* ("IMAP login", "IMAP fetch", "POP3 delete", ...) fails in *words*
@@ -305,8 +332,15 @@ class MailSystem:
             self.lost.append(raw)
             return
         at = self.clock.now if at is None else at
-        d = _Delivery(at + (self.delay if delay is None else delay), next(self._seq), mail_from, rcpt_to, raw)
-        (self.held if self.holding else self.queue).append(d)
+        d = _Delivery(at + (self.delay if delay is None else delay), next(self._seq), mail_from, rcpt_to, raw,
+                      self.junk_filter, self.skew)
+        reflector = self.reflectors.get(rcpt_to.lower())
+        if self.holding:
+            self.held.append(d)
+        elif reflector is not None:  # it will get there: its reflection is on its way, as the reflector is now
+            reflector.receive(self, d)
+        else:
+            self.queue.append(d)
 
     def next_due(self) -> Optional[float]:
         """When the next mail in the queue arrives, or None."""
@@ -331,10 +365,8 @@ class MailSystem:
         if box is None:
             self.bounced.append(d.raw)
             return
-        folder = d.folder or (box.junk if self.junk_filter and box.junk else "INBOX")
-        if folder not in box.folders:
-            folder = "INBOX"
-        arrival = d.due + self.skew
+        folder = box.junk if d.junk and box.junk in box.folders else "INBOX"
+        arrival = d.due + d.skew
         received = ("Received: from monitor by %s with ESMTP id M%d\r\n\tfor <%s>; %s\r\n"
                     % (SERVER, d.seq, d.rcpt_to, email.utils.formatdate(arrival, usegmt=True)))
         box.folders[folder].append(received.encode("ascii") + d.raw, float(math.floor(arrival)))
