@@ -13,11 +13,20 @@ import re
 import socket
 import ssl
 import sys
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypeVar, cast
 
 import nagiosplugin
 
 from . import tls
 from .redact import redact
+
+if TYPE_CHECKING:
+    import smtplib
+
+    from .budget import Deadline
+
+T = TypeVar("T")
 
 HINT_SECONDS = 2.0  # after a failure, asking the server for a hint may take this long
 
@@ -29,7 +38,7 @@ class StepFailure(Exception):
     goes on after them ("Authentication failed, first probe sent").
     """
 
-    def __init__(self, step, detail):
+    def __init__(self, step: str, detail: str) -> None:
         detail = _one_line(detail)
         if detail.endswith(".") and not detail.endswith(".."):
             detail = detail[:-1].rstrip()
@@ -45,24 +54,25 @@ class BudgetExhausted(Exception):
 def _raised_by(exc: BaseException, module: str, *names: str) -> bool:
     """Is *exc* one of the exceptions *names* (e.g. "IMAP4.error") of the library *module*?
     Not when no part of the run loaded that library (nothing is imported to ask)."""
-    loaded = sys.modules.get(module)
+    loaded: Any = sys.modules.get(module)
     if loaded is None:
         return False
     return isinstance(exc, tuple(functools.reduce(getattr, name.split("."), loaded) for name in names))
 
 
-def describe(exc):
+def describe(exc: BaseException) -> str:
     """A short, single-line text for *exc*, the server's reply where known."""
     if _raised_by(exc, "smtplib", "SMTPServerDisconnected") and isinstance(exc.__context__, OSError):
         return describe(exc.__context__)  # smtplib's wrapper of a socket error
     if _raised_by(exc, "smtplib", "SMTPResponseException"):
-        text = exc.smtp_error
+        reply = cast("smtplib.SMTPResponseException", exc)
+        text = reply.smtp_error
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
-        return _one_line("%s %s" % (exc.smtp_code, text))
+        return _one_line("%s %s" % (reply.smtp_code, text))
     if _raised_by(exc, "smtplib", "SMTPRecipientsRefused"):
         parts = []
-        for rcpt, (code, text) in exc.recipients.items():
+        for rcpt, (code, text) in cast("smtplib.SMTPRecipientsRefused", exc).recipients.items():
             if isinstance(text, bytes):
                 text = text.decode("utf-8", "replace")
             parts.append("%s: %s %s" % (rcpt, code, text))
@@ -88,7 +98,7 @@ def describe(exc):
     return _one_line(text)
 
 
-def _imaplib_socket_words(text):
+def _imaplib_socket_words(text: str) -> str:
     """imaplib reports a dropped connection as "command: X => socket error: EOF"."""
     m = re.fullmatch(r"command: (\S+) => socket error: (.*)", text, re.S)
     if not m:
@@ -98,7 +108,7 @@ def _imaplib_socket_words(text):
     return "connection lost at %s: %s" % (m.group(1), m.group(2))
 
 
-def _unwrap_bytes_repr(text):
+def _unwrap_bytes_repr(text: str) -> str:
     """imapclient passes some server replies on as "b'...'": show the words."""
     m = re.fullmatch(r"b(['\"])(.*)\1", text, re.S)
     if not m:
@@ -111,13 +121,13 @@ def _unwrap_bytes_repr(text):
         return m.group(2)
 
 
-def _one_line(text, limit=300):
+def _one_line(text: object, limit: int = 300) -> str:
     text = " ".join(redact(str(text)).split())  # before the cut: no part of a secret is left
     text = text.replace("|", "/")  # '|' would start perfdata
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def attempt(name, deadline, work):
+def attempt(name: str, deadline: "Deadline", work: Callable[[], T]) -> Optional[T]:
     """``work()`` as an optional extra (a hint after a failure): run as step
     *name* for HINT_SECONDS at most, and not past *deadline*; None if it
     fails or runs out of time."""
@@ -128,7 +138,7 @@ def attempt(name, deadline, work):
         return None
 
 
-def goodbye(name, deadline, polite, rude):
+def goodbye(name: str, deadline: "Deadline", polite: Callable[[], object], rude: Callable[[], object]) -> None:
     """``polite()`` (a QUIT, a LOGOUT) as step *name* until *deadline*; when it
     fails or takes too long, ``rude()`` (closing the connection) instead."""
     try:
@@ -146,15 +156,16 @@ class step:
     step; nagiosplugin's own Timeout passes unchanged.
     """
 
-    def __init__(self, name, deadline):
+    def __init__(self, name: str, deadline: "Deadline") -> None:
         self.name = name
         self._alarm = deadline.alarm(lambda: StepFailure(name, "timed out"))
 
-    def __enter__(self):
+    def __enter__(self) -> "step":
         self._alarm.start()
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> Literal[False]:
         self._alarm.stop()
         if exc is None or isinstance(exc, (StepFailure, nagiosplugin.Timeout)):
             return False
