@@ -4,6 +4,14 @@ No module reads options from anywhere else; tests build Settings directly.
 """
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional, Union
+
+if TYPE_CHECKING:
+    import ssl
+
+    from nagiosplugin import Range
+
+    from .oauth2 import TokenSource
 
 
 @dataclass(frozen=True)
@@ -14,15 +22,15 @@ class Endpoint:
     host: str
     port: int
     tls: str                 # "tls", "starttls" or "none"
-    user: str = None
-    password: str = field(default=None, repr=False)
-    ssl_context: object = field(default=None, repr=False, compare=False)
+    user: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+    ssl_context: Optional["ssl.SSLContext"] = field(default=None, repr=False, compare=False)
     auth: str = "password"   # "password" or "oauth2"
-    oauth2: object = field(default=None, repr=False, compare=False)  # oauth2.TokenSource
+    oauth2: Optional["TokenSource"] = field(default=None, repr=False, compare=False)
     mechanism: str = "auto"  # OAuth2 SASL mechanism: "auto", "oauthbearer" or "xoauth2"
-    family: str = None       # "ipv4", "ipv6", or None: whatever the name resolves to
+    family: Optional[str] = None  # "ipv4", "ipv6", or None: whatever the name resolves to
 
-    def secrets(self):
+    def secrets(self) -> list[str]:
         """What a trace must never show: the password, the OAuth2 token and its secrets."""
         found = [self.password] if self.password else []
         return found + (self.oauth2.secrets() if self.oauth2 is not None else [])
@@ -36,38 +44,40 @@ class Settings:
     mail_from: str
     rcpt_to: str
     smtp: Endpoint
-    imap: Endpoint                  # None when POP3 collects
+    imap: Optional[Endpoint]        # None when POP3 collects
+    state_dir: str
     folder: str = "INBOX"
-    state_dir: str = None
-    secret_file: str = None
-    warning: object = None          # nagiosplugin Range for rtt / oldest_pending
-    critical: object = None
+    secret_file: Optional[str] = None
+    warning: Optional["Range"] = None   # for rtt / oldest_pending
+    critical: Optional["Range"] = None
     lost_after: float = 3600.0
-    lost_warning: object = None     # Range for the lost count
-    lost_critical: object = None
-    stale_warning: object = None    # Range for since_last_success (None: not evaluated)
-    stale_critical: object = None
-    leg_warning: object = None      # Range for each leg of a reflected round trip (None: not evaluated)
-    leg_critical: object = None
+    lost_warning: Optional["Range"] = None   # for the lost count
+    lost_critical: Optional["Range"] = None
+    stale_warning: Optional["Range"] = None  # for since_last_success (None: not evaluated)
+    stale_critical: Optional["Range"] = None
+    leg_warning: Optional["Range"] = None    # for each leg of a reflected round trip (None: not evaluated)
+    leg_critical: Optional["Range"] = None
     keep: bool = False
     dedicated: bool = False         # the folder is the check's alone: plain EXPUNGE allowed
     error_state: str = "critical"
     timeout: float = 30.0
     verbose: int = 0
     hostname: str = "localhost"
-    helo: str = None                # EHLO/HELO name; None: this host's FQDN
-    pop3: Endpoint = None           # with collect_by "pop3"
+    helo: Optional[str] = None      # EHLO/HELO name; None: this host's FQDN
+    pop3: Optional[Endpoint] = None  # with collect_by "pop3"
     collect_by: str = "imap"        # the side that collects: "imap" or "pop3"
-    junk: object = True             # IMAP's Junk folder: True (find it), a name, or None (--no-junk)
+    junk: Union[bool, str, None] = True  # IMAP's Junk folder: True (find it), a name, or None (--no-junk)
     junk_state: str = "warning"     # state of a run that found a probe in Junk
     wait: float = 0.0               # seconds to wait for the probe just sent (--wait)
     idle: bool = True               # wait with IDLE where the server offers it (else poll)
-    node: str = None                # this monitoring node's name (its probes' ids carry its tag)
+    node: Optional[str] = None      # this monitoring node's name (its probes' ids carry its tag)
 
     @property
-    def collect(self):
+    def collect(self) -> Endpoint:
         """The Endpoint the probes are collected from (IMAP or POP3)."""
-        return self.pop3 if self.collect_by == "pop3" else self.imap
+        endpoint = self.pop3 if self.collect_by == "pop3" else self.imap
+        assert endpoint is not None  # the settings of the side that collects are always given
+        return endpoint
 
 
 @dataclass(frozen=True)
@@ -80,13 +90,13 @@ class ReflectorSettings:
     timeout: float                  # for one message or one poll pass
     max_per_minute: int             # reflections to one address per minute at most
     max_age: float                  # seconds: an older probe is not reflected
-    mail_from: str = None           # sender of the reflections; None: the address the probe came to
-    smtp: Endpoint = None           # the way back by SMTP; None with sendmail
-    helo: str = None                # EHLO/HELO name; None: this host's FQDN
-    sendmail: str = None            # the local MTA's sendmail program, instead of SMTP
-    sender: str = None              # pipe: the envelope sender given; None: $SENDER
-    recipient: str = None           # pipe: the envelope recipient given; None: from the environment
-    imap: Endpoint = None           # poll: the mailbox read
+    mail_from: Optional[str] = None  # sender of the reflections; None: the address the probe came to
+    smtp: Optional[Endpoint] = None  # the way back by SMTP; None with sendmail
+    helo: Optional[str] = None      # EHLO/HELO name; None: this host's FQDN
+    sendmail: Optional[str] = None  # the local MTA's sendmail program, instead of SMTP
+    sender: Optional[str] = None    # pipe: the envelope sender given; None: $SENDER
+    recipient: Optional[str] = None  # pipe: the envelope recipient given; None: from the environment
+    imap: Optional[Endpoint] = None  # poll: the mailbox read
     folder: str = "INBOX"           # poll: the folder the probes arrive in
     loop: bool = False              # poll: keep watching the folder ...
     loop_for: float = 0.0           # ... for this many seconds
