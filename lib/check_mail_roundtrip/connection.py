@@ -18,7 +18,7 @@ connection, start TLS in it, find its socket, and end it politely or not.
 import dataclasses
 import socket
 import ssl
-from typing import Callable, Generic, Optional, TypeVar
+from typing import Callable, Generic, Optional, TypeVar, cast
 
 from . import tls
 from .budget import Deadline
@@ -47,14 +47,14 @@ class Wire(Generic[Conn]):
 
     name: str                                                    # "IMAP": steps "IMAP connect", ...
     open: Callable[[Endpoint, str, Deadline, Optional[str]], Conn]
-    starttls: Callable[[Conn, ssl.SSLContext, Deadline], None]
+    starttls: Callable[[Conn, Optional[ssl.SSLContext], Deadline], None]
     socket: Callable[[Conn], socket.socket]
     polite: Callable[[Conn], None]
     rude: Callable[[Conn], None]
     login_step: str = "login"                                    # "IMAP login", "SMTP auth"
     goodbye_step: str = "logout"                                 # "IMAP logout", "SMTP quit"
     goodbye_on_failure: bool = True                              # a failed set-up ends politely
-    upgrade: Optional[Callable[[Conn, ssl.SSLContext, Deadline], None]] = None
+    upgrade: Optional[Callable[[Conn, Optional[ssl.SSLContext], Deadline], None]] = None
 
 
 class Connection(Generic[Conn]):
@@ -71,6 +71,7 @@ class Connection(Generic[Conn]):
         (None: no login, and no token either); on failure it is ended."""
         ep, deadline, wire = self.ep, self.deadline, self.wire
         if login is not None and ep.auth == "oauth2":  # the token first: without one there is no point in connecting
+            assert ep.oauth2 is not None  # OAuth2 logins come with their token source
             ep.oauth2.token(deadline)
         with step(wire.name + " connect", deadline):
             conn, address = connect(ep.host, ep.port, deadline, ep.family, self._opened)
@@ -113,11 +114,12 @@ class Connection(Generic[Conn]):
         """The names in the certificate of *address*, read over a second connection
         that verifies the chain but not the host name, and goes no further than TLS."""
         wire = self.wire
+        assert self.ep.ssl_context is not None  # the CLI always gives one
         ep = dataclasses.replace(self.ep, ssl_context=tls.names_only(self.ep.ssl_context))
         conn = wire.open(ep, address, self.deadline, NAMES_WHY)
         try:
             if ep.tls == "starttls":
                 (wire.upgrade or wire.starttls)(conn, ep.ssl_context, self.deadline)
-            return tls.certificate_names(wire.socket(conn))
+            return tls.certificate_names(cast(ssl.SSLSocket, wire.socket(conn)))  # TLS is up
         finally:
             wire.rude(conn)
