@@ -15,13 +15,15 @@ PARSE = """
 import json, sys
 from check_mail_roundtrip import cli
 settings = cli.settings_from(cli.parser().parse_args(sys.argv[1:]))
-print(json.dumps({"collect_by": settings.collect_by, "loaded": [m for m in %r if m in sys.modules]}))
+print(json.dumps({"collect_by": settings.collect_by, "one_tls_context": settings.smtp.ssl_context is settings.imap.ssl_context,
+                  "loaded": [m for m in %r if m in sys.modules]}))
 """ % (WATCHED,)
 
 
 def parse(tmp_path, *options):
-    """The settings' collecting side and the WATCHED modules loaded, after a fresh Python
-    parsed *options* (an IMAP password in the environment) as the check does."""
+    """The settings' collecting side, whether both sides share one TLS context, and the
+    WATCHED modules loaded, after a fresh Python parsed *options* (an IMAP password in the
+    environment) as the check does."""
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "lib"), CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD="s3cret-pw")
     p = subprocess.run([sys.executable, "-c", PARSE, "-H", "mail.example.org", "--from", "monitor@example.org",
                         "--state-dir", str(tmp_path), *options],
@@ -31,8 +33,8 @@ def parse(tmp_path, *options):
 
 
 def test_an_imap_password_run_loads_no_other_transport_no_oauth2_no_trace_nor_the_reflector(tmp_path):
-    assert parse(tmp_path) == {"collect_by": "imap", "loaded": []}
-    assert parse(tmp_path, "-vv") == {"collect_by": "imap", "loaded": []}
+    assert parse(tmp_path) == {"collect_by": "imap", "one_tls_context": True, "loaded": []}
+    assert parse(tmp_path, "-vv") == {"collect_by": "imap", "one_tls_context": True, "loaded": []}
 
 
 def test_oauth2_is_loaded_by_a_run_that_signs_in_with_it_and_its_http_client_only_for_a_token_endpoint(tmp_path):
@@ -40,4 +42,4 @@ def test_oauth2_is_loaded_by_a_run_that_signs_in_with_it_and_its_http_client_onl
     token.write_text("an-access-token\n")
     token.chmod(0o600)
     assert parse(tmp_path, "--imap-auth", "oauth2", "--oauth2-token-file", str(token)) == {
-        "collect_by": "imap", "loaded": ["check_mail_roundtrip.oauth2"]}
+        "collect_by": "imap", "one_tls_context": True, "loaded": ["check_mail_roundtrip.oauth2"]}
