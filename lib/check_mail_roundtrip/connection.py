@@ -48,13 +48,13 @@ class Wire(Generic[Conn]):
     name: str                                                    # "IMAP": steps "IMAP connect", ...
     open: Callable[[Endpoint, str, Deadline, Optional[str]], Conn]
     starttls: Callable[[Conn, Optional[ssl.SSLContext], Deadline], None]
-    socket: Callable[[Conn], socket.socket]
-    polite: Callable[[Conn], None]
-    rude: Callable[[Conn], None]
+    socket: Callable[[Conn], Optional[socket.socket]]
+    polite: Callable[[Conn], object]
+    rude: Callable[[Conn], object]
     login_step: str = "login"                                    # "IMAP login", "SMTP auth"
     goodbye_step: str = "logout"                                 # "IMAP logout", "SMTP quit"
     goodbye_on_failure: bool = True                              # a failed set-up ends politely
-    upgrade: Optional[Callable[[Conn, Optional[ssl.SSLContext], Deadline], None]] = None
+    upgrade: Optional[Callable[[Conn, Optional[ssl.SSLContext], Deadline], object]] = None
 
 
 class Connection(Generic[Conn]):

@@ -9,7 +9,9 @@ DATA leaves the outcome uncertain: the probe may still arrive.
 
 import base64
 import smtplib
-from typing import Optional
+import socket
+import ssl
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, Union
 
 import nagiosplugin
 
@@ -22,24 +24,31 @@ from .oauth2 import sign_in
 from .settings import Endpoint
 from .trace import SmtpTrace
 
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
-class _Traced:
+    _Base = smtplib.SMTP
+else:
+    _Base = object  # the mixin stands before smtplib's class, see below
+
+
+class _Traced(_Base):
     """smtplib's socket-level I/O, reported to the connection's trace."""
 
-    def __init__(self, *args, trace, **kwargs):
+    def __init__(self, *args: Any, trace: SmtpTrace, **kwargs: Any) -> None:
         self.trace = trace
         super().__init__(*args, **kwargs)
 
-    def _get_socket(self, host, port, timeout):
-        sock = super()._get_socket(host, port, timeout)
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = super()._get_socket(host, port, timeout)  # type: ignore[misc]  # smtplib's, not in its stubs
         self.trace.connected(host, port, sock)
         return sock
 
-    def send(self, s):
+    def send(self, s: Union["ReadableBuffer", str]) -> None:
         self.trace.sent(s)
         super().send(s)
 
-    def getreply(self):
+    def getreply(self) -> tuple[int, bytes]:
         code, text = super().getreply()
         self.trace.reply(code, text)
         return code, text
@@ -53,7 +62,7 @@ class _SMTP_SSL(_Traced, smtplib.SMTP_SSL):
     pass
 
 
-def _connection(ep: Endpoint, deadline: Deadline, local_hostname: Optional[str]) -> Connection:
+def _connection(ep: Endpoint, deadline: Deadline, local_hostname: Optional[str]) -> Connection[_Traced]:
     """The SMTP connections to *ep* (see connection.py), greeting as *local_hostname*.
 
     A set-up that fails drops the connection without a QUIT; the name-reading
@@ -66,7 +75,8 @@ def _connection(ep: Endpoint, deadline: Deadline, local_hostname: Optional[str])
     return Connection(wire, ep, deadline)
 
 
-def _open(ep, address, deadline, local_hostname, why=None):
+def _open(ep: Endpoint, address: str, deadline: Deadline, local_hostname: Optional[str],
+          why: Optional[str] = None) -> _Traced:
     """A connection to *address*, greeted with EHLO (or HELO), TLS done for implicit TLS."""
     cls = _SMTP_SSL if ep.tls == "tls" else _SMTP
     kwargs = {"context": ep.ssl_context} if ep.tls == "tls" else {}
@@ -74,7 +84,7 @@ def _open(ep, address, deadline, local_hostname, why=None):
     if why:
         trace.note(why)
     conn = cls(local_hostname=local_hostname, timeout=deadline.left(), trace=trace, **kwargs)
-    conn._host = ep.host  # Python 3.11's smtplib names the TLS server (SNI, hostname check) from this
+    conn._host = ep.host  # type: ignore[union-attr]  # Python 3.11's smtplib names the TLS server (SNI, hostname check) from this
     try:
         code, text = conn.connect(address, ep.port)
         if code != 220:  # e.g. 421 too many connections, 554 no service
@@ -91,7 +101,7 @@ def _open(ep, address, deadline, local_hostname, why=None):
     return conn
 
 
-def _starttls(conn, ssl_context, deadline):
+def _starttls(conn: _Traced, ssl_context: Optional[ssl.SSLContext], deadline: Deadline) -> None:
     if not conn.has_extn("starttls"):
         raise StepFailure("SMTP TLS", "server does not offer STARTTLS")
     deadline.arm(conn.sock)
@@ -104,7 +114,7 @@ def _starttls(conn, ssl_context, deadline):
     conn.ehlo()
 
 
-def _authenticate(conn, ep, deadline):
+def _authenticate(conn: _Traced, ep: Endpoint, deadline: Deadline) -> None:
     """One AUTH attempt (the step ``SMTP auth``): PLAIN with UTF-8 credentials
     where offered, else smtplib's login().
 
@@ -117,7 +127,9 @@ def _authenticate(conn, ep, deadline):
     password = ep.password or ""
     mechanisms = conn.esmtp_features.get("auth", "").lower().split()
     if ep.auth == "oauth2":
-        return _oauth2(conn, ep, mechanisms, deadline)
+        _oauth2(conn, ep, mechanisms, deadline)
+        return
+    assert ep.user is not None  # called for an endpoint with a user only (see send)
     if ep.tls == "none" and "cram-md5" in mechanisms and (ep.user + password).isascii():
         conn.user, conn.password = ep.user, password
         conn.auth("CRAM-MD5", conn.auth_cram_md5)
@@ -137,18 +149,18 @@ def _authenticate(conn, ep, deadline):
                                        "take ASCII passwords only") from None
 
 
-def _oauth2(conn, ep, mechanisms, deadline):
+def _oauth2(conn: _Traced, ep: Endpoint, mechanisms: list[str], deadline: Deadline) -> None:
     """AUTH with the token; once more with a fresh token if the server refuses it."""
     sign_in(ep, deadline, "SMTP auth", mechanisms,
             lambda mechanism, token: _sasl(conn, ep, mechanism, token, deadline), conn.trace.hide)
 
 
-def _sasl(conn, ep, mechanism, token, deadline):
+def _sasl(conn: _Traced, ep: Endpoint, mechanism: str, token: str, deadline: Deadline) -> Optional[str]:
     """One AUTH dialogue with an initial response: None when accepted, else the server's words."""
-    blob = sasl.initial_response(mechanism, ep.user, token, ep.host, ep.port)
+    blob = sasl.initial_response(mechanism, ep.user or "", token, ep.host, ep.port)
     deadline.arm(conn.sock)
     code, text = conn.docmd("AUTH", "%s %s" % (mechanism, base64.b64encode(blob).decode("ascii")))
-    challenges = []
+    challenges: list[str] = []
     if code == 334:  # an error challenge: answer it empty, the server then gives its verdict
         challenges.append(text.decode("ascii", "replace") if isinstance(text, bytes) else text)
         deadline.arm(conn.sock)
@@ -158,7 +170,8 @@ def _sasl(conn, ep, mechanism, token, deadline):
     return sasl.refusal(describe(smtplib.SMTPAuthenticationError(code, text)), challenges)
 
 
-def _transaction(conn, deadline, mail_from, rcpt_to, data):
+def _transaction(conn: _Traced, deadline: Deadline, mail_from: str, rcpt_to: str,
+                 data: str) -> tuple[Optional[int], str]:
     """MAIL, RCPT, DATA; returns the final reply or raises."""
     for verb, call in (("MAIL", lambda: conn.mail(mail_from)), ("RCPT", lambda: conn.rcpt(rcpt_to))):
         deadline.arm(conn.sock)
@@ -188,18 +201,19 @@ def _transaction(conn, deadline, mail_from, rcpt_to, data):
     return code, text.decode("utf-8", "replace") if isinstance(text, bytes) else text
 
 
-def _reject(verb, code, text):
+def _reject(verb: str, code: int, text: Union[str, bytes]) -> NoReturn:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     kind = {4: "temporary rejection", 5: "permanent rejection"}.get(code // 100, "unexpected reply")
     raise StepFailure("SMTP send", "%s at %s: %s %s" % (kind, verb, code, " ".join(text.split())))
 
 
-def send(message, mail_from, rcpt_to, ep, deadline, local_hostname=None):
+def send(message: str, mail_from: str, rcpt_to: str, endpoint: Endpoint, deadline: Deadline,
+         local_hostname: Optional[str] = None) -> SendResult:
     """Send *message* (str, CRLF or LF line ends); a SendResult, never raises."""
-    connection = _connection(ep, deadline, local_hostname)
+    connection = _connection(endpoint, deadline, local_hostname)
     try:
-        conn = connection.open((lambda conn: _authenticate(conn, ep, deadline)) if ep.user else None)
+        conn = connection.open((lambda conn: _authenticate(conn, endpoint, deadline)) if endpoint.user else None)
     except StepFailure as failure:
         return SendResult(FAILED, failure)
     try:
