@@ -11,7 +11,7 @@ import base64
 import smtplib
 import socket
 import ssl
-from typing import TYPE_CHECKING, Any, NoReturn, Optional, Union
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, Union, cast
 
 import nagiosplugin
 
@@ -45,7 +45,7 @@ class _Traced(_Base):
         return sock
 
     def send(self, s: Union["ReadableBuffer", str]) -> None:
-        self.trace.sent(s)
+        self.trace.sent(cast("Union[str, bytes]", s))  # what smtplib sends
         super().send(s)
 
     def getreply(self) -> tuple[int, bytes]:
@@ -109,7 +109,7 @@ def _starttls(conn: _Traced, ssl_context: Optional[ssl.SSLContext], deadline: De
         conn.starttls(context=ssl_context)
     except smtplib.SMTPResponseException as exc:
         raise StepFailure("SMTP TLS", "server refused STARTTLS: %s" % describe(exc)) from exc
-    conn.trace.tls_started(conn.sock)
+    conn.trace.tls_started(cast(ssl.SSLSocket, conn.sock))
     deadline.arm(conn.sock)
     conn.ehlo()
 

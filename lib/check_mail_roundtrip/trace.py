@@ -22,10 +22,13 @@ message contents are summarised by their size.  When the trace is off (no
 """
 
 import logging
+import socket
 import ssl
+from collections.abc import Iterable, Sequence
+from typing import Optional, Union
 
 from .lazy_re import LazyPattern
-from .redact import redact, register
+from .redact import Secret, redact, register
 
 log = logging.getLogger("check_mail_roundtrip.trace")
 MAX_LINE = 2000  # characters of one trace line; a longer one is cut
@@ -33,7 +36,7 @@ _LITERAL = LazyPattern(rb"\{(\d+)\+?\}\r?\n?$")
 _CONTROL = LazyPattern(r"[\x00-\x1f\x7f]")
 
 
-def enable(handler):
+def enable(handler: logging.Handler) -> None:
     """Send the protocol trace (``-vvv``) and the transports' debug notes to *handler*.
 
     imapclient's own debug logger (imaplib's parser internals) stays off.
@@ -50,16 +53,16 @@ class _Lines:
     literal data that continue the line: they are shown as ``{N bytes}``.
     """
 
-    def __init__(self, literals):
+    def __init__(self, literals: bool) -> None:
         self.literals = literals
         self.buf = b""
         self.text = ""        # the line so far (literals summarised)
         self.skip = 0         # literal bytes still to come
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> list[str]:
         """The whole lines completed by *data*."""
         self.buf += data
-        done = []
+        done: list[str] = []
         for _ in range(len(self.buf) + 1):  # every round consumes bytes or stops
             if self.skip:
                 taken = min(self.skip, len(self.buf))
@@ -80,13 +83,13 @@ class _Lines:
             self.text = ""
         return done
 
-    def flush(self):
+    def flush(self) -> list[str]:
         """What is pending of an unfinished line (say, waiting for a continuation)."""
         text, self.text = self.text, ""
         return [text] if text else []
 
 
-def _decode(data):
+def _decode(data: bytes) -> str:
     return data.decode("utf-8", "replace")
 
 
@@ -94,42 +97,42 @@ class Trace:
     """The trace of one connection to one server; does nothing unless enabled."""
 
     protocol = "?"
-    AUTH = None   # our command that starts an authentication dialogue (group 1: what to show)
-    LOGIN = None  # our command with the password in it (group 1: what to show)
+    AUTH: Optional[LazyPattern] = None   # our command that starts an authentication dialogue (group 1: what to show)
+    LOGIN: Optional[LazyPattern] = None  # our command with the password in it (group 1: what to show)
 
-    def __init__(self, secrets=()):
+    def __init__(self, secrets: Iterable[Secret] = ()) -> None:
         self.on = log.isEnabledFor(logging.DEBUG)
         register(*secrets)
         self._auth = False  # inside an authentication dialogue: client lines are secret
 
-    def hide(self, secret):
+    def hide(self, secret: Secret) -> None:
         """Keep *secret* (e.g. a token fetched after the connection began) out of the trace."""
         register(secret)
 
-    def note(self, text, *args):
+    def note(self, text: str, *args: object) -> None:
         """A line about the connection itself (connected, TLS started, ...)."""
         if self.on:
             log.debug("%s: " + text, self.protocol, *args)
 
-    def connected(self, address, port, sock=None):
+    def connected(self, address: str, port: int, sock: Optional[socket.socket] = None) -> None:
         self.note("connected to %s port %s", address, port)
         if isinstance(sock, ssl.SSLSocket):
             self.tls_started(sock)
 
-    def tls_started(self, sock):
+    def tls_started(self, sock: ssl.SSLSocket) -> None:
         self.note("TLS established (%s)", sock.version())
 
-    def _emit(self, who, text):
+    def _emit(self, who: str, text: str) -> None:
         text = _CONTROL.sub("?", " ".join(redact(text).split())).replace("|", "/")  # '|' would start perfdata
         if len(text) > MAX_LINE:
             text = text[:MAX_LINE] + "... (%d characters)" % len(text)
         log.debug("%s %s: %s", self.protocol, who, text)
 
-    def _client_line(self, line):
+    def _client_line(self, line: str) -> str:
         """Our command line, secrets hidden."""
         if self._auth:
             return "****"
-        m = self.AUTH.match(line)
+        m = self.AUTH.match(line) if self.AUTH else None
         if m:
             self._auth = True
             return m.group(1) + (" ****" if m.group(0) != m.group(1) else "")
@@ -146,13 +149,13 @@ class ImapTrace(Trace):
     AUTH = LazyPattern(r"(?i)^(\S+ AUTHENTICATE \S+)(?: .*)?$")
     LOGIN = LazyPattern(r'(?i)^(\S+ LOGIN (?:"(?:[^"\\]|\\.)*"|\{\d+ bytes\}|\S+))(?: .*)?$')
 
-    def __init__(self, secrets=()):
+    def __init__(self, secrets: Iterable[Secret] = ()) -> None:
         super().__init__(secrets)
         self._sent = _Lines(literals=True)
         self._read = _Lines(literals=True)
-        self._auth_tag = None
+        self._auth_tag: Optional[str] = None
 
-    def sent(self, data):
+    def sent(self, data: bytes) -> None:
         if not self.on:
             return
         for line in self._sent.feed(data):
@@ -161,7 +164,7 @@ class ImapTrace(Trace):
             if self._auth and self._auth_tag is None:
                 self._auth_tag = line.split(" ", 1)[0]
 
-    def received(self, data):
+    def received(self, data: bytes) -> None:
         if not self.on:
             return
         for line in self._sent.flush():  # a command waiting for "+": show it first
@@ -179,12 +182,12 @@ class SmtpTrace(Trace):
     protocol = "SMTP"
     AUTH = LazyPattern(r"(?i)^(AUTH \S+)(?: .*)?$")
 
-    def __init__(self, secrets=()):
+    def __init__(self, secrets: Iterable[Secret] = ()) -> None:
         super().__init__(secrets)
         self._sent = _Lines(literals=False)
         self._data = False  # after 354: what we send is the message
 
-    def sent(self, data):
+    def sent(self, data: Union[str, bytes]) -> None:
         if not self.on:
             return
         if isinstance(data, str):
@@ -195,7 +198,7 @@ class SmtpTrace(Trace):
         for line in self._sent.feed(data):
             self._emit("C", self._client_line(line))
 
-    def reply(self, code, text):
+    def reply(self, code: int, text: Union[str, bytes]) -> None:
         if not self.on:
             return
         lines = _decode(text).split("\n") if isinstance(text, bytes) else str(text).split("\n")
@@ -213,17 +216,17 @@ class Pop3Trace(Trace):
     AUTH = LazyPattern(r"(?i)^(AUTH \S+)(?: .*)?$")
     LOGIN = LazyPattern(r"(?i)^(PASS)(?: .*)?$")
 
-    def __init__(self, secrets=()):
+    def __init__(self, secrets: Iterable[Secret] = ()) -> None:
         super().__init__(secrets)
         self._sent = _Lines(literals=False)
 
-    def sent(self, data):
+    def sent(self, data: bytes) -> None:
         if not self.on:
             return
         for line in self._sent.feed(data):
             self._emit("C", self._client_line(line))
 
-    def reply(self, line, body=None):
+    def reply(self, line: Union[str, bytes], body: Union[str, Sequence[Union[str, bytes]], None] = None) -> None:
         """A reply line (bytes or text); *body*: a multi-line answer's lines
         (shown joined) or a summary of it (shown in angle brackets)."""
         if not self.on:
