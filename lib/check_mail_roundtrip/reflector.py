@@ -25,6 +25,7 @@ one line on stderr and in syslog (facility mail).
 """
 
 import argparse
+import email.message
 import email.policy
 import json
 import os
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import syslog
 import time
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, NoReturn, Optional, cast
 
 from . import __version__, cli, smtp
 from .budget import Budget, Deadline
@@ -44,6 +46,9 @@ from .reflection import REFLECTOR_HEADERS, Memory, address, build_reflection, de
 from .secret import read as read_secret
 from .settings import ReflectorSettings
 from .state import Damaged, StateError, ensure_directory, lock, read_json, set_aside, write_atomically
+
+if TYPE_CHECKING:
+    from .imap import ImapCollector
 
 PROG = "mail_roundtrip_reflector"
 EX_OK, EX_FAIL, EX_USAGE, EX_TEMPFAIL = 0, 1, 64, 75
@@ -68,16 +73,16 @@ class Temporary(Exception):
 class Store:
     """reflector.json in the state directory: Memory, and poll's memory per mailbox."""
 
-    def __init__(self, directory):
+    def __init__(self, directory: str) -> None:
         self.directory = directory
         self.path = os.path.join(directory, "reflector.json")
         self.lock_path = os.path.join(directory, "reflector.lock")
-        self.fd = None
+        self.fd: Optional[int] = None
         self.memory = Memory()
-        self.mailboxes = {}
-        self.notes = []
+        self.mailboxes: dict[str, Any] = {}
+        self.notes: list[str] = []
 
-    def __enter__(self):
+    def __enter__(self) -> "Store":
         try:
             ensure_directory(self.directory)
             self.fd = lock(self.lock_path, self.directory, LOCK_SECONDS, "another reflector")
@@ -87,7 +92,7 @@ class Store:
             raise Failure(str(exc))
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -103,7 +108,7 @@ class Store:
         if loaded is not None:
             self.memory, self.mailboxes = loaded
 
-    def save(self):
+    def save(self) -> None:
         data = dict(self.memory.to_json(), mailboxes=self.mailboxes)
         try:
             write_atomically(self.path, json.dumps(data, sort_keys=True).encode("utf-8"))
@@ -111,7 +116,7 @@ class Store:
             raise Failure("cannot write %s: %s" % (self.path, exc.strerror or exc))
 
 
-def _memories(data: object) -> tuple:
+def _memories(data: Any) -> tuple[Memory, dict[str, Any]]:
     """(Memory, poll's memory per mailbox) from the JSON of reflector.json; ValueError when damaged."""
     memory = Memory.from_json(data)
     mailboxes = data.get("mailboxes", {})
@@ -120,7 +125,8 @@ def _memories(data: object) -> tuple:
 
 # -- sending back -------------------------------------------------------------------
 
-def send_back(message, envelope_from, to, settings, deadline):
+def send_back(message: email.message.EmailMessage, envelope_from: str, to: str, settings: ReflectorSettings,
+              deadline: Deadline) -> Optional[str]:
     """Send *message* (an EmailMessage) to *to*; Temporary when it may work later.
 
     Returns None when sent, or the words of a permanent refusal.
@@ -139,17 +145,20 @@ def send_back(message, envelope_from, to, settings, deadline):
         if p.returncode == EX_TEMPFAIL:
             raise Temporary(words)
         return words
+    assert settings.smtp is not None  # without --sendmail, the way back is SMTP (see settings_from)
     result = smtp.send(text, envelope_from, to, settings.smtp, deadline,
                        local_hostname=settings.helo or socket.getfqdn())
     if result.status == smtp.SENT:
         return None
-    if result.status == smtp.FAILED and result.failure.detail.startswith("permanent rejection"):
+    if (result.status == smtp.FAILED and result.failure is not None
+            and result.failure.detail.startswith("permanent rejection")):
         return str(result.failure)
     raise Temporary(str(result.failure))  # refused for now, no connection, or an unknown outcome
 
 
-def reflect_one(header_block, envelope_sender, envelope_recipient, received, store, secret, settings, deadline,
-                clock=time.time):
+def reflect_one(header_block: bytes, envelope_sender: Optional[str], envelope_recipient: Optional[str],
+                received: float, store: Store, secret: bytes, settings: ReflectorSettings, deadline: Deadline,
+                clock: Callable[[], float] = time.time) -> tuple[str, str]:
     """Decide about one incoming mail and act on it; (outcome, words).
 
     outcome: "reflected", "dropped", "again" (a verified probe reflected before)
@@ -166,6 +175,7 @@ def reflect_one(header_block, envelope_sender, envelope_recipient, received, sto
     pid = d.token.probe_id if d.token else None
     if d.to is None:
         return ("again" if d.again else "dropped"), "%s: %s" % ("probe %s" % pid if pid else "mail", d.why)
+    assert d.token is not None and pid is not None  # a mail to reflect is a verified probe
     store.memory.record(pid, d.to, now)
     store.save()
     me = printable(settings.mail_from or envelope_recipient or "mail-roundtrip-reflector@%s" % socket.getfqdn())
@@ -204,7 +214,8 @@ def say(line: str) -> None:
 
 # -- pipe ----------------------------------------------------------------------------
 
-def run_pipe(settings, secret, stdin=None, clock=time.time):
+def run_pipe(settings: ReflectorSettings, secret: bytes, stdin: Optional[BinaryIO] = None,
+             clock: Callable[[], float] = time.time) -> int:
     """One message on stdin: an exit code for the MTA."""
     received = clock()
     data = (stdin or sys.stdin.buffer).read(MAX_MESSAGE)
@@ -230,7 +241,7 @@ def run_pipe(settings, secret, stdin=None, clock=time.time):
 
 # -- poll -----------------------------------------------------------------------------
 
-def run_poll(settings, secret, clock=time.time):
+def run_poll(settings: ReflectorSettings, secret: bytes, clock: Callable[[], float] = time.time) -> int:
     """One pass over the far mailbox, or with --loop sessions that watch it for --loop-for seconds."""
     if not settings.loop:
         return _session(settings, secret, clock, None)
@@ -245,10 +256,11 @@ def run_poll(settings, secret, clock=time.time):
     return code
 
 
-def _session(settings, secret, clock, end):
+def _session(settings: ReflectorSettings, secret: bytes, clock: Callable[[], float], end: Optional[float]) -> int:
     """One IMAP session: a pass, and until *end* (monotonic; None: no waiting) a pass
     after each sign of new mail (IDLE, else a NOOP poll)."""
     ep = settings.imap
+    assert ep is not None  # poll reads its IMAP mailbox (see settings_from)
     key = "%s@%s:%d/%s" % (ep.user, ep.host, ep.port, settings.folder)
     waiting = max(0.0, end - time.monotonic()) if end is not None else 0.0
     deadline = Budget(settings.timeout + waiting).share(1.0)
@@ -256,7 +268,7 @@ def _session(settings, secret, clock, end):
         with Store(settings.state_dir) as store:
             memory = store.mailboxes.get(key)
         memory = memory if isinstance(memory, dict) else {}
-        with open_collector(ep, settings.folder, deadline, memory=memory, idle=True) as collector:
+        with cast("ImapCollector", open_collector(ep, settings.folder, deadline, memory=memory, idle=True)) as collector:
             code = _pass(collector, key, settings, secret, deadline, clock)
             if end is None:
                 return code
@@ -271,10 +283,14 @@ def _session(settings, secret, clock, end):
         return EX_FAIL
 
 
-def _pass(collector, key, settings, secret, deadline, clock):
+def _pass(collector: "ImapCollector", key: str, settings: ReflectorSettings, secret: bytes, deadline: Deadline,
+          clock: Callable[[], float]) -> int:
     """Read the new candidates, reflect the verified probes, remove those sent back."""
+    assert settings.imap is not None  # poll reads its IMAP mailbox (see settings_from)
     fetched = collector.fetch(collector.find(VERSION + "."), REFLECTOR_HEADERS)
-    examined, to_remove, code = [], [], EX_OK
+    examined: list[Any] = []
+    to_remove: list[Any] = []
+    code = EX_OK
     with Store(settings.state_dir) as store:
         for note in store.notes:
             say(note)
@@ -306,11 +322,11 @@ def _pass(collector, key, settings, secret, deadline, clock):
 # -- command line ----------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise cli.UsageError(message)
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description="The far end of a check_mail_roundtrip loop: sends the probes it "
                                        "receives back to the check that signed them, if they verify with the "
                                        "shared secret, stamped with when they came and went.",
@@ -330,7 +346,7 @@ def parser():
     return p
 
 
-def _common(p, imap):
+def _common(p: argparse.ArgumentParser, imap: bool) -> None:
     a = p.add_argument
     a("-H", "--host", help="mail server for SMTP%s unless --smtp-host%s say otherwise"
       % (" and IMAP" if imap else "", "/--imap-host" if imap else ""))
@@ -395,7 +411,7 @@ def secret_of(settings: ReflectorSettings) -> bytes:
         raise Failure(str(exc))
 
 
-def main(argv=None):
+def main(argv: Optional[list[str]] = None) -> NoReturn:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] != ["pipe"]:
         sys.exit(_run(argv, piped=False))
@@ -406,7 +422,7 @@ def main(argv=None):
     sys.exit(code)
 
 
-def _run(argv: list, piped: bool) -> int:
+def _run(argv: list[str], piped: bool) -> int:
     """The command's exit code."""
     try:
         settings = settings_from(parser().parse_args(argv))
