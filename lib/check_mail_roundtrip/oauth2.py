@@ -34,12 +34,21 @@ import stat
 import subprocess
 import time
 import urllib.parse
-from typing import Optional
+from collections.abc import Iterable, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 
 from . import private_file, sasl
 from .failure import StepFailure, step
 from .redact import redact, register
 from .state import StateError, access_problem, foreign, set_aside, write_atomically
+
+if TYPE_CHECKING:
+    import http.client
+    import ssl
+    import urllib.request
+
+    from .budget import Deadline
+    from .settings import Endpoint
 
 STEP = "OAuth2 token"
 MAX_REPLY = 64 * 1024        # bytes of a token endpoint's answer (and of the token cache) read at most
@@ -52,13 +61,13 @@ DEFAULT_LIFETIME = 3600.0    # when the endpoint does not say (expires_in)
 class TokenSource:
     """Where the access token comes from (see the module doc)."""
 
-    def __init__(self):
-        self.notes = []       # lines for -v
-        self._token = None
-        self._failure = None  # a failure is not repeated within one run
+    def __init__(self) -> None:
+        self.notes: list[str] = []  # lines for -v
+        self._token: Optional[str] = None
+        self._failure: Optional[StepFailure] = None  # a failure is not repeated within one run
         self._renewed = False
 
-    def token(self, deadline):
+    def token(self, deadline: "Deadline") -> str:
         if self._failure is not None:
             raise self._failure
         if self._token is None:
@@ -70,7 +79,7 @@ class TokenSource:
             register(self._token)  # a secret of the run from now on
         return self._token
 
-    def renew(self, deadline):
+    def renew(self, deadline: "Deadline") -> Optional[str]:
         """A fresh token after the server rejected the last one, or None.
 
         Once per run: when a fresh token was refused too, the other side
@@ -89,14 +98,14 @@ class TokenSource:
         register(self._token)
         return self._token if self._token != old else None
 
-    def secrets(self):
+    def secrets(self) -> list[str]:
         return [self._token] if self._token else []
 
-    def _get(self, deadline, fresh):
+    def _get(self, deadline: "Deadline", fresh: bool) -> str:
         raise NotImplementedError
 
 
-def _first_line(data):
+def _first_line(data: Union[str, bytes]) -> str:
     line = data.split(b"\n", 1)[0] if isinstance(data, bytes) else data.split("\n", 1)[0]
     return (line.decode("utf-8", "replace") if isinstance(line, bytes) else line).strip()
 
@@ -114,7 +123,7 @@ def _token_line(path: str, what: str) -> str:
     return token
 
 
-def _origin(url: str) -> tuple:
+def _origin(url: str) -> tuple[str, str, Optional[int]]:
     """(scheme, host, port) of *url*, the port filled in; None for the port when it is not a number."""
     parts = urllib.parse.urlsplit(url)
     try:
@@ -139,7 +148,8 @@ def _same_origin() -> type:
 
         max_redirections = MAX_REDIRECTS
 
-        def redirect_request(self, req, fp, code, msg, headers, newurl):
+        def redirect_request(self, req: "urllib.request.Request", fp: IO[bytes], code: int, msg: str,
+                             headers: "http.client.HTTPMessage", newurl: str) -> "urllib.request.Request":
             if _origin(newurl) != _origin(req.full_url) or None in _origin(newurl):
                 fp.close()
                 raise StepFailure(STEP, "%s redirects to %s (HTTP %d): not followed (another scheme, host or port)"
@@ -155,11 +165,11 @@ def _same_origin() -> type:
 class FileToken(TokenSource):
     """The first line of *path*."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         super().__init__()
         self.path = path
 
-    def _get(self, deadline, fresh):
+    def _get(self, deadline: "Deadline", fresh: bool) -> str:
         token = _token_line(self.path, "token file")
         if fresh:
             self.notes.append("OAuth2: token file %s read again" % self.path)
@@ -169,11 +179,11 @@ class FileToken(TokenSource):
 class CommandToken(TokenSource):
     """The first line *argv* prints on stdout."""
 
-    def __init__(self, argv):
+    def __init__(self, argv: Sequence[str]) -> None:
         super().__init__()
         self.argv = list(argv)
 
-    def _get(self, deadline, fresh):
+    def _get(self, deadline: "Deadline", fresh: bool) -> str:
         name = os.path.basename(self.argv[0])
         with step(STEP, deadline):
             try:
@@ -198,8 +208,9 @@ class GrantToken(TokenSource):
     """The token endpoint *url*: client_credentials, or refresh_token when
     *refresh_file* is given; the access token cached in *cache_dir*."""
 
-    def __init__(self, url, client_id, client_secret=None, scope=None, refresh_file=None,
-                 cache_dir=None, ssl_context=None, clock=time.time):
+    def __init__(self, url: str, client_id: str, client_secret: Optional[str] = None, scope: Optional[str] = None,
+                 refresh_file: Optional[str] = None, cache_dir: Optional[str] = None,
+                 ssl_context: Optional["ssl.SSLContext"] = None, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.url, self.client_id, self.client_secret = url, client_id, client_secret
         self.scope, self.refresh_file = scope, refresh_file
@@ -208,12 +219,12 @@ class GrantToken(TokenSource):
         key = "\0".join((url, client_id, scope or "", self.grant, os.path.abspath(refresh_file or "")))
         self.cache = (os.path.join(cache_dir, "oauth2-%s.token" % hashlib.sha256(key.encode()).hexdigest()[:16])
                       if cache_dir else None)
-        self._refresh_token = None
+        self._refresh_token: Optional[str] = None
 
-    def secrets(self):
+    def secrets(self) -> list[str]:
         return super().secrets() + [s for s in (self.client_secret, self._refresh_token) if s]
 
-    def _get(self, deadline, fresh):
+    def _get(self, deadline: "Deadline", fresh: bool) -> str:
         if not fresh:
             cached = self._cached()
             if cached:
@@ -241,7 +252,7 @@ class GrantToken(TokenSource):
         return token.strip()
 
     # -- the endpoint -------------------------------------------------------------------------
-    def _post(self, form, deadline):
+    def _post(self, form: dict[str, str], deadline: "Deadline") -> dict[str, Any]:
         import urllib.error  # with urllib.request: loaded only by a run that asks a token endpoint
         import urllib.request
         request = urllib.request.Request(
@@ -274,7 +285,7 @@ class GrantToken(TokenSource):
         return answer
 
     # -- the cache ------------------------------------------------------------------------------
-    def _cached(self):
+    def _cached(self) -> Optional[str]:
         """The cached token while it is fresh enough, else None.
 
         The cache is the check's own file: a symlink is not followed, and
@@ -303,7 +314,7 @@ class GrantToken(TokenSource):
         self.notes.append("OAuth2: cached token, valid for %ds more" % (expires - now))
         return token
 
-    def _store(self, token, issued, expires):
+    def _store(self, token: str, issued: float, expires: float) -> None:
         if not self.cache:
             return
         data = json.dumps({"access_token": token, "issued_at": issued, "expires_at": expires,
@@ -314,17 +325,19 @@ class GrantToken(TokenSource):
             self.notes.append("OAuth2: cannot cache the token in %s: %s" % (self.cache, exc.strerror or exc))
 
     # -- the refresh token --------------------------------------------------------------------
-    def _read_refresh_token(self):
+    def _read_refresh_token(self) -> str:
+        assert self.refresh_file is not None  # the refresh_token grant has its file
         token = _token_line(self.refresh_file, "refresh token file")
         self._refresh_token = token
         register(token)
         return token
 
-    def _write_refresh_token(self, token):
+    def _write_refresh_token(self, token: str) -> None:
         """Replace the refresh token file atomically, keeping its mode and owner."""
         self._refresh_token = token
         register(token)
         path = self.refresh_file
+        assert path is not None  # the refresh_token grant has its file
         try:
             st = os.stat(path)
             write_atomically(path, (token + "\n").encode("utf-8"), stat.S_IMODE(st.st_mode),
@@ -349,7 +362,7 @@ def _damage(exc: Exception) -> Optional[str]:
     return "is damaged (%s)" % ("nested too deep" if isinstance(exc, RecursionError) else exc)
 
 
-def _lifetime(value):
+def _lifetime(value: Any) -> float:
     try:
         seconds = float(value)
     except (TypeError, ValueError):
@@ -357,12 +370,12 @@ def _lifetime(value):
     return seconds if 0 < seconds < 10 * 365 * 86400 else DEFAULT_LIFETIME
 
 
-def _snippet(body, limit=80):
+def _snippet(body: bytes, limit: int = 80) -> str:
     text = " ".join(redact(body[:1000].decode("utf-8", "replace")).split())  # before the cut
     return text[:limit] + ("..." if len(text) > limit else "") if text else "(empty)"
 
 
-def _error_words(status, kind, body):
+def _error_words(status: int, kind: str, body: bytes) -> str:
     """'invalid_client: <description> (HTTP 401)' from an RFC 6749 error answer."""
     try:
         data = json.loads(body.decode("utf-8"))
@@ -376,7 +389,7 @@ def _error_words(status, kind, body):
     return "HTTP %d, %s: %s" % (status, kind or "no content type", _snippet(body))
 
 
-def renewed(source, deadline, step_name, refused):
+def renewed(source: TokenSource, deadline: "Deadline", step_name: str, refused: str) -> str:
     """A fresh token after the server refused one (*refused*: the server's
     words), for the one retry; else a StepFailure of *step_name*."""
     try:
@@ -389,7 +402,8 @@ def renewed(source, deadline, step_name, refused):
     return fresh
 
 
-def sign_in(endpoint, deadline, step_name, offered, authenticate, hide):
+def sign_in(endpoint: "Endpoint", deadline: "Deadline", step_name: str, offered: Iterable[str],
+            authenticate: Callable[[str, str], Optional[str]], hide: Callable[[str], object]) -> None:
     """Log *endpoint* in with its OAuth2 token, retrying once with a fresh one.
 
     The SASL mechanism is chosen from *offered* (the server's mechanism
@@ -404,6 +418,7 @@ def sign_in(endpoint, deadline, step_name, offered, authenticate, hide):
         mechanism = sasl.choose(endpoint.mechanism, offered)
     except sasl.NoMechanism as exc:
         raise StepFailure(step_name, str(exc)) from None
+    assert endpoint.oauth2 is not None  # an OAuth2 login has its token source
     refused = authenticate(mechanism, endpoint.oauth2.token(deadline))
     if refused is None:
         return
