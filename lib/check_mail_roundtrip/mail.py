@@ -32,8 +32,9 @@ module, not the other way round).
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Protocol
+
+from .record import record
 
 if TYPE_CHECKING:
     import datetime
@@ -43,13 +44,13 @@ if TYPE_CHECKING:
     from .settings import Endpoint
 
 
-@dataclass
+@record()
 class Fetched:
     """One candidate mail: its reference, raw headers (bounded), arrival time."""
 
     ref: object                 # IMAP: the UID; POP3: the UIDL
     headers: bytes
-    internaldate: float         # epoch seconds, or None
+    internaldate: Optional[float]  # epoch seconds, or None
     source: str = "INTERNALDATE"  # where internaldate comes from (ledger.SOURCES)
     junk: bool = False          # found in the Junk folder
 
@@ -59,7 +60,7 @@ class Fetched:
 SENT, FAILED, UNCERTAIN = "sent", "failed", "uncertain"
 
 
-@dataclass
+@record()
 class SendResult:
     status: str                 # SENT, FAILED or UNCERTAIN
     failure: "Optional[StepFailure]" = None

@@ -33,15 +33,19 @@ import email.utils
 import hashlib
 import socket
 import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
 
 from . import probe as probe_format
 from . import sasl
+from .budget import Deadline
 from .candidates import newest
 from .connection import Connection, Wire
 from .failure import StepFailure, step
 from .intake import MIB, Intake
 from .mail import Fetched
 from .oauth2 import sign_in
+from .settings import Endpoint
 from .trace import Pop3Trace
 
 MAX_READ = 2000         # messages examined per run at most (newest first; the rest in the next runs)
@@ -60,25 +64,25 @@ POLL_EVERY = 2.0        # seconds between sessions while waiting for a probe (--
 class ServerSaid(Exception):
     """The server answered -ERR; ``words`` is its reply line."""
 
-    def __init__(self, line):
+    def __init__(self, line: bytes) -> None:
         self.words = _words(line)
         super().__init__(self.words)
 
 
-def _words(line):
+def _words(line: bytes) -> str:
     return " ".join(line.decode("utf-8", "replace").split())
 
 
-def _mark(uidl):
+def _mark(uidl: str) -> str:
     """A short, stable hash of a UIDL (48 bits: 8 base64 characters)."""
     return base64.urlsafe_b64encode(hashlib.sha256(uidl.encode("utf-8")).digest()[:6]).decode("ascii")
 
 
-def _marks(text):
+def _marks(text: str) -> set[str]:
     return {text[i:i + MARK] for i in range(0, len(text), MARK)}
 
 
-def received_date(header):
+def received_date(header: bytes) -> Optional[float]:
     """Epoch seconds of the date in the topmost ``Received:`` header (the
     text after its last ';'), or None when there is none or it is no date."""
     for _name, value in probe_format.header_values(header, ("Received",)):
@@ -96,13 +100,14 @@ class _Session:
     """One POP3 connection to *address*: commands, replies, multi-line answers,
     each reported to the trace; every read bounded by the step's deadline."""
 
-    def __init__(self, ep, address, deadline, why=None):
+    def __init__(self, ep: Endpoint, address: str, deadline: Deadline, why: Optional[str] = None) -> None:
         self.ep, self.deadline = ep, deadline
         self.trace = Pop3Trace(ep.secrets())
         if why:
             self.trace.note(why)
         self.verb = "greeting"
-        self.capabilities, self.mechanisms = set(), []
+        self.capabilities: set[str] = set()
+        self.mechanisms: list[str] = []
         self.sock = socket.create_connection((address, ep.port), timeout=deadline.left())
         self.file = self.sock.makefile("rb")
         try:
@@ -114,14 +119,16 @@ class _Session:
             self.close()
             raise
 
-    def _start_tls(self):
+    def _start_tls(self) -> None:
         self.file.close()
-        self.sock = self.ep.ssl_context.wrap_socket(self.sock, server_hostname=self.ep.host)
+        assert self.ep.ssl_context is not None  # the CLI always gives one
+        sock = self.ep.ssl_context.wrap_socket(self.sock, server_hostname=self.ep.host)
+        self.sock = sock
         self.file = self.sock.makefile("rb")
-        self.trace.tls_started(self.sock)
+        self.trace.tls_started(sock)
 
     # -- the wire ----------------------------------------------------------------------
-    def send(self, *lines, verb=None):
+    def send(self, *lines: str, verb: Optional[str] = None) -> None:
         """Command lines, sent at once (pipelined when there are several);
         *verb* names them in messages (default: the last one's first word)."""
         data = b"".join(line.encode("utf-8") + b"\r\n" for line in lines)
@@ -130,7 +137,7 @@ class _Session:
         self.trace.sent(data)
         self.sock.sendall(data)
 
-    def _piece(self):
+    def _piece(self) -> bytes:
         """Up to MAX_LINE bytes, ending at a line end when one comes first."""
         self.deadline.arm(self.sock)
         data = self.file.readline(MAX_LINE)
@@ -138,7 +145,7 @@ class _Session:
             raise ConnectionError("connection closed by the server (at %s)" % self.verb)
         return data
 
-    def _line(self):
+    def _line(self) -> bytes:
         """One whole reply line, without its line end (a long one cut at MAX_LINE)."""
         line = self._piece()
         for _ in range(MAX_PIECES):
@@ -148,7 +155,7 @@ class _Session:
                 line += b"\n"
         return line.rstrip(b"\r\n")
 
-    def status(self, multiline=False):
+    def status(self, multiline: bool = False) -> bytes:
         """The reply line of the last command: +OK (or a "+ " continuation)
         returned; -ERR raises ServerSaid.  With *multiline*, a +OK is left for
         the caller to trace together with the answer that follows it."""
@@ -163,7 +170,7 @@ class _Session:
             self.trace.reply(line)
         return line
 
-    def pieces(self):
+    def pieces(self) -> Iterator[bytes]:
         """The pieces (see _piece) of a multi-line answer up to its lone ".", dot-unstuffed."""
         start = True
         for _ in range(MAX_PIECES):
@@ -176,9 +183,10 @@ class _Session:
             yield piece
         raise ConnectionError("answer to %s too long" % self.verb)
 
-    def answer(self, keep=MAX_HEADER):
+    def answer(self, keep: int = MAX_HEADER) -> tuple[bytes, int]:
         """A multi-line answer: (its first *keep* bytes, its size in bytes)."""
-        kept, size = [], 0
+        kept: list[bytes] = []
+        size = 0
         for piece in self.pieces():
             size += len(piece)
             if keep > 0:
@@ -186,19 +194,19 @@ class _Session:
                 keep -= len(kept[-1])
         return b"".join(kept), size
 
-    def command(self, line):
+    def command(self, line: str) -> bytes:
         self.send(line)
         return self.status()
 
     # -- commands ----------------------------------------------------------------------
-    def stls(self):
+    def stls(self) -> None:
         try:
             self.command("STLS")
         except ServerSaid as refused:
             raise StepFailure("POP3 TLS", "server refused STLS: %s" % refused.words) from None
         self._start_tls()
 
-    def capa(self):
+    def capa(self) -> None:
         """CAPA (RFC 2449): the capabilities, and the SASL mechanisms offered."""
         self.send("CAPA")
         try:
@@ -213,12 +221,13 @@ class _Session:
             if line.upper().startswith("SASL "):
                 self.mechanisms = line.split()[1:]
 
-    def authenticate(self, mechanism, initial):
+    def authenticate(self, mechanism: str, initial: bytes) -> tuple[Optional[str], list[str]]:
         """One AUTH dialogue (RFC 5034): (None, challenges) when logged in,
         else (the server's words, challenges); *initial*: the client's first
         response, sent with the command where the line stays short enough."""
         response = base64.b64encode(initial).decode("ascii") or "="
-        challenges, pending = [], None
+        challenges: list[str] = []
+        pending: Optional[str] = None
         if len("AUTH %s %s" % (mechanism, response)) <= SASL_IR_LINE:
             self.send("AUTH %s %s" % (mechanism, response))
         else:
@@ -242,7 +251,7 @@ class _Session:
             return refused.words, challenges
         return "the server did not end the authentication", challenges
 
-    def uidl(self):
+    def uidl(self) -> dict[str, int]:
         """UIDL: {unique id: message number}, in message-number order (oldest first).
 
         Read line by line, at most MAX_LISTING bytes and MAX_LISTED lines
@@ -250,7 +259,8 @@ class _Session:
         self.send("UIDL")
         status = self.status(multiline=True)
         intake = Intake("answer to UIDL too long: more than %s", MAX_LISTING, max_lines=MAX_LISTED)
-        listed, start = {}, True
+        listed: dict[str, int] = {}
+        start = True
         for piece in self.pieces():
             whole = start and piece.endswith(b"\n")  # a line longer than MAX_LINE lists nothing
             start = piece.endswith(b"\n")
@@ -262,18 +272,18 @@ class _Session:
                          % (len(listed), "" if len(listed) == 1 else "s", intake.bytes))
         return dict(sorted(listed.items(), key=lambda item: item[1]))
 
-    def top(self):
+    def top(self) -> tuple[bytes, int]:
         """The header of the message whose TOP n 0 was sent: (bytes, its size)."""
         status = self.status(multiline=True)
         header, size = self.answer()
         self.trace.reply(status, "header, %d bytes" % size)
         return header, size
 
-    def quit(self):
+    def quit(self) -> None:
         self.command("QUIT")
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         for thing in (self.file, self.sock):
             try:
                 thing.close()
@@ -288,20 +298,21 @@ WIRE = Wire("POP3", _Session, lambda session, ssl_context, deadline: session.stl
 class Pop3Collector:
     """A session with one POP3 maildrop (see the module doc and collect.py)."""
 
-    def __init__(self, endpoint, deadline, readonly=False, memory=None):
+    def __init__(self, endpoint: Endpoint, deadline: Deadline, readonly: bool = False,
+                 memory: Optional[dict[str, Any]] = None) -> None:
         self.ep = endpoint
         self.deadline = deadline
         self.readonly = readonly
         self.memory = memory if memory is not None else {}
-        self.session = None
-        self.connection = Connection(WIRE, endpoint, deadline)
-        self.listed = None          # {UIDL: message number} of this session
-        self.notes = []
-        self.unexpunged = None      # IMAP only
-        self.watching = None        # how wait() watches the maildrop, in words
+        self.session: Optional[_Session] = None
+        self.connection: Connection[_Session] = Connection(WIRE, endpoint, deadline)
+        self.listed: Optional[dict[str, int]] = None  # {UIDL: message number} of this session
+        self.notes: list[str] = []
+        self.unexpunged: Optional[int] = None  # IMAP only
+        self.watching: Optional[str] = None  # how wait() watches the maildrop, in words
 
     # -- session -------------------------------------------------------------
-    def __enter__(self):
+    def __enter__(self) -> "Pop3Collector":
         self.session = self.connection.open(self._login)
         return self
 
@@ -313,7 +324,7 @@ class Pop3Collector:
         else:
             self._password_login(session)
 
-    def _password_login(self, session):
+    def _password_login(self, session: _Session) -> None:
         """USER and PASS; AUTH PLAIN for a non-ASCII login where the server offers it."""
         user, password = self.ep.user or "", self.ep.password or ""
         if not (user + password).isascii() and "PLAIN" in (m.upper() for m in session.mechanisms):
@@ -324,26 +335,26 @@ class Pop3Collector:
         session.command("USER " + user)
         session.command("PASS " + password)
 
-    def _oauth2_login(self, session):
+    def _oauth2_login(self, session: _Session) -> None:
         ep = self.ep
 
-        def authenticate(mechanism, token):
+        def authenticate(mechanism: str, token: str) -> Optional[str]:
             first = sasl.initial_response(mechanism, ep.user or "", token, ep.host, ep.port)
             refused, challenges = session.authenticate(mechanism, first)
             return None if refused is None else sasl.refusal(refused, challenges)
 
         sign_in(ep, self.deadline, "POP3 login", session.mechanisms, authenticate, session.trace.hide)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._close()
 
-    def _close(self):
+    def _close(self) -> None:
         session, self.session = self.session, None
         if session is not None:
             self.connection.close(session)
 
     # -- work ----------------------------------------------------------------
-    def find(self, key, before=None, wanted=()):
+    def find(self, key: str, before: Optional[datetime.date] = None, wanted: Sequence[str] = ()) -> list[str]:
         """UIDLs of the messages not examined before (POP3 cannot search: all
         of them, whatever *key* and *wanted*), the newest MAX_READ at most.
         *before* (the daily look for abandoned probes, by arrival date): nothing."""
@@ -351,6 +362,7 @@ class Pop3Collector:
             self.notes.append("POP3 cannot search by date: probes of abandoned profiles are not "
                               "looked for (IMAP only)")
             return []
+        assert self.session is not None  # in the session
         with step("POP3 list", self.deadline):
             self.listed = self.session.uidl()
         memory = self._memory()
@@ -358,7 +370,7 @@ class Pop3Collector:
         new = [uidl for uidl in self.listed if _mark(uidl) not in skip]
         return newest(new, MAX_READ, self.notes, "messages not examined before")
 
-    def _memory(self):
+    def _memory(self) -> dict[str, Any]:
         """What was examined in this maildrop before: {"seen", "kept"} (hashes of UIDLs)."""
         m = self.memory
         maildrop = _mark("%s\0%s" % (self.ep.user or "", self.ep.host))  # any port: the same maildrop
@@ -371,7 +383,7 @@ class Pop3Collector:
             m.update(kind="pop3", maildrop=maildrop, seen="", kept="")
         return m
 
-    def settle(self, examined, to_remove):
+    def settle(self, examined: Sequence[str], to_remove: Sequence[str]) -> None:
         """*examined* need not be read again; *to_remove* is read again until it is
         gone (with --keep: once a run without --keep comes)."""
         if self.listed is None:
@@ -385,10 +397,10 @@ class Pop3Collector:
         m["seen"] = "".join(sorted(seen & listed))
         m["kept"] = "".join(sorted(kept & listed))
 
-    def name(self, ref):
+    def name(self, ref: str) -> str:
         return "UIDL %s" % ref
 
-    def wait(self, until):
+    def wait(self, until: Deadline) -> bool:
         """A POP3 session shows the maildrop as it was at login: end the
         session, pause about POLL_EVERY seconds and log in afresh (True), unless
         *until* passes first (False).  Nothing is deleted meanwhile."""
@@ -401,13 +413,14 @@ class Pop3Collector:
         self.__enter__()
         return True
 
-    def fetch(self, refs):
+    def fetch(self, refs: Sequence[str]) -> list[Fetched]:
         """The headers of *refs* (TOP n 0), with the topmost Received date as the
         arrival time; PIPELINE commands at once where the server offers PIPELINING."""
         refs = [r for r in refs if self.listed and r in self.listed]
-        out = []
+        out: list[Fetched] = []
         if not refs:
             return out
+        assert self.listed is not None and self.session is not None  # in the session, after find
         batch = PIPELINE if "PIPELINING" in self.session.capabilities else 1
         with step("POP3 fetch", self.deadline):
             for start in range(0, len(refs), batch):
@@ -429,11 +442,12 @@ class Pop3Collector:
                     out.append(Fetched(ref, header, received_date(header), "Received"))
         return out
 
-    def remove(self, refs):
+    def remove(self, refs: Sequence[str]) -> None:
         """DELE exactly *refs*, then QUIT, which commits the deletion (the session ends)."""
         refs = [r for r in refs if self.listed and r in self.listed]
         if not refs or self.readonly:
             return
+        assert self.listed is not None and self.session is not None  # in the session, after find
         batch = PIPELINE if "PIPELINING" in self.session.capabilities else 1
         with step("POP3 delete", self.deadline):
             for start in range(0, len(refs), batch):
