@@ -32,9 +32,8 @@ module, not the other way round).
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Protocol
-
-from .record import record
 
 if TYPE_CHECKING:
     import datetime
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from .settings import Endpoint
 
 
-@record()
+@dataclass
 class Fetched:
     """One candidate mail: its reference, raw headers (bounded), arrival time."""
 
@@ -60,7 +59,7 @@ class Fetched:
 SENT, FAILED, UNCERTAIN = "sent", "failed", "uncertain"
 
 
-@record()
+@dataclass
 class SendResult:
     status: str                 # SENT, FAILED or UNCERTAIN
     failure: "Optional[StepFailure]" = None
