@@ -14,7 +14,8 @@ empty otherwise (Icinga's metric writers drop range syntax).
 
 import math
 import time
-from typing import Callable, Optional
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Callable, Optional
 
 import nagiosplugin
 from nagiosplugin.performance import Performance
@@ -25,10 +26,15 @@ from .redact import redact
 from .roundtrip import Report, run
 from .transports import Transports
 
+if TYPE_CHECKING:
+    from .budget import Budget
+    from .ledger import Outcome
+    from .settings import Settings
+
 NAME = "MAIL_ROUNDTRIP"
 
 
-def plain(value, seconds=True):
+def plain(value: float, seconds: bool = True) -> str:
     """A number as a plain decimal, never an exponent."""
     if not seconds:
         return str(int(value))
@@ -37,14 +43,14 @@ def plain(value, seconds=True):
     return text + "0" if text.endswith(".") else text
 
 
-def _upper_bound(rng):
+def _upper_bound(rng: Optional[Range]) -> Optional[float]:
     """N for a plain 0:N range, else None."""
     if rng is None or rng.invert or rng.start != 0 or math.isinf(rng.end):
         return None
     return rng.end
 
 
-def threshold_field(rng):
+def threshold_field(rng: Optional[Range]) -> str:
     """The perfdata field for a Range: a plain number for 0:N, else empty."""
     end = _upper_bound(rng)
     if end is None or end <= 0:
@@ -52,18 +58,18 @@ def threshold_field(rng):
     return number(end)
 
 
-def number(value):
+def number(value: float) -> str:
     """An integer-valued number without decimals, others as plain decimals."""
     return str(int(value)) if float(value).is_integer() else plain(value)
 
 
-def violation(rng, unit="s"):
+def violation(rng: Optional[Range], unit: str = "s") -> str:
     """'> 120s' for a 0:N range, else 'outside range X'."""
     end = _upper_bound(rng)
     return "> %s%s" % (number(end), unit) if end is not None else "outside range %s" % (rng,)
 
 
-def ago(seconds):
+def ago(seconds: float) -> str:
     """A short human duration: 45s, 5m, 3h, 2d."""
     seconds = max(0, seconds)
     for limit, div, unit in ((90, 1, "s"), (90 * 60, 60, "m"), (48 * 3600, 3600, "h")):
@@ -81,19 +87,19 @@ class RoundTrip(nagiosplugin.Resource):
     seconds) are handed to :func:`roundtrip.run`.
     """
 
-    def __init__(self, settings, budget, transports: Optional[Transports] = None,
+    def __init__(self, settings: "Settings", budget: "Budget", transports: Optional[Transports] = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.budget = budget
         self.transports = transports
         self.clock = clock
-        self.report = None
+        self.report: Optional[Report] = None
 
     @property
-    def name(self):
+    def name(self) -> str:
         return NAME
 
-    def probe(self):
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
         report = self.report = run(self.settings, self.budget, self.clock, self.transports)
         if report.unknown:
             yield nagiosplugin.Metric("error", report.unknown, context="unknown")
@@ -102,7 +108,7 @@ class RoundTrip(nagiosplugin.Resource):
             yield nagiosplugin.Metric("state", report.state_problem, context="state")
         for failure in report.failures:
             yield nagiosplugin.Metric(failure.step, failure, context="failure")
-        out = report.outcome
+        out = _outcome(report)
         if out.rtts:
             yield nagiosplugin.Metric("rtt", out.rtt, "s", min=0, context="rtt")
         else:
@@ -138,15 +144,15 @@ Words = Callable[[nagiosplugin.Metric, Optional[Range], Report], str]
 class Figure(nagiosplugin.ScalarContext):
     """A scalar with thresholds (or none) and plain-decimal perfdata, said in *words*."""
 
-    def __init__(self, name, warning=None, critical=None, seconds=True, evaluated=True, zero_is_ok=False, *,
-                 words: Words):
+    def __init__(self, name: str, warning: Optional[Range] = None, critical: Optional[Range] = None,
+                 seconds: bool = True, evaluated: bool = True, zero_is_ok: bool = False, *, words: Words) -> None:
         super().__init__(name, warning, critical, fmt_metric=None)  # no description: the words say it all
         self.seconds = seconds
         self.evaluated = evaluated
         self.zero_is_ok = zero_is_ok  # 0 means "nothing to judge" (nothing in flight)
         self.words = words
 
-    def evaluate(self, metric, resource):
+    def evaluate(self, metric: nagiosplugin.Metric, resource: RoundTrip) -> nagiosplugin.Result:
         if not self.evaluated or (self.zero_is_ok and metric.value == 0):
             return self.said(Ok, metric, resource)
         return self.said(super().evaluate(metric, resource).state, metric, resource)
@@ -157,9 +163,9 @@ class Figure(nagiosplugin.ScalarContext):
         rng = None
         if self.evaluated and state in (Warn, Critical):
             rng = self.critical if state == Critical else self.warning
-        return self.result_cls(state, self.words(metric, rng, resource.report), metric)
+        return self.result_cls(state, self.words(metric, rng, _report(resource)), metric)
 
-    def performance(self, metric, resource):
+    def performance(self, metric: nagiosplugin.Metric, resource: RoundTrip) -> Performance:
         warn = threshold_field(self.warning) if self.evaluated else ""
         crit = threshold_field(self.critical) if self.evaluated else ""
         minimum = "" if metric.min is None else number(metric.min)
@@ -172,22 +178,22 @@ class Junk(Figure):
 
     STATES = {"ok": Ok, "warning": Warn, "critical": Critical}
 
-    def __init__(self, junk_state):
+    def __init__(self, junk_state: str) -> None:
         super().__init__("junk", seconds=False, evaluated=False, words=junk_words)
         self.state = self.STATES[junk_state]
 
-    def evaluate(self, metric, resource):
+    def evaluate(self, metric: nagiosplugin.Metric, resource: RoundTrip) -> nagiosplugin.Result:
         return self.said(self.state if metric.value else Ok, metric, resource)
 
 
 class Failure(nagiosplugin.Context):
     """A step that failed talking to a server: CRITICAL (or UNKNOWN by --error-state)."""
 
-    def __init__(self, error_state):
+    def __init__(self, error_state: str) -> None:
         super().__init__("failure")
         self.state = Unknown if error_state == "unknown" else Critical
 
-    def evaluate(self, metric, resource):
+    def evaluate(self, metric: nagiosplugin.Metric, resource: RoundTrip) -> nagiosplugin.Result:
         f = metric.value
         return self.result_cls(self.state, "%s failed: %s" % (f.step, f.detail), metric)
 
@@ -196,16 +202,28 @@ class Note(nagiosplugin.Context):
     """A message with a fixed state (damaged state kept aside, lock busy, ...), said in
     *words* (default: the message itself, on one line)."""
 
-    def __init__(self, name, state, words: Optional[Words] = None):
+    def __init__(self, name: str, state: ServiceState, words: Optional[Words] = None) -> None:
         super().__init__(name)
         self.state = state
         self.words = words or message_words
 
-    def evaluate(self, metric, resource):
-        return self.result_cls(self.state, self.words(metric, None, resource.report), metric)
+    def evaluate(self, metric: nagiosplugin.Metric, resource: RoundTrip) -> nagiosplugin.Result:
+        return self.result_cls(self.state, self.words(metric, None, _report(resource)), metric)
 
 
-def contexts(settings):
+def _report(resource: RoundTrip) -> Report:
+    """The report of *resource*'s run: its contexts are evaluated after it ran."""
+    assert resource.report is not None
+    return resource.report
+
+
+def _outcome(report: Report) -> "Outcome":
+    """The outcome of a run that was not UNKNOWN (only those have figures to tell)."""
+    assert report.outcome is not None
+    return report.outcome
+
+
+def contexts(settings: "Settings") -> list[nagiosplugin.Context]:
     w, c = settings.warning, settings.critical
     stale = settings.stale_warning is not None or settings.stale_critical is not None
     return [
@@ -232,9 +250,9 @@ def contexts(settings):
 
 def rtt_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
     """The slowest round trip of the run (with its legs where a reflector stamped it)."""
-    n = len(report.outcome.rtts)
+    n = len(_outcome(report).rtts)
     text = "round trip %ss" % plain(m.value) if n <= 1 else "%d round trips, slowest %ss" % (n, plain(m.value))
-    legs = report.outcome.slowest_legs
+    legs = _outcome(report).slowest_legs
     if legs and any(leg is not None for leg in legs):
         text += " (%s)" % ", ".join("%s %ss" % (way, plain(leg)) for way, leg in zip(("out", "back"), legs)
                                    if leg is not None)
@@ -251,7 +269,7 @@ def oldest_pending_words(m: nagiosplugin.Metric, rng: Optional[Range], report: R
     """The probe longest in flight: told when nothing came back this run."""
     if rng:
         return "probe in flight for %ss %s" % (plain(m.value), violation(rng))
-    return "oldest in flight %ss" % plain(m.value) if m.value > 0 and not report.outcome.rtts else ""
+    return "oldest in flight %ss" % plain(m.value) if m.value > 0 and not _outcome(report).rtts else ""
 
 
 def lost_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:
@@ -327,35 +345,35 @@ class Summary(nagiosplugin.Summary):
     each in its context's words; the status line and the -v lines redacted last
     (no secret of the run in them)."""
 
-    def ok(self, results):
+    def ok(self, results: nagiosplugin.Results) -> str:
         return redact(self._line(results))
 
-    def problem(self, results):
+    def problem(self, results: nagiosplugin.Results) -> str:
         return redact(self._line(results))
 
-    def verbose(self, results):
-        lines = []
+    def verbose(self, results: nagiosplugin.Results) -> list[str]:
+        lines: list[str] = []
         resource = _resource(results)
         if resource is not None and resource.report is not None:
             lines.extend(redact(str(note)) for note in resource.report.notes)
         return lines
 
     @staticmethod
-    def _line(results):
+    def _line(results: nagiosplugin.Results) -> str:
         problems = sorted((r for r in results if r.state != Ok), key=lambda r: -int(r.state))
         fine = {r.metric.name: r for r in results if r.state == Ok and r.metric is not None}
         parts = [str(r) for r in problems] + [str(fine[name]) for name in ORDER if name in fine]
         return ", ".join(p for p in parts if p)
 
 
-def _resource(results):
+def _resource(results: nagiosplugin.Results) -> Optional[RoundTrip]:
     for r in results:
         if r.resource is not None:
             return r.resource
     return None
 
 
-def build(settings, budget, transports: Optional[Transports] = None,
+def build(settings: "Settings", budget: "Budget", transports: Optional[Transports] = None,
           clock: Callable[[], float] = time.time) -> nagiosplugin.Check:
     """The nagiosplugin Check for one run (*transports* and *clock*: see RoundTrip)."""
     return nagiosplugin.Check(RoundTrip(settings, budget, transports, clock), *contexts(settings), Summary(),
