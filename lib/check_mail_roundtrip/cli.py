@@ -11,6 +11,8 @@ import os
 import re
 import socket
 import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import nagiosplugin
 
@@ -21,6 +23,11 @@ from .redact import Stream, redact, register
 from .roundtrip import REST_OF_RUN
 from .settings import Endpoint, Settings
 from .tls import client_context
+
+if TYPE_CHECKING:
+    import ssl
+
+    from .oauth2 import TokenSource
 
 SYSTEM_STATE_DIR = "/var/lib/check_mail_roundtrip"
 ENV_STATE_DIR = "CHECK_MAIL_ROUNDTRIP_STATE_DIR"
@@ -43,11 +50,11 @@ class Unusable(UsageError):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
 
-def _number(text):
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -55,21 +62,21 @@ def _number(text):
     return value
 
 
-def seconds(text):
+def seconds(text: str) -> float:
     value = _number(text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError("must be a positive number of seconds: %r" % text)
     return value
 
 
-def timeout_seconds(text):
+def timeout_seconds(text: str) -> float:
     value = seconds(text)
     if not MIN_TIMEOUT <= value <= MAX_TIMEOUT:
         raise argparse.ArgumentTypeError("must be between %g and %g seconds: %r" % (MIN_TIMEOUT, MAX_TIMEOUT, text))
     return value
 
 
-def _range(text):
+def _range(text: str) -> nagiosplugin.Range:
     try:
         return nagiosplugin.Range(text)
     except ValueError as exc:
@@ -78,14 +85,14 @@ def _range(text):
             "not a Nagios range: %r (%s; e.g. 120, 10:20, ~:10, @10:20)" % (text, why))
 
 
-def _wait(text):
+def _wait(text: str) -> float:
     value = _number(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more seconds: %r" % text)
     return value
 
 
-def _port(text):
+def _port(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -97,7 +104,7 @@ def _port(text):
 
 # The two connections, described once; their options and Endpoints are made from this
 # (the transports' modules are imported only by a run that uses them).
-SIDES = {
+SIDES: dict[str, dict[str, Any]] = {
     "smtp": {"protocol": "SMTP", "title": "sending (SMTP)", "ports": {"starttls": 25, "tls": 465, "none": 25},
              "tls": ("starttls", "tls", "none"), "tls_help": "STARTTLS (default), implicit TLS, or no TLS",
              "user_help": "SMTP AUTH user (default: no AUTH)", "env": ENV_SMTP_PASSWORD},
@@ -112,10 +119,10 @@ SIDES = {
 COLLECTORS = ("imap", "pop3")  # the sides that may collect (--collect)
 
 
-def side_options(p, side, auth=True):
+def side_options(p: argparse.ArgumentParser, side: str, auth: bool = True) -> "argparse._ArgumentGroup":
     """--X-host, --X-port, --X-tls, --X-user, (--X-auth, else the password,) --X-password-file for one side."""
     d = SIDES[side]
-    by_port = {}
+    by_port: dict[int, list[str]] = {}
     for mode in d["tls"]:
         by_port.setdefault(d["ports"][mode], []).append(mode)
     ports = ", ".join("%d for %s" % (port, "/".join(modes)) for port, modes in by_port.items())
@@ -138,7 +145,7 @@ def side_options(p, side, auth=True):
     return g
 
 
-def _oauth2_options(p):
+def _oauth2_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("OAuth2 (with --imap-auth, --pop3-auth or --smtp-auth oauth2; one token source)")
     g.add_argument("--oauth2-mechanism", choices=sasl.MECHANISMS, default="auto",
                    help="SASL mechanism (default auto: OAUTHBEARER where the server offers it, else XOAUTH2)")
@@ -161,7 +168,8 @@ def _oauth2_options(p):
                         "is written back, keeping the file's mode and owner")
 
 
-def _token_source(args, ctx, secrets, state_dir):
+def _token_source(args: argparse.Namespace, ctx: "ssl.SSLContext", secrets: Mapping[str, str],
+                  state_dir: str) -> Optional["TokenSource"]:
     """The OAuth2 TokenSource the options describe, or None when no side uses OAuth2."""
     given = [o for o in ("token_file", "token_command", "token_url", "client_id", "client_secret_file",
                          "scope", "refresh_token_file") if getattr(args, "oauth2_" + o)]
@@ -204,11 +212,12 @@ def _token_source(args, ctx, secrets, state_dir):
                              args.oauth2_refresh_token_file, state_dir, ctx)
 
 
-def endpoint(args, side, ctx, secrets, tokens, default_user=None):
+def endpoint(args: argparse.Namespace, side: str, ctx: "ssl.SSLContext", secrets: Mapping[str, str],
+             tokens: Optional["TokenSource"], default_user: Optional[str] = None) -> Endpoint:
     """The Endpoint of one side from the parsed options."""
     d = SIDES[side]
 
-    def opt(name):
+    def opt(name: str) -> Any:
         return getattr(args, "%s_%s" % (side, name))
 
     host = _host(opt("host") or args.host)
@@ -225,14 +234,14 @@ def endpoint(args, side, ctx, secrets, tokens, default_user=None):
                     opt("user") or default_user, password, ctx, family=args.family)
 
 
-def _host(text):
+def _host(text: Optional[str]) -> Optional[str]:
     """The host as given; "[::1]" is the IPv6 address ::1."""
     if text and text.startswith("[") and text.endswith("]"):
         return text[1:-1]
     return text
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="check_mail_roundtrip",
         description=(
@@ -351,7 +360,7 @@ def parser():
     return p
 
 
-def _password(path, from_ini, env, name):
+def _password(path: Optional[str], from_ini: Optional[str], env: str, name: str) -> Optional[str]:
     """The password: from --X-password-file (*name* names it: "IMAP password file"), else the
     extra-opts file, else the environment.
 
@@ -376,25 +385,27 @@ def _password(path, from_ini, env, name):
     return os.environ.get(env)
 
 
-def _thresholds(warning, critical):
+def _thresholds(warning: Optional[nagiosplugin.Range],
+                critical: Optional[nagiosplugin.Range]) -> tuple[nagiosplugin.Range, nagiosplugin.Range]:
     """-w/-c with their defaults; a default gives way to an explicit value on the other side."""
     if warning is None and critical is None:
         return _range(DEFAULT_WARNING), _range(DEFAULT_CRITICAL)
-    if warning is None:
+    if warning is None and critical is not None:
         default = _range(DEFAULT_WARNING)
         return (critical if _simple(critical) and critical.end < default.end else default), critical
-    if critical is None:
+    if critical is None and warning is not None:
         default = _range(DEFAULT_CRITICAL)
         return warning, (warning if _simple(warning) and warning.end > default.end else default)
     return warning, critical
 
 
-def _simple(rng):
+def _simple(rng: nagiosplugin.Range) -> bool:
     """A plain 0:N range."""
     return not rng.invert and rng.start == 0 and not math.isinf(rng.end)
 
 
-def _ordered(low, high, low_name, high_name, unit="s"):
+def _ordered(low: Optional[nagiosplugin.Range], high: Optional[nagiosplugin.Range], low_name: str, high_name: str,
+             unit: str = "s") -> None:
     """A warning range that is not inside the critical one is a usage error."""
     if low is None or high is None:
         return
@@ -403,11 +414,12 @@ def _ordered(low, high, low_name, high_name, unit="s"):
                          % (low_name, low.end, unit, high_name, high.end, unit))
 
 
-def default_state_dir(checkout_state_dir):
+def default_state_dir(checkout_state_dir: Optional[str]) -> str:
     return os.environ.get(ENV_STATE_DIR) or checkout_state_dir or SYSTEM_STATE_DIR
 
 
-def settings_from(args, checkout_state_dir=None, secrets=None):
+def settings_from(args: argparse.Namespace, checkout_state_dir: Optional[str] = None,
+                  secrets: Optional[Mapping[str, str]] = None) -> Settings:
     """Settings from parsed *args*; raises UsageError on a bad combination.
 
     *secrets* holds passwords read from an --extra-opts file.
@@ -464,7 +476,7 @@ def settings_from(args, checkout_state_dir=None, secrets=None):
     )
 
 
-def _ca_problem(exc):
+def _ca_problem(exc: BaseException) -> str:
     """Why a CA file cannot be used, in words (no OpenSSL library codes)."""
     reason = getattr(exc, "reason", None) or ""
     if reason == "NO_CERTIFICATE_OR_CRL_FOUND":
@@ -475,24 +487,24 @@ def _ca_problem(exc):
     return re.sub(r"\s*\(_ssl\.c:\d+\)", "", text) or type(exc).__name__
 
 
-def _unknown(message):
+def _unknown(message: object) -> NoReturn:
     sys.stdout.write("%s UNKNOWN - %s\n" % (NAME, " ".join(redact(str(message)).split())))
     sys.stdout.flush()
     sys.exit(3)
 
 
-def _flags(p):
+def _flags(p: argparse.ArgumentParser) -> set[str]:
     """Option names (without dashes) that take no value, for --extra-opts."""
     return {o.lstrip("-") for a in p._actions if a.nargs == 0 for o in a.option_strings}
 
 
-def internal_budget(timeout):
+def internal_budget(timeout: float) -> float:
     """Seconds the steps may use: the -t budget less a margin for the output."""
     return max(0.5, timeout - min(2.0, timeout * 0.2))
 
 
 @nagiosplugin.guarded(verbose=0)
-def main(argv=None, checkout_state_dir=None):
+def main(argv: Optional[list[str]] = None, checkout_state_dir: Optional[str] = None) -> None:
     nagiosplugin.Runtime().stdout = Stream()  # whatever nagiosplugin prints, a failure's UNKNOWN line too
     p = parser()
     try:
