@@ -36,8 +36,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
-from . import probe as probe_format
-from . import sasl
+from . import probe as probe_format, sasl
 from .budget import Deadline
 from .candidates import newest
 from .connection import Connection, Wire
