@@ -1,6 +1,7 @@
 """A run loads only what it uses: parsing the options of an IMAP run with a
 password loads no POP3, no OAuth2 and its HTTP client, no protocol trace
-(that is -vvv's) and nothing of the reflector.  What a run costs is measured
+(that is -vvv's), nothing of the reflector and not the email package's header
+parser (email.policy: a usual probe is written without it).  What a run costs is measured
 by benchmarks/run_cost.py; this guards the imports it depends on."""
 
 import json
@@ -10,7 +11,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WATCHED = ("poplib", "urllib.request", "http.client", "check_mail_roundtrip.pop3", "check_mail_roundtrip.oauth2",
-           "check_mail_roundtrip.trace", "check_mail_roundtrip.reflector")
+           "check_mail_roundtrip.trace", "check_mail_roundtrip.reflector", "email.policy")
 PARSE = """
 import json, sys
 from check_mail_roundtrip import cli

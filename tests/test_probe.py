@@ -445,6 +445,30 @@ def test_build_message_without_domain_uses_hostname():
     assert msg["Message-ID"] == "<0123456789abcdef.1700000000000@mon1.example.org>"
 
 
+# The probe as sent is the email package's text to the byte, whether
+# message_text writes it itself (plain addresses, printable ASCII: 7bit or
+# quoted-printable body) or hands it to the email package (display names,
+# non-ASCII, encoded-word look-alikes, long lines, an address without domain).
+ADDRESSES = ["monitor@lab.test", "a@b", "x" * 70 + "@example.org", "Mon <m@x.org>", "monitor", "\u00fc@x.de",
+             "a..b@x", "a=?b@x", '"q q"@x.org']
+HOSTS = ["mon1.example.org", "h" * 90, "h\u00e9", "a\tb"]
+PROFILES = ["default", "p" * 70, "\u00fc", "a  b"]
+
+
+@pytest.mark.parametrize("mail_from", ADDRESSES)
+@pytest.mark.parametrize("rcpt_to", ADDRESSES[:4])
+@pytest.mark.parametrize("hostname", HOSTS)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_probe_text_is_the_email_packages(mail_from, rcpt_to, hostname, profile):
+    probe, secret, now = Probe(profile, "0123456789abcdef", 1700000000123), b"s" * 32, 1700000000.5
+    extra = [(P.RETURN_HEADER, "%s; sig=%s" % (mail_from, "0" * 32))]
+    msg = build_message(probe, secret, mail_from, rcpt_to, hostname, now)
+    for name, value in extra:
+        msg[name] = value
+    expected = msg.as_string(policy=email.policy.SMTP.clone(max_line_length=998))
+    assert P.message_text(probe, secret, mail_from, rcpt_to, hostname, now, extra) == expected
+
+
 # The token must stand in the Subject as sent, in plain ASCII, so that a
 # server-side SEARCH SUBJECT "MRTP1.<key>" finds it on any server.  With
 # email.policy.SMTP (max_line_length 78) the 82-character token cannot be

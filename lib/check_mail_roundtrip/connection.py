@@ -15,12 +15,11 @@ What differs between the protocols, a :class:`Wire` says: how to open a
 connection, start TLS in it, find its socket, and end it politely or not.
 """
 
-import dataclasses
 import socket
 import ssl
 from typing import Callable, Generic, Optional, TypeVar, cast
 
-from . import tls
+from . import record, tls
 from .budget import Deadline
 from .failure import StepFailure, attempt, goodbye, step
 from .net import connect
@@ -32,7 +31,7 @@ NAMES_WHY = "reading the certificate's names"
 Conn = TypeVar("Conn")
 
 
-@dataclasses.dataclass(frozen=True)
+@record.record(frozen=True)
 class Wire(Generic[Conn]):
     """What one protocol does on the wire, for a :class:`Connection` to call.
 
@@ -115,7 +114,7 @@ class Connection(Generic[Conn]):
         that verifies the chain but not the host name, and goes no further than TLS."""
         wire = self.wire
         assert self.ep.ssl_context is not None  # the CLI always gives one
-        ep = dataclasses.replace(self.ep, ssl_context=tls.names_only(self.ep.ssl_context))
+        ep = record.replace(self.ep, ssl_context=tls.names_only(self.ep.ssl_context))
         conn = wire.open(ep, address, self.deadline, NAMES_WHY)
         try:
             if ep.tls == "starttls":

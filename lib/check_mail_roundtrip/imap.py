@@ -23,7 +23,6 @@ same shape.
 
 import base64
 import binascii
-import dataclasses
 import imaplib
 import logging
 import re
@@ -36,7 +35,7 @@ from typing import NamedTuple
 import imapclient
 from imapclient import imap4, tls
 
-from . import candidates, folders
+from . import candidates, folders, record
 from . import junk as junk_folder
 from . import probe as probe_format
 from . import sasl
@@ -240,7 +239,7 @@ class Ref(NamedTuple):
     junk: bool = False
 
 
-@dataclasses.dataclass(eq=False)
+@record.record(eq=False)
 class _Folder:
     """One folder the collector reads: the collection folder, or the Junk folder."""
 
@@ -248,8 +247,8 @@ class _Folder:
     junk: bool = False
     uidvalidity: object = None
     searched: bool = False     # searched in this session: its memory is current
-    found: set = dataclasses.field(default_factory=set)  # candidates found in this session
-    read: set = dataclasses.field(default_factory=set)   # candidates handed out to be read in it
+    found: set = record.field(default_factory=set)  # candidates found in this session
+    read: set = record.field(default_factory=set)   # candidates handed out to be read in it
 
 
 class ImapCollector:

@@ -25,9 +25,9 @@ Pure logic, no I/O and no clock: the caller passes the collection time.
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
+from .record import field, record
 from .reflection import legs
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ SOURCES = {
 }
 
 
-@dataclass
+@record()
 class Arrival:
     """A verified probe found in the mailbox."""
 
@@ -61,7 +61,7 @@ class Arrival:
     stamp: Optional[tuple[int, int]] = None  # a reflector's (received ms, sent ms), verified, or None
 
 
-@dataclass
+@record()
 class Outcome:
     """What one collection amounted to."""
 

@@ -32,8 +32,9 @@ module, not the other way round).
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Protocol
+
+from .record import record
 
 if TYPE_CHECKING:
     import datetime
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from .settings import Endpoint
 
 
-@dataclass
+@record()
 class Fetched:
     """One candidate mail: its reference, raw headers (bounded), arrival time."""
 
@@ -59,7 +60,7 @@ class Fetched:
 SENT, FAILED, UNCERTAIN = "sent", "failed", "uncertain"
 
 
-@dataclass
+@record()
 class SendResult:
     status: str                 # SENT, FAILED or UNCERTAIN
     failure: "Optional[StepFailure]" = None

@@ -21,6 +21,7 @@ no I/O, no clock (the caller passes times in).
 """
 
 import base64
+import binascii
 import email.message
 import email.quoprimime
 import email.utils
@@ -29,10 +30,10 @@ import hmac
 import re
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Optional, Union
 
 from .lazy_re import LazyPattern
+from .record import record
 
 VERSION = "MRTP1"
 HEADER = "X-Mail-Roundtrip"
@@ -74,7 +75,7 @@ def _token_text(key: str, probe_id: str, sent_ms: int, signature: str) -> str:
     return "%s.%s.%s.%d.%s" % (VERSION, key, probe_id, sent_ms, signature)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Probe:
     """One probe: who sent it (profile), its id and its send time."""
 
@@ -107,7 +108,7 @@ def new_probe(profile: str, now: float, node: Optional[str] = None) -> Probe:
     return Probe(profile, tag + secrets.token_hex(8 - NODE_TAG // 2), int(round(now * 1000)))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Token:
     """A token as found in a mail, not yet verified."""
 
@@ -234,6 +235,13 @@ def recognise(header_block: Union[str, bytes], secret: bytes, profile: str) -> t
     return None, "bad signature (forged or tampered token)"
 
 
+PROBE_BODY = ("This is an automatic test message from check_mail_roundtrip,\n"
+              "a monitoring check run on %s (check profile %r).\n\n"
+              "It tests that mail from %s to %s is delivered and measures how\n"
+              "long delivery takes. The check removes it when it comes back.\n"
+              "Please do not reply to it.\n")
+
+
 def build_message(probe: Probe, secret: bytes, mail_from: str, rcpt_to: str, hostname: str,
                   now: float) -> email.message.EmailMessage:
     """The probe as a proper mail (email.message.EmailMessage).
@@ -251,14 +259,59 @@ def build_message(probe: Probe, secret: bytes, mail_from: str, rcpt_to: str, hos
     domain = domain if at and domain else hostname
     msg["Message-ID"] = "<%s.%d@%s>" % (probe.probe_id, probe.sent_ms, domain)
     msg[HEADER] = token
-    msg.set_content(
-        "This is an automatic test message from check_mail_roundtrip,\n"
-        "a monitoring check run on %s (check profile %r).\n\n"
-        "It tests that mail from %s to %s is delivered and measures how\n"
-        "long delivery takes. The check removes it when it comes back.\n"
-        "Please do not reply to it.\n" % (hostname, probe.profile, mail_from, rcpt_to)
-    )
+    msg.set_content(PROBE_BODY % (hostname, probe.profile, mail_from, rcpt_to))
     return msg
+
+
+# An address written as given by the email package (a dot-atom local part and
+# domain, without "=" or "?" that could start an encoded word): what
+# :func:`message_text` writes itself.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+"
+_PLAIN_ADDRESS = LazyPattern(rf"{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*\Z")
+TEXT_LINE = 78     # the email package's longest body line sent as it is (7bit), else quoted-printable
+# Header lines up to this length (RFC 5322's limit) are not folded: the token
+# stays readable as plain text in the Subject (no RFC 2047 encoding) for
+# servers and filters that match on it.
+HEADER_LINE = 998
+
+
+def message_text(probe: Probe, secret: bytes, mail_from: str, rcpt_to: str, hostname: str, now: float,
+                 extra: Iterable[tuple[str, str]] = ()) -> str:
+    """The probe as sent (CRLF line ends): :func:`build_message` with the *extra*
+    headers added, as the email package writes it under its SMTP policy with
+    lines up to HEADER_LINE.
+
+    A probe of plain addresses with a body of printable ASCII (the usual one)
+    is written here, to the byte as the email package writes it (its choice
+    of 7bit or quoted-printable included), without loading its header parser;
+    any other is handed to the email package.
+    """
+    token = probe.token(secret)
+    body = PROBE_BODY % (hostname, probe.profile, mail_from, rcpt_to)
+    body_lines = body.split("\n")[:-1]
+    cte, payload = "7bit", body
+    if any(len(line) > TEXT_LINE for line in body_lines):
+        cte, payload = "quoted-printable", email.quoprimime.body_encode(body, TEXT_LINE)
+    _local, _at, domain = mail_from.rpartition("@")
+    headers = [("From", mail_from), ("To", rcpt_to), ("Subject", "Mail round-trip probe %s" % token),
+               ("Date", email.utils.formatdate(now, localtime=False)),
+               ("Message-ID", "<%s.%d@%s>" % (probe.probe_id, probe.sent_ms, domain)), (HEADER, token),
+               ("Content-Type", 'text/plain; charset="utf-8"'), ("Content-Transfer-Encoding", cte),
+               ("MIME-Version", "1.0")] + list(extra)
+    lines = ["%s: %s" % pair for pair in headers]
+    plain = (_PLAIN_ADDRESS.match(mail_from) and _PLAIN_ADDRESS.match(rcpt_to)
+             and all(line.isascii() and line.isprintable() for line in body_lines)
+             and (cte == "7bit" or len(payload) <= len(binascii.b2a_base64(body.encode("ascii"))))
+             and all(line.isascii() and line.isprintable() and "=?" not in line and "  " not in line
+                     and len(line) <= HEADER_LINE for line in lines))
+    if plain:
+        return "".join(line + "\r\n" for line in lines) + "\r\n" + "\r\n".join(payload.split("\n"))
+    from email.policy import SMTP  # only for a probe the email package must write
+
+    msg = build_message(probe, secret, mail_from, rcpt_to, hostname, now)
+    for name, value in extra:
+        msg[name] = value
+    return msg.as_string(policy=SMTP.clone(max_line_length=HEADER_LINE))
 
 
 def own_token(header_block: Union[str, bytes], secret: bytes) -> Optional[Token]:

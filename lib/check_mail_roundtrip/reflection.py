@@ -23,11 +23,11 @@ import email.utils
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from .lazy_re import LazyPattern
 from .probe import HEADER, RETURN_HEADER, STAMP_HEADER, VERSION, Token, header_values, own_token
+from .record import field, record
 
 # What the reflector reads of an incoming mail (and fetches over IMAP).
 REFLECTOR_HEADERS = ("Subject", HEADER, RETURN_HEADER, STAMP_HEADER, "Content-Type", "From", "To",
@@ -101,7 +101,7 @@ def read_stamp(header_block: Union[str, bytes], token: str, secret: bytes) -> Op
 
 # -- the rules for one incoming mail --------------------------------------------
 
-@dataclass
+@record()
 class Memory:
     """What the reflector remembers: probes reflected, recent reflections per address."""
 
@@ -152,7 +152,7 @@ class Memory:
         return len(self.recent.get(to.lower(), []))
 
 
-@dataclass
+@record()
 class Decision:
     """Reflect (to *to*) or drop (why)."""
 

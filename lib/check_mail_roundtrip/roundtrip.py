@@ -19,10 +19,8 @@ with --wait, then wait for the probe just sent and book it too.
 """
 
 import datetime
-import email.policy
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from . import ledger, state as state_files
@@ -34,7 +32,7 @@ from .probe import (
     RETURN_HEADER,
     VERSION,
     Probe,
-    build_message,
+    message_text,
     new_probe,
     node_tag,
     own_token,
@@ -42,15 +40,12 @@ from .probe import (
     recognise,
     search_key,
 )
+from .record import field, record
 from .reflection import read_stamp, return_header
 from .secret import load_or_create
 from .settings import Settings
 from .state import State, StateError, StateStore
 from .transports import Transports, for_settings
-
-# Long lines are not folded: the token must stay readable as plain text in
-# the Subject (no RFC 2047 encoding) for servers and filters that match on it.
-_WIRE = email.policy.SMTP.clone(max_line_length=998)
 
 # Share of the remaining budget the lock wait and the collection may use.
 LOCK_SHARE = 0.25
@@ -70,7 +65,7 @@ def abandon_after(lost_after: float) -> float:
     return max(ledger.LOST_MEMORY, 2 * lost_after)
 
 
-@dataclass
+@record()
 class Report:
     """What one run found and did."""
 
@@ -127,7 +122,7 @@ def _junk(settings: Settings) -> object:
     return settings.junk if settings.collect_by == "imap" else None
 
 
-@dataclass
+@record()
 class Run:
     """One invocation with its state locked: what it was told (settings, the
     budget, the clock, the transports), what it holds (the state store, the
@@ -319,9 +314,8 @@ class Run:
         probe = new_probe(settings.profile, now, settings.node)
         ledger.record_sent(state, probe)
         self.store.save(state)
-        message = build_message(probe, secret, settings.mail_from, settings.rcpt_to, settings.hostname, now)
-        message[RETURN_HEADER] = return_header(probe.token(secret), settings.mail_from, secret)
-        text = message.as_string(policy=_WIRE)
+        text = message_text(probe, secret, settings.mail_from, settings.rcpt_to, settings.hostname, now,
+                            [(RETURN_HEADER, return_header(probe.token(secret), settings.mail_from, secret))])
         deadline = self.budget.share(1.0, _kept(settings))
         result = self.transports.send(
             text, settings.mail_from, settings.rcpt_to, settings.smtp,

@@ -3,8 +3,9 @@
 No module reads options from anywhere else; tests build Settings directly.
 """
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Union
+
+from .record import field, record
 
 if TYPE_CHECKING:
     import ssl
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from .oauth2 import TokenSource
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Endpoint:
     """One server connection: where, how (TLS mode) and as whom."""
 
@@ -36,7 +37,7 @@ class Endpoint:
         return found + (self.oauth2.secrets() if self.oauth2 is not None else [])
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Settings:
     """Everything one run needs."""
 
@@ -80,7 +81,7 @@ class Settings:
         return endpoint
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ReflectorSettings:
     """Everything one run of the reflector needs (mail_roundtrip_reflector pipe or poll)."""
 

@@ -39,8 +39,9 @@ import pwd
 import re
 import stat
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, NoReturn, Optional, TypeVar
+
+from .record import field, record
 
 SCHEMA = 1
 _COUNTERS = ("sent", "returned", "lost", "late")
@@ -54,7 +55,7 @@ class LockTimeout(StateError):
     """Another run holds the profile's lock."""
 
 
-@dataclass
+@record()
 class State:
     """What one profile remembers between runs.
 

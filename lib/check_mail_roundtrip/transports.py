@@ -6,16 +6,16 @@ them (tests hand in a mail system in memory).  The protocol modules are
 imported only here, and only when a run is about to use them.
 """
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .mail import CollectorFactory, Sender
+from .record import record
 
 if TYPE_CHECKING:
     from .settings import Settings
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Transports:
     """How a run opens its collector and sends its probe."""
 
