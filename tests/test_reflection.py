@@ -1,4 +1,4 @@
-"""What the reflector may send back, and the legs (lib/check_mail_roundtrip/reflection.py).
+"""What the reflector may send back, and the legs (lib/check_mail_roundtrip/reflection.py, reflector_rules.py).
 Pure logic: no I/O, no clock, no lab."""
 
 import email
@@ -7,19 +7,9 @@ import email.policy
 from hypothesis import given, strategies as st
 
 from check_mail_roundtrip import ledger
-from check_mail_roundtrip.probe import Probe, build_message
-from check_mail_roundtrip.reflection import (
-    RETURN_HEADER,
-    STAMP_HEADER,
-    Memory,
-    build_reflection,
-    decide,
-    legs,
-    read_stamp,
-    return_header,
-    signed_return,
-    token_text,
-)
+from check_mail_roundtrip.probe import RETURN_HEADER, STAMP_HEADER, Probe, build_message
+from check_mail_roundtrip.reflection import legs, read_stamp, return_header, signed_return
+from check_mail_roundtrip.reflector_rules import Memory, build_reflection, decide, token_text
 from check_mail_roundtrip.state import State
 
 WIRE = email.policy.SMTP.clone(max_line_length=998, linesep="\n")  # as the check sends it

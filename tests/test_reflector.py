@@ -427,7 +427,8 @@ def test_the_rate_limit_counts_an_address_in_any_case(far_end, tmp_path):
 
 def test_the_options_become_the_reflectors_own_typed_settings(tmp_path):
     from check_mail_roundtrip import reflector
-    from check_mail_roundtrip.settings import Endpoint, ReflectorSettings
+    from check_mail_roundtrip.reflector_settings import ReflectorSettings
+    from check_mail_roundtrip.settings import Endpoint
     password = tmp_path / "far.pw"
     password.write_text(FAR_PASSWORD + "\n")
     password.chmod(0o600)

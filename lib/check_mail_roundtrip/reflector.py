@@ -7,7 +7,7 @@
 entry, a Postfix ``pipe(8)`` transport or a Sieve ``pipe`` delivers it;
 ``poll`` reads a mailbox over IMAP (one pass, for cron or a systemd timer,
 or ``--loop`` with IDLE).  Either way each mail goes through
-:func:`reflection.decide`: only a probe signed with the shared secret, for a
+:func:`reflector_rules.decide`: only a probe signed with the shared secret, for a
 signed return address that is its From, not reflected before, not a bounce
 or an automatic mail, and within the rate limit is sent back, by SMTP (the
 check's ``--smtp-*`` options) or the local MTA (``--sendmail``), stamped with
@@ -42,9 +42,10 @@ from .collect import open_collector
 from .failure import StepFailure
 from .probe import VERSION
 from .redact import redact
-from .reflection import REFLECTOR_HEADERS, Memory, address, build_reflection, decide, printable, token_text
+from .reflection import address
+from .reflector_rules import REFLECTOR_HEADERS, Memory, build_reflection, decide, printable, token_text
+from .reflector_settings import ReflectorSettings
 from .secret import read as read_secret
-from .settings import ReflectorSettings
 from .state import Damaged, StateError, ensure_directory, lock, read_json, set_aside, write_atomically
 
 if TYPE_CHECKING:

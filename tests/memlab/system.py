@@ -20,7 +20,7 @@ monitor's).  Faults, each until changed:
   (the run dies while it hands the probe over);
 - :meth:`fail` (a collector step fails, in the words given);
 - :meth:`reflector`: an address where a reflector (the real rules of
-  reflection.py) sends verified probes back, stamped.
+  reflector_rules.py) sends verified probes back, stamped.
 
 Mail not sent by the check (spam, other profiles' probes, forgeries) is put
 into a folder with :meth:`append`, as IMAP APPEND would.
@@ -38,7 +38,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from check_mail_roundtrip import reflection
+from check_mail_roundtrip import reflection, reflector_rules
 from check_mail_roundtrip.failure import StepFailure
 from check_mail_roundtrip.mail import FAILED, SENT, UNCERTAIN, SendResult
 from check_mail_roundtrip.probe import RETURN_HEADER, Probe, build_message, new_probe
@@ -199,18 +199,18 @@ class Reflector:
     pause: float = 0.0
     skew: float = 0.0
     max_age: float = 86400.0
-    memory: reflection.Memory = field(default_factory=reflection.Memory)
+    memory: reflector_rules.Memory = field(default_factory=reflector_rules.Memory)
     dropped: list[str] = field(default_factory=list)   # why a mail was not reflected
 
     def receive(self, system: "MailSystem", delivery: _Delivery) -> None:
         now = delivery.due + self.skew
-        decision = reflection.decide(delivery.raw, delivery.mail_from, self.secret, self.memory, now,
+        decision = reflector_rules.decide(delivery.raw, delivery.mail_from, self.secret, self.memory, now,
                                      self.max_age, 60)
         if decision.to is None or decision.token is None:
             self.dropped.append(decision.why or "")
             return
         received_ms, sent_ms = int(now * 1000), int((now + self.pause) * 1000)
-        mail = reflection.build_reflection(decision, received_ms, sent_ms, self.secret, self.address,
+        mail = reflector_rules.build_reflection(decision, received_ms, sent_ms, self.secret, self.address,
                                            "reflector.memory.test")
         self.memory.record(decision.token.probe_id, decision.to, now)
         system.submit(self.address, decision.to, crlf(mail.as_string(policy=email.policy.SMTP)),
