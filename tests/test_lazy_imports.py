@@ -45,3 +45,11 @@ def test_oauth2_is_loaded_by_a_run_that_signs_in_with_it_and_its_http_client_onl
     token.chmod(0o600)
     assert parse(tmp_path, "--imap-auth", "oauth2", "--oauth2-token-file", str(token)) == {
         "collect_by": "imap", "one_tls_context": True, "loaded": ["check_mail_roundtrip.oauth2"]}
+
+
+def test_the_protocols_load_neither_the_trace_nor_oauth2_until_a_run_asks_for_them():
+    code = ("import sys; import check_mail_roundtrip.imap, check_mail_roundtrip.smtp, check_mail_roundtrip.pop3; "
+            "print([m for m in ('check_mail_roundtrip.trace', 'check_mail_roundtrip.oauth2') if m in sys.modules])")
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "lib"))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    assert (p.returncode, p.stdout) == (0, "[]\n"), p

@@ -30,21 +30,24 @@ import select
 import socket
 import ssl
 import time
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 import imapclient
 from imapclient import imap4, tls
 
-from . import candidates, folders, record
-from . import junk as junk_folder
-from . import probe as probe_format
-from . import sasl
+from . import candidates, folders, junk as junk_folder, probe as probe_format, record, sasl, tracing
+from .budget import Deadline
 from .connection import Connection, Wire
 from .failure import StepFailure, attempt, step
 from .intake import MIB, Intake
 from .mail import Fetched
-from .oauth2 import sign_in
-from .trace import ImapTrace
+from .settings import Endpoint
+
+if TYPE_CHECKING:
+    import datetime
+
+    from .trace import ImapTrace
 
 # imapclient warns through the logging module (on stderr when nothing else is
 # set up); a check's output is its status line.
@@ -64,7 +67,7 @@ MAX_RECEIVED = 40 * MIB     # a connection: 2 folders x 2,000 slices of 8 KiB ar
 NONE_RELOOK = 300.0   # seconds "no Junk folder" is believed (the folder may come with the first spam)
 # Only the probe headers, and at most their first 8 KiB (a hostile mail with a
 # huge subject costs no more than a real probe).
-def _header_item(fields):
+def _header_item(fields: Iterable[str]) -> str:
     return "BODY.PEEK[HEADER.FIELDS (%s)]<0.8192>" % " ".join(h.upper() for h in fields)
 
 
@@ -74,7 +77,7 @@ _MUTF7 = re.compile(r"&([A-Za-z0-9+,]+)-")
 _DOVECOT_TIMING = re.compile(r"\s*\(\d+\.\d+(?: \+ \d+\.\d+)* secs\)\.?$")
 
 
-def server_words(raw):
+def server_words(raw: object) -> str:
     """The text of a server reply, readable.
 
     UTF-8 where the server sent it (Dovecot names a missing folder in UTF-8),
@@ -86,7 +89,7 @@ def server_words(raw):
     return _DOVECOT_TIMING.sub("", text)
 
 
-def _from_mutf7(m):
+def _from_mutf7(m: "re.Match[str]") -> str:
     b64 = m.group(1).replace(",", "/")
     try:
         text = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True).decode("utf-16-be")
@@ -100,7 +103,7 @@ def _from_mutf7(m):
 class ServerSaid(imapclient.IMAPClient.Error):
     """A command the server answered NO or BAD; ``words`` is its text."""
 
-    def __init__(self, raw):
+    def __init__(self, raw: object) -> None:
         self.words = server_words(raw)
         super().__init__(self.words)
 
@@ -111,32 +114,36 @@ class _Client(imapclient.IMAPClient):
     words intact; TLS and STARTTLS still check the certificate against the
     host name."""
 
-    def __init__(self, host, address, trace, **kwargs):
+    def __init__(self, host: str, address: str, trace: "ImapTrace", **kwargs: Any) -> None:
         self._address = address
         self._trace = trace
         super().__init__(host, **kwargs)
         self._imap.debug = 0  # imapclient turns on imaplib's parser chatter; the trace says what counts
 
-    def _create_IMAP4(self):
+    def _create_IMAP4(self) -> "_Connection":
         timeout = getattr(self._timeout, "connect", None)
         if self.ssl:
             return _TLSConnection(self._address, self._trace, self.host, self.port, self.ssl_context, timeout)
         return _PlainConnection(self._address, self._trace, self.host, self.port, timeout)
 
-    def _check_resp(self, expected, command, typ, data):
+    def _check_resp(self, expected: str, command: str, typ: str, data: list[Any]) -> None:
         # imapclient would decode the server's words as ASCII, dropping every other byte
         if typ != expected:
             raise ServerSaid(data[0] if data and isinstance(data[0], (bytes, str)) else b"")
 
 
-class _Connection:
+# What _Connection stands before: imaplib's IMAP4 as imapclient extends it (no types of its own).
+_IMAP4: Any = object
+
+
+class _Connection(_IMAP4):
     """imaplib's socket-level I/O: to the address looked up, reported to the
     trace, bounded (no literal over MAX_LITERAL, at most MAX_ANSWER bytes
     a command, MAX_RECEIVED a connection; what no one took of an answer is
     dropped at the next command); a refused STARTTLS is told in the
     server's words."""
 
-    def __init__(self, address, trace, *args):
+    def __init__(self, address: str, trace: "ImapTrace", *args: Any) -> None:
         self.address = address
         self.trace = trace
         self.completion = b""  # the server's last tagged reply
@@ -144,12 +151,12 @@ class _Connection:
                              max_literal=MAX_LITERAL, scope=" in one session")
         super().__init__(*args)
 
-    def _open_tcp(self, timeout):
+    def _open_tcp(self, timeout: Optional[float]) -> socket.socket:
         sock = socket.create_connection((self.address, self.port), timeout if timeout is not None else self._timeout)
         self.trace.connected(self.address, self.port)
         return sock
 
-    def send(self, data):
+    def send(self, data: bytes) -> None:
         self.trace.sent(data)
         # every caller takes what it needs of an answer before its next command: untagged
         # responses left over (unasked for, or of no use) would pile up for the session
@@ -157,7 +164,7 @@ class _Connection:
         self.intake.next_answer()
         super().send(data)
 
-    def readline(self):
+    def readline(self) -> bytes:
         self.intake.before()
         line = super().readline()
         self.intake.took(line)
@@ -166,14 +173,14 @@ class _Connection:
             self.completion = line
         return line
 
-    def read(self, size):
+    def read(self, size: int) -> bytes:
         self.intake.before(size)  # imaplib reads a literal whole: refused before it is read
         data = super().read(size)
         self.intake.took(data, lines=0)
         self.trace.received(data)
         return data
 
-    def starttls(self, ssl_context=None):
+    def starttls(self, ssl_context: Optional[ssl.SSLContext] = None) -> Any:
         self.completion = b""
         try:
             result = super().starttls(ssl_context)
@@ -189,31 +196,31 @@ class _Connection:
 
 
 class _TLSConnection(_Connection, tls.IMAP4_TLS):
-    def _create_socket(self, timeout=None):
+    def _create_socket(self, timeout: Optional[float] = None) -> ssl.SSLSocket:
         sock = tls.wrap_socket(self._open_tcp(timeout), self.ssl_context, self.host)
         self.trace.tls_started(sock)
         return sock
 
 
 class _PlainConnection(_Connection, imap4.IMAP4WithTimeout):
-    def _create_socket(self, timeout=None):
+    def _create_socket(self, timeout: Optional[float] = None) -> socket.socket:
         return self._open_tcp(timeout)
 
 
-def _shut(client):
+def _shut(client: _Client) -> None:
     try:
         client.shutdown()
     except OSError:
         pass
 
 
-def _text(value):
+def _text(value: object) -> str:
     return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _connect(ep, address, deadline, why=None):
+def _connect(ep: Endpoint, address: str, deadline: Deadline, why: Optional[str] = None) -> _Client:
     """A client connected to *address* (with TLS for implicit TLS)."""
-    trace = ImapTrace(ep.secrets())
+    trace: ImapTrace = tracing.trace_for("ImapTrace", ep.secrets())
     if why:
         trace.note(why)
     client = _Client(ep.host, address, trace, port=ep.port, ssl=(ep.tls == "tls"),
@@ -222,7 +229,7 @@ def _connect(ep, address, deadline, why=None):
     return client
 
 
-def _starttls(client, ssl_context, deadline):
+def _starttls(client: _Client, ssl_context: Optional[ssl.SSLContext], deadline: Deadline) -> None:
     deadline.arm(client.socket())
     if not client.has_capability("STARTTLS"):
         raise StepFailure("IMAP TLS", "server does not offer STARTTLS")
@@ -245,10 +252,10 @@ class _Folder:
 
     name: str
     junk: bool = False
-    uidvalidity: object = None
+    uidvalidity: Optional[int] = None
     searched: bool = False     # searched in this session: its memory is current
-    found: set = record.field(default_factory=set)  # candidates found in this session
-    read: set = record.field(default_factory=set)   # candidates handed out to be read in it
+    found: set[int] = record.field(default_factory=set)  # candidates found in this session
+    read: set[int] = record.field(default_factory=set)   # candidates handed out to be read in it
 
 
 class ImapCollector:
@@ -259,8 +266,9 @@ class ImapCollector:
     Refs are :class:`Ref`.
     """
 
-    def __init__(self, endpoint, folder, deadline, readonly=False, memory=None, dedicated=False,
-                 junk=None, daily=False, idle=True, now=None):
+    def __init__(self, endpoint: Endpoint, folder: str, deadline: Deadline, readonly: bool = False,
+                 memory: Optional[dict[str, Any]] = None, dedicated: bool = False, junk: object = None,
+                 daily: bool = False, idle: bool = True, now: Optional[float] = None) -> None:
         self.ep = endpoint
         self.folder = folder
         self.deadline = deadline
@@ -272,22 +280,27 @@ class ImapCollector:
         self.now = time.time() if now is None else now  # epoch seconds: when "none" was looked up
         self.idle = idle            # wait with IDLE where the server offers it (else: poll)
         self.main = _Folder(folder)
-        self.junk = None            # the Junk folder (a _Folder) once known to exist
+        self.junk: Optional[_Folder] = None  # the Junk folder once known to exist
         self.junk_looked = junk is None  # the Junk folder was looked for (or is not wanted)
-        self.selected = None
-        self.client = None
-        self.connection = Connection(WIRE, endpoint, deadline)
-        self.notes = []
-        self.unexpunged = None      # probes flagged \\Deleted and left (server without UIDPLUS)
-        self.watching = None        # how wait() watches the folder, in words
+        self.selected: Optional[_Folder] = None
+        self.client: Optional[_Client] = None
+        self.connection: Connection[_Client] = Connection(WIRE, endpoint, deadline)
+        self.notes: list[str] = []
+        self.unexpunged: Optional[int] = None  # probes flagged \\Deleted and left (server without UIDPLUS)
+        self.watching: Optional[str] = None  # how wait() watches the folder, in words
         self._key = probe_format.VERSION + "."
 
     @property
-    def uidvalidity(self):
+    def uidvalidity(self) -> Optional[int]:
         return self.main.uidvalidity
 
+    def _live(self) -> _Client:
+        """The client of the session (the collector is used inside ``with``)."""
+        assert self.client is not None
+        return self.client
+
     # -- session -------------------------------------------------------------
-    def __enter__(self):
+    def __enter__(self) -> "ImapCollector":
         self.client = self.connection.open(self._login)
         try:
             if self.client.has_capability("XMAGICTRASH") and not self.readonly:
@@ -300,7 +313,7 @@ class ImapCollector:
             raise
         return self
 
-    def _select(self, folder):
+    def _select(self, folder: _Folder) -> bool:
         """SELECT (EXAMINE with --keep) *folder* unless it is selected; False
         when the Junk folder does not open (a note, no failure)."""
         if self.selected is folder:
@@ -309,7 +322,7 @@ class ImapCollector:
         with step("IMAP select", self.deadline):
             self._arm()
             try:
-                selected = self.client.select_folder(folder.name, readonly=self.readonly)
+                selected = self._live().select_folder(folder.name, readonly=self.readonly)
             except ServerSaid as refused:
                 if folder.junk:
                     self._junk_gone(refused.words)
@@ -329,25 +342,28 @@ class ImapCollector:
         # keep the capabilities the server sent with its login answer (no extra round trip)
         client.capabilities()
 
-    def _password_login(self, client):
+    def _password_login(self, client: _Client) -> None:
         user, password = self.ep.user or "", self.ep.password or ""
         if (user + password).isascii():
             client.login(user, password)
         else:
             client.plain_login(user, password)
 
-    def _oauth2_login(self, client):
+    def _oauth2_login(self, client: _Client) -> None:
         """AUTHENTICATE with the token; once more with a fresh token if the server refuses it."""
         offered = [c[5:] for c in (_text(c) for c in client.capabilities()) if c.upper().startswith("AUTH=")]
+        from .oauth2 import sign_in  # only a run that signs in with OAuth2 loads it
+
         sign_in(self.ep, self.deadline, "IMAP login", offered,
                 lambda mechanism, token: self._authenticate(client, mechanism, token), client._trace.hide)
 
-    def _authenticate(self, client, mechanism, token):
+    def _authenticate(self, client: _Client, mechanism: str, token: str) -> Optional[str]:
         """One AUTHENTICATE dialogue: None when logged in, else the server's words."""
-        ep, said = self.ep, []
+        ep = self.ep
+        said: list[Optional[bytes]] = []
         first = sasl.initial_response(mechanism, ep.user or "", token, ep.host, ep.port)
 
-        def respond(challenge):
+        def respond(challenge: bytes) -> Optional[bytes]:
             if not said and not challenge:
                 said.append(None)
                 return first
@@ -365,10 +381,10 @@ class ImapCollector:
         client._imap.state = "AUTH"
         return None
 
-    def _not_opened(self, words):
+    def _not_opened(self, words: str) -> str:
         """Why the folder did not open, with the server's folder layout when the folder is missing."""
         said = words.rstrip(". ") or "no reason given"
-        found = attempt("IMAP select", self.deadline, lambda: folders.look_for(self.client, self.folder))
+        found = attempt("IMAP select", self.deadline, lambda: folders.look_for(self._live(), self.folder))
         if found is None:
             return 'folder "%s": %s' % (self.folder, said)
         exists, layout, better = found
@@ -378,20 +394,20 @@ class ImapCollector:
         text += "; " + layout if layout else ""
         return text + (": try --imap-folder %s" % folders.shell_word(better) if better else "")
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._close()
 
-    def _close(self):
+    def _close(self) -> None:
         client, self.client = self.client, None
         if client is None:
             return
         self.connection.close(client)
 
-    def _arm(self):
-        self.deadline.arm(self.client.socket())
+    def _arm(self) -> None:
+        self.deadline.arm(self._live().socket())
 
     # -- the Junk folder -----------------------------------------------------
-    def _look_for_junk(self):
+    def _look_for_junk(self) -> None:
         """Make self.junk the Junk folder, when one is wanted and exists (once a session).
 
         What the look-up found is remembered: a folder for a day (*daily*),
@@ -412,7 +428,7 @@ class ImapCollector:
                      or (name is None and not 0 <= self.now - looked < NONE_RELOOK))
             if stale:
                 try:
-                    name = junk_folder.discover(self.client, self.deadline, self._arm)
+                    name = junk_folder.discover(self._live(), self.deadline, self._arm)
                 except StepFailure as failure:
                     if not isinstance(failure.__cause__, ServerSaid):
                         raise  # the connection failed: the run cannot go on either
@@ -434,22 +450,23 @@ class ImapCollector:
         self.memory["junk"] = remembered
         self.junk = _Folder(name, junk=True) if name is not None else None
 
-    def _junk_gone(self, words):
+    def _junk_gone(self, words: str) -> None:
         """The Junk folder did not open: not looked into this run (auto: looked up again next run)."""
+        assert self.junk is not None  # the folder that did not open
         name = self.junk.name
         self.junk = None
         self.memory["junk"] = {} if self.junk_wanted is JUNK_AUTO else {"folder": name}
         self.notes.append('Junk folder "%s" not looked into: it does not open (server: %s)'
                           % (name, words.rstrip(". ") or "no reason given"))
 
-    def _folders(self):
+    def _folders(self) -> list[_Folder]:
         """The folders to read, the one to keep selected last: Junk, then the collection folder."""
         self._look_for_junk()
         return [f for f in (self.junk, self.main) if f is not None]
 
-    def _by_folder(self, refs):
+    def _by_folder(self, refs: Sequence[Ref]) -> list[tuple[_Folder, list[int]]]:
         """*refs* grouped by folder, the selected folder first (fewer SELECTs): [(folder, uids)]."""
-        groups = []
+        groups: list[tuple[_Folder, list[int]]] = []
         for folder in self._folders():
             uids = [r.uid for r in refs if r.junk == folder.junk]
             if uids:
@@ -458,7 +475,7 @@ class ImapCollector:
         return groups
 
     # -- work ----------------------------------------------------------------
-    def find(self, key, before=None, wanted=()):
+    def find(self, key: str, before: "Optional[datetime.date]" = None, wanted: Sequence[str] = ()) -> list[Ref]:
         """Refs of mails not flagged \\Deleted whose Subject contains *key*,
         in the Junk folder and in the collection folder.
 
@@ -474,7 +491,7 @@ class ImapCollector:
         newest MAX_FETCH, and nothing remembered.
         """
         self._key = key
-        refs = []
+        refs: list[Ref] = []
         # the folder selected already first (a second search needs no SELECT), else Junk
         # first, so that the collection folder stays selected for what follows
         for folder in sorted(self._folders(), key=lambda f: f is not self.selected):
@@ -482,12 +499,13 @@ class ImapCollector:
                 refs += [Ref(uid, folder.junk) for uid in self._search(folder, key, before, wanted)]
         return refs
 
-    def _search(self, folder, key, before, wanted):
+    def _search(self, folder: _Folder, key: str, before: "Optional[datetime.date]",
+                wanted: Sequence[str]) -> list[int]:
         criteria = ["UNDELETED", "SUBJECT", key]
         if before is not None:
             with step("IMAP search", self.deadline):
                 self._arm()
-                return sorted(self.client.search(criteria + ["BEFORE", before]))[-MAX_FETCH:]
+                return sorted(self._live().search(criteria + ["BEFORE", before]))[-MAX_FETCH:]
         memory = self._memory(folder)
         floor, backlog = memory["floor"], memory.get("backlog", [])
         where = ["UID", candidates.uid_set(floor, backlog)] if floor or backlog else []
@@ -508,13 +526,13 @@ class ImapCollector:
         folder.read |= set(uids)
         return uids
 
-    def _search_unexamined(self, criteria, floor, backlog):
+    def _search_unexamined(self, criteria: list[Any], floor: int, backlog: list[list[int]]) -> set[int]:
         """UID SEARCH *criteria*: the UIDs found that were not examined before."""
         with step("IMAP search", self.deadline):
             self._arm()  # n:* always holds the last message: only the UIDs above floor count
-            return {uid for uid in self.client.search(criteria) if candidates.unexamined(uid, floor, backlog)}
+            return {uid for uid in self._live().search(criteria) if candidates.unexamined(uid, floor, backlog)}
 
-    def _memory(self, folder):
+    def _memory(self, folder: _Folder) -> dict[str, Any]:
         """What was examined in *folder* before: {"floor", "recheck", "uidvalidity", ...}.
 
         The collection folder's memory is the top of ``memory`` (as it always
@@ -538,7 +556,7 @@ class ImapCollector:
             m.update(keep, kind="imap", uidvalidity=folder.uidvalidity, floor=0, recheck=[])
         return m
 
-    def settle(self, examined, to_remove):
+    def settle(self, examined: Sequence[Ref], to_remove: Sequence[Ref]) -> None:
         """*examined* need not be read again; *to_remove* is looked at again until it is gone."""
         for folder in self._folders():
             if not folder.searched:
@@ -551,22 +569,22 @@ class ImapCollector:
             if self.readonly and gone:
                 m["kept"] = True  # the next run without --keep looks at the whole folder once
 
-    def name(self, ref):
+    def name(self, ref: Ref) -> str:
         return "UID %s%s" % (ref.uid, _in(self.junk) if ref.junk and self.junk else "")
 
-    def fetch(self, refs, fields=None):
+    def fetch(self, refs: Sequence[Ref], fields: Optional[Iterable[str]] = None) -> list[Fetched]:
         """Probe headers (or the header *fields* named) and INTERNALDATE of *refs*,
         without setting \\Seen (MAX_FETCH per command)."""
         item_name = _header_item(fields) if fields else _HEADER_ITEM
-        out = []
+        out: list[Fetched] = []
         for folder, uids in self._by_folder(refs):
             if not self._select(folder):
                 continue
-            data = {}
+            data: dict[int, Any] = {}
             for start in range(0, len(uids), MAX_FETCH):
                 with step("IMAP fetch", self.deadline):
                     self._arm()
-                    data.update(self.client.fetch(uids[start:start + MAX_FETCH], ["INTERNALDATE", item_name]))
+                    data.update(self._live().fetch(uids[start:start + MAX_FETCH], ["INTERNALDATE", item_name]))
             for uid in uids:
                 item = data.get(uid)
                 if item is None:  # expunged meanwhile
@@ -582,7 +600,7 @@ class ImapCollector:
                 out.append(Fetched(Ref(uid, folder.junk), headers, when, junk=folder.junk))
         return out
 
-    def remove(self, refs):
+    def remove(self, refs: Sequence[Ref]) -> None:
         """Delete exactly *refs*: \\Deleted, then UID EXPUNGE.
 
         Without UIDPLUS a plain EXPUNGE would also remove other mail flagged
@@ -598,16 +616,16 @@ class ImapCollector:
                 continue
             with step("IMAP delete", self.deadline):
                 self._arm()
-                self.client.add_flags(uids, [imapclient.DELETED], silent=True)
+                self._live().add_flags(uids, [imapclient.DELETED], silent=True)
                 self._arm()
-                if self.client.has_capability("UIDPLUS"):
-                    self.client.uid_expunge(uids)
+                if self._live().has_capability("UIDPLUS"):
+                    self._live().uid_expunge(uids)
                 elif self.dedicated and not folder.junk:
-                    self.client.expunge()
+                    self._live().expunge()
                     self.notes.append("server lacks UIDPLUS: %d probe(s) removed with a plain EXPUNGE "
                                       "(--dedicated-mailbox)" % len(uids))
                 else:
-                    left = len(self.client.search(["DELETED", "SUBJECT", self._key]))
+                    left = len(self._live().search(["DELETED", "SUBJECT", self._key]))
                     self.unexpunged = (self.unexpunged or 0) + left
                     self.notes.append("server lacks UIDPLUS: %d probe(s)%s flagged \\Deleted, not expunged; "
                                       "%d wait for an EXPUNGE" % (len(uids), _in(folder), left))
@@ -615,7 +633,7 @@ class ImapCollector:
                 self._memory(folder)["recheck"] = []
 
     # -- waiting -------------------------------------------------------------
-    def wait(self, until):
+    def wait(self, until: Deadline) -> bool:
         """Wait in the collection folder until new mail may have come (True) or *until* passes (False).
 
         IDLE where the server offers it (and *idle*), each IDLE ended with
@@ -625,25 +643,25 @@ class ImapCollector:
         if not self._select(self.main):
             return False
         with step("IMAP wait", self.deadline):
-            if self.idle and self.client.has_capability("IDLE"):
+            if self.idle and self._live().has_capability("IDLE"):
                 self.watching = "IMAP IDLE"
                 return self._idle(until)
             self.watching = "a NOOP and a search every %gs; %s" % (
                 POLL_EVERY, "--no-idle" if not self.idle else "the server does not offer IDLE")
             return self._poll(until)
 
-    def _poll(self, until):
+    def _poll(self, until: Deadline) -> bool:
         pause = min(POLL_EVERY, until.at - until.clock())
         if pause <= 0:
             return False
         time.sleep(pause)
         self._arm()
-        self.client.noop()
+        self._live().noop()
         return True
 
-    def _idle(self, until):
+    def _idle(self, until: Deadline) -> bool:
         """One IDLE: True when the server tells of new mail (EXISTS, RECENT) before *until*."""
-        imap = self.client._imap
+        imap = self._live()._imap
         end = min(until.at, until.clock() + IDLE_MAX)
         self._arm()
         tag = imap._command("IDLE")
@@ -675,14 +693,14 @@ class ImapCollector:
                 self.client._consume_until_tagged_response(tag, "IDLE")
         return news
 
-    def _input(self, timeout):
+    def _input(self, timeout: float) -> bool:
         """Is a line from the server at hand within *timeout* seconds (already
         buffered, or arriving on the socket)?"""
-        sock = self.client.socket()
+        sock = self._live().socket()
         sock.setblocking(False)
         try:
             try:
-                if self.client._imap.file.peek(1):
+                if self._live()._imap.file.peek(1):
                     return True
             except OSError:  # a TLS socket with nothing to read says so this way
                 pass
@@ -701,13 +719,13 @@ JUNK_AUTO = True  # ImapCollector(junk=JUNK_AUTO): find the Junk folder
 _NEWS = re.compile(rb"^\* \d+ (?:EXISTS|RECENT)\b", re.I)
 
 
-def _is_news(line):
+def _is_news(line: bytes) -> bool:
     return bool(_NEWS.match(line))
 
 
-def _same_folder(a, b):
+def _same_folder(a: str, b: str) -> bool:
     return a == b or (a.upper() == "INBOX" and b.upper() == "INBOX")
 
 
-def _in(folder):
+def _in(folder: Optional[_Folder]) -> str:
     return ' in "%s"' % folder.name if folder is not None and folder.junk else ""

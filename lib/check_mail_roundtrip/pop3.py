@@ -34,18 +34,19 @@ import hashlib
 import socket
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from . import probe as probe_format, sasl
+from . import probe as probe_format, sasl, tracing
 from .budget import Deadline
 from .candidates import newest
 from .connection import Connection, Wire
 from .failure import StepFailure, step
 from .intake import MIB, Intake
 from .mail import Fetched
-from .oauth2 import sign_in
 from .settings import Endpoint
-from .trace import Pop3Trace
+
+if TYPE_CHECKING:
+    from .trace import Pop3Trace
 
 MAX_READ = 2000         # messages examined per run at most (newest first; the rest in the next runs)
 MAX_HEADER = 64 * 1024  # bytes of one header kept (the rest of the TOP answer is read and dropped)
@@ -101,7 +102,7 @@ class _Session:
 
     def __init__(self, ep: Endpoint, address: str, deadline: Deadline, why: Optional[str] = None) -> None:
         self.ep, self.deadline = ep, deadline
-        self.trace = Pop3Trace(ep.secrets())
+        self.trace: Pop3Trace = tracing.trace_for("Pop3Trace", ep.secrets())
         if why:
             self.trace.note(why)
         self.verb = "greeting"
@@ -341,6 +342,8 @@ class Pop3Collector:
             first = sasl.initial_response(mechanism, ep.user or "", token, ep.host, ep.port)
             refused, challenges = session.authenticate(mechanism, first)
             return None if refused is None else sasl.refusal(refused, challenges)
+
+        from .oauth2 import sign_in  # only a run that signs in with OAuth2 loads it
 
         sign_in(ep, self.deadline, "POP3 login", session.mechanisms, authenticate, session.trace.hide)
 

@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any, NoReturn, Optional, Union, cast
 
 import nagiosplugin
 
-from . import sasl
+from . import sasl, tracing
 from .budget import Deadline
 from .connection import Connection, Wire
 from .failure import StepFailure, describe, step
 from .mail import FAILED, SENT, UNCERTAIN, SendResult
-from .oauth2 import sign_in
 from .settings import Endpoint
-from .trace import SmtpTrace
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
+
+    from .trace import SmtpTrace
 
     _Base = smtplib.SMTP
 else:
@@ -35,7 +35,7 @@ else:
 class _Traced(_Base):
     """smtplib's socket-level I/O, reported to the connection's trace."""
 
-    def __init__(self, *args: Any, trace: SmtpTrace, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, trace: "SmtpTrace", **kwargs: Any) -> None:
         self.trace = trace
         super().__init__(*args, **kwargs)
 
@@ -80,7 +80,7 @@ def _open(ep: Endpoint, address: str, deadline: Deadline, local_hostname: Option
     """A connection to *address*, greeted with EHLO (or HELO), TLS done for implicit TLS."""
     cls = _SMTP_SSL if ep.tls == "tls" else _SMTP
     kwargs = {"context": ep.ssl_context} if ep.tls == "tls" else {}
-    trace = SmtpTrace(ep.secrets())
+    trace: SmtpTrace = tracing.trace_for("SmtpTrace", ep.secrets())
     if why:
         trace.note(why)
     conn = cls(local_hostname=local_hostname, timeout=deadline.left(), trace=trace, **kwargs)
@@ -151,6 +151,8 @@ def _authenticate(conn: _Traced, ep: Endpoint, deadline: Deadline) -> None:
 
 def _oauth2(conn: _Traced, ep: Endpoint, mechanisms: list[str], deadline: Deadline) -> None:
     """AUTH with the token; once more with a fresh token if the server refuses it."""
+    from .oauth2 import sign_in  # only a run that signs in with OAuth2 loads it
+
     sign_in(ep, deadline, "SMTP auth", mechanisms,
             lambda mechanism, token: _sasl(conn, ep, mechanism, token, deadline), conn.trace.hide)
 
