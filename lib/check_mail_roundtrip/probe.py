@@ -263,11 +263,15 @@ def build_message(probe: Probe, secret: bytes, mail_from: str, rcpt_to: str, hos
     return msg
 
 
-# An address written as given by the email package (a dot-atom local part and
-# domain, without "=" or "?" that could start an encoded word): what
-# :func:`message_text` writes itself.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+"
-_PLAIN_ADDRESS = LazyPattern(rf"{_ATEXT}(?:\.{_ATEXT})*@{_ATEXT}(?:\.{_ATEXT})*\Z")
+# The characters of an atom (RFC 5322) but "=" and "?", which could start an encoded word.
+_ATEXT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/^_`{|}~-")
+
+
+def _plain_address(address: str) -> bool:
+    """Is *address* one the email package writes as given (a dot-atom local part and
+    domain, no "=" or "?"): one :func:`message_text` writes itself?"""
+    local, at, domain = address.partition("@")
+    return bool(at) and all(atom and _ATEXT.issuperset(atom) for part in (local, domain) for atom in part.split("."))
 TEXT_LINE = 78     # the email package's longest body line sent as it is (7bit), else quoted-printable
 # Header lines up to this length (RFC 5322's limit) are not folded: the token
 # stays readable as plain text in the Subject (no RFC 2047 encoding) for
@@ -299,7 +303,7 @@ def message_text(probe: Probe, secret: bytes, mail_from: str, rcpt_to: str, host
                ("Content-Type", 'text/plain; charset="utf-8"'), ("Content-Transfer-Encoding", cte),
                ("MIME-Version", "1.0")] + list(extra)
     lines = ["%s: %s" % pair for pair in headers]
-    plain = (_PLAIN_ADDRESS.match(mail_from) and _PLAIN_ADDRESS.match(rcpt_to)
+    plain = (_plain_address(mail_from) and _plain_address(rcpt_to)
              and all(line.isascii() and line.isprintable() for line in body_lines)
              and (cte == "7bit" or len(payload) <= len(binascii.b2a_base64(body.encode("ascii"))))
              and all(line.isascii() and line.isprintable() and "=?" not in line and "  " not in line
