@@ -171,7 +171,9 @@ def decode_header_value(raw: Union[str, bytes]) -> str:
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
     raw = raw[:MAX_HEADER_CHARS]
-    unfolded = re.sub(r"\r?\n[ \t]+", " ", raw)
+    unfolded = re.sub(r"\r?\n[ \t]+", " ", raw) if "\n" in raw else raw
+    if "=?" not in unfolded:  # no encoded word (a probe's own headers): nothing more to decode
+        return unfolded
     joined = _BETWEEN_WORDS.sub(r"\1", unfolded)  # blanks between encoded words vanish
     return _ENCODED_WORD.sub(_decode_word, joined)
 
