@@ -7,7 +7,6 @@ most MAX_LISTED names each.
 """
 
 import re
-import shlex
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
@@ -79,4 +78,8 @@ def layout(prefix: Optional[str], sep: Optional[str]) -> Optional[str]:
 
 def shell_word(text: str) -> str:
     """*text* as one shell word, quoted only where the shell needs it."""
-    return text if re.fullmatch(r"[\w@%+=:,./-]+", text) else shlex.quote(text)
+    if re.fullmatch(r"[\w@%+=:,./-]+", text):
+        return text
+    import shlex  # only a message with a folder name the shell must see quoted needs it
+
+    return shlex.quote(text)
