@@ -12,7 +12,6 @@ threshold field holds a plain number when the range is ``0:N`` and stays
 empty otherwise (Icinga's metric writers drop range syntax).
 """
 
-import math
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Callable, Optional
@@ -24,6 +23,7 @@ from nagiosplugin.state import Critical, Ok, ServiceState, Unknown, Warn
 
 from .redact import redact
 from .roundtrip import Report, run
+from .settings import upper_bound as _upper_bound
 from .transports import Transports
 
 if TYPE_CHECKING:
@@ -41,13 +41,6 @@ def plain(value: float, seconds: bool = True) -> str:
     text = "%.3f" % value
     text = text.rstrip("0")
     return text + "0" if text.endswith(".") else text
-
-
-def _upper_bound(rng: Optional[Range]) -> Optional[float]:
-    """N for a plain 0:N range, else None."""
-    if rng is None or rng.invert or rng.start != 0 or math.isinf(rng.end):
-        return None
-    return rng.end
 
 
 def threshold_field(rng: Optional[Range]) -> str:
@@ -106,6 +99,8 @@ class RoundTrip(nagiosplugin.Resource):
             return
         if report.state_problem:
             yield nagiosplugin.Metric("state", report.state_problem, context="state")
+        if report.history_problem:
+            yield nagiosplugin.Metric("history", report.history_problem, context="state")
         for failure in report.failures:
             yield nagiosplugin.Metric(failure.step, failure, context="failure")
         out = _outcome(report)

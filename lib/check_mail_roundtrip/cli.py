@@ -92,6 +92,20 @@ def _wait(text: str) -> float:
     return value
 
 
+MAX_HISTORY_DAYS = 36500
+
+
+def _days(text: str) -> int:
+    """--history-days: a whole number of days, 0 (no history) to MAX_HISTORY_DAYS."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_HISTORY_DAYS:
+        raise argparse.ArgumentTypeError("must be a whole number of days from 0 to %d: %r" % (MAX_HISTORY_DAYS, text))
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -330,6 +344,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--secret-file", metavar="FILE",
                    help="signing secret (default: 'secret' in the state directory, created 0600 on first use); "
                         "refused when its group or others may read it")
+    g.add_argument("--history-days", type=_days, default=400, metavar="DAYS",
+                   help="keep every probe's fate in a history file beside the state file "
+                        "(<state file>.history.csv, for mail_roundtrip_report) for this many days; lines "
+                        "older are dropped once a day (default: 400; 0 writes no history)")
     g.add_argument("--extra-opts", metavar="[SECTION][@FILE]", nargs="?", const="",
                    help="read options from an ini file as the monitoring-plugins do: section SECTION "
                         "(default: check_mail_roundtrip) of FILE (default: $MP_CONFIG_FILE, else "
@@ -473,6 +491,7 @@ def settings_from(args: argparse.Namespace, checkout_state_dir: Optional[str] = 
         hostname=socket.gethostname() or "localhost", helo=args.smtp_helo,
         junk=None if args.no_junk else args.junk_folder or True, junk_state=args.junk_state,
         wait=args.wait, idle=not args.no_idle, node=args.node or socket.gethostname() or "localhost",
+        history_days=args.history_days,
     )
 
 

@@ -37,6 +37,7 @@ from .budget import Deadline
 from .connection import Connection
 from .failure import StepFailure, attempt, step
 from .imap_session import _COMPLETION, WIRE, ServerSaid, _Client, _text, server_words
+from .lazy_re import LazyPattern
 from .mail import Fetched
 from .settings import Endpoint
 
@@ -424,7 +425,7 @@ class ImapCollector:
                 when = None
                 if idate is not None and getattr(idate, "tzinfo", None) is not None:
                     when = idate.timestamp()
-                out.append(Fetched(Ref(uid, folder.junk), headers, when, junk=folder.junk))
+                out.append(Fetched(Ref(uid, folder.junk), headers, when, junk=folder.junk, folder=folder.name))
         return out
 
     def remove(self, refs: Sequence[Ref]) -> None:
@@ -543,7 +544,7 @@ class ImapCollector:
 
 
 JUNK_AUTO = True  # ImapCollector(junk=JUNK_AUTO): find the Junk folder
-_NEWS = re.compile(rb"^\* \d+ (?:EXISTS|RECENT)\b", re.I)
+_NEWS = LazyPattern(rb"^\* \d+ (?:EXISTS|RECENT)\b", re.I)
 
 
 def _is_news(line: bytes) -> bool:

@@ -22,6 +22,9 @@ Pure logic, no I/O and no clock: the caller passes the collection time.
   newest probe that came back (older ones were overtaken).
 - A probe that carries a reflector's stamp also gets its two legs (out to
   the reflector, back from it; see reflection.legs).
+- Each probe whose fate a collection settles (returned, filed as Junk,
+  declared lost, back late after that) is listed in ``settled``, for the
+  history file (see history.py).
 """
 
 from collections.abc import Iterable
@@ -59,6 +62,25 @@ class Arrival:
     ref: Any = None        # transport reference for clean-up (e.g. IMAP UID)
     source: str = "INTERNALDATE"  # where internaldate comes from (a key of SOURCES)
     stamp: Optional[tuple[int, int]] = None  # a reflector's (received ms, sent ms), verified, or None
+    folder: str = "INBOX"  # the folder it was found in, as the collector names it
+    junk: bool = False     # that folder is the Junk folder
+
+
+# What became of a settled probe (the history file's outcome column).
+RETURNED, JUNK, LOST, LATE = "returned", "junk", "lost", "late"
+
+
+@record()
+class Settled:
+    """A probe whose fate one collection settled: RETURNED, JUNK, LOST or LATE."""
+
+    probe_id: str
+    sent_ms: int                   # its send time, as in its token
+    outcome: str
+    arrived: Optional[float] = None  # the arrival time taken for its round trip (epoch seconds); None when lost
+    rtt: Optional[float] = None      # seconds; None when lost
+    folder: str = ""                 # where it was found; "" when lost
+    legs: tuple[Optional[float], Optional[float]] = (None, None)  # (out, back) where a reflector stamped it
 
 
 @record()
@@ -73,6 +95,7 @@ class Outcome:
     oldest_pending: float = 0.0
     legs: dict[str, tuple[Optional[float], Optional[float]]] = field(
         default_factory=dict)                          # probe id -> (out s or None, back s or None)
+    settled: list[Settled] = field(default_factory=list)  # the probes settled, in order
 
     @property
     def rtt(self) -> Optional[float]:
@@ -94,7 +117,7 @@ class Outcome:
             rtts=self.rtts + later.rtts, late=self.late + later.late,
             lost_now=self.lost_now + later.lost_now, cleanup=self.cleanup + later.cleanup,
             notes=self.notes + later.notes, oldest_pending=later.oldest_pending,
-            legs={**self.legs, **later.legs},
+            legs={**self.legs, **later.legs}, settled=self.settled + later.settled,
         )
 
 
@@ -157,6 +180,7 @@ def reconcile(state: "State", arrivals: Iterable[Arrival], collected: float, los
                 state.lost[pid] = sent_ms
                 state.totals["lost"] += 1
                 out.lost_now.append(pid)
+                out.settled.append(Settled(pid, sent_ms, LOST))
                 out.notes.append("probe %s declared lost (sent %.0fs ago)" % (pid, collected - sent_ms / 1000.0))
     out.oldest_pending = oldest_pending(state, collected)
     prune(state, collected, lost_after)
@@ -182,6 +206,8 @@ def _take(state: "State", arr: Arrival, collected: float, lost_after: float, out
         state.totals["late"] += 1
         out.late.append((pid, collected - sent))
         out.cleanup.append(arr.ref)
+        arrival = arrival_time(sent, arr.internaldate, collected, arr.source)[0]
+        out.settled.append(Settled(pid, p.sent_ms, LATE, arrival, max(0.0, arrival - sent), arr.folder))
         _returned(state, p)
         out.notes.append("probe %s arrived late, after it was declared lost (sent %.0fs ago)" % (pid, collected - sent))
         return
@@ -212,9 +238,11 @@ def _take(state: "State", arr: Arrival, collected: float, lost_after: float, out
     out.rtts.append((pid, rtt))
     out.cleanup.append(arr.ref)
     out.notes.append("probe %s returned, round trip %.3fs" % (pid, rtt))
+    settled = Settled(pid, p.sent_ms, JUNK if arr.junk else RETURNED, arrival, rtt, arr.folder)
+    out.settled.append(settled)
     if arr.stamp is not None:
         leg_out, leg_back, note = legs(sent, arr.stamp[0] / 1000.0, arr.stamp[1] / 1000.0, arrival, rtt)
-        out.legs[pid] = (leg_out, leg_back)
+        out.legs[pid] = settled.legs = (leg_out, leg_back)
         if note:
             out.notes.append(note)
         else:  # no leg left out: both are numbers

@@ -53,6 +53,7 @@ class Fetched:
     internaldate: Optional[float]  # epoch seconds, or None
     source: str = "INTERNALDATE"  # where internaldate comes from (ledger.SOURCES)
     junk: bool = False          # found in the Junk folder
+    folder: str = "INBOX"       # the folder it was found in, as the collector names it
 
 
 # How a send ended: accepted, refused (or never handed over), or unknown

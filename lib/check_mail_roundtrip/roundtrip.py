@@ -15,6 +15,11 @@ with --wait, then wait for the probe just sent and book it too.
 - With --wait, a second session after sending watches the collection folder
   (IDLE, a poll, a new POP3 session) until the probe is back or the wait is
   over; it books what came like the first.  Its failures end it quietly.
+- The probes a collection settled are appended to the profile's history
+  file once the state that settled them is saved (:mod:`history`); once a
+  day, at the end of the run, lines older than --history-days go.  The run
+  records its round-trip thresholds in the state for the report.  A history
+  file that cannot be written is a WARNING, never a failed run.
 - Returns a :class:`Report`; printing and states are the check module's job.
 """
 
@@ -23,7 +28,7 @@ import os
 import time
 from typing import Any, Callable, Optional
 
-from . import ledger, state as state_files
+from . import history, ledger, state as state_files
 from .budget import RESERVE, Budget, Deadline
 from .failure import StepFailure
 from .mail import FAILED, UNCERTAIN, Collector, Fetched, SendResult
@@ -43,7 +48,7 @@ from .probe import (
 from .record import field, record
 from .reflection import read_stamp, return_header
 from .secret import load_or_create
-from .settings import Settings
+from .settings import Settings, upper_bound
 from .state import State, StateError, StateStore
 from .transports import Transports, for_settings
 
@@ -80,6 +85,7 @@ class Report:
     sent: Optional[SendResult] = None
     unexpunged: Optional[int] = None  # probes left flagged \Deleted (server without UIDPLUS)
     junk: Optional[int] = None      # own probes found in the Junk folder (None: not looked into)
+    history_problem: Optional[str] = None  # the history file could not be written as it should
     notes: list = field(default_factory=list)
 
 
@@ -142,6 +148,7 @@ class Run:
         settings, report, state = self.settings, self.report, self.state
         report.first_probe = not (state.pending or state.counted or state.lost or state.last_success)
         report.notes.append("state file %s" % self.store.path)
+        state.thresholds = {"warning": upper_bound(settings.warning), "critical": upper_bound(settings.critical)}
 
         sweep = state.swept is None or not 0 <= self.clock() - state.swept < SWEEP_EVERY
         collected_at = self.collect(sweep)
@@ -160,6 +167,7 @@ class Run:
         tokens: Any = settings.collect.oauth2 or settings.smtp.oauth2
         if tokens is not None:
             report.notes.extend(tokens.notes)
+        self.prune_history()
 
     def open_collector(self, deadline: Deadline, **options: Any) -> Collector:
         """The run's collector (not yet entered), with what every session of it shares."""
@@ -205,7 +213,8 @@ class Run:
                 report.notes.append("message %s ignored: %s" % (collector.name(item.ref), reason))
                 continue
             stamp = read_stamp(item.headers, probe.token(secret), secret)
-            arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref, item.source, stamp))
+            arrivals.append(ledger.Arrival(probe, item.internaldate, item.ref, item.source, stamp, item.folder,
+                                           item.junk))
             if item.junk:
                 report.junk = (report.junk or 0) + 1
                 report.notes.append("probe %s found in the Junk folder (%s)"
@@ -224,10 +233,41 @@ class Run:
         collector.settle([item.ref for item in fetched], outcome.cleanup)
         if fetched or outcome.lost_now:
             self.store.save(state)
+            self.write_history(outcome.settled)
         if not settings.keep:
             collector.remove(outcome.cleanup)
             if collector.unexpunged is not None:
                 report.unexpunged = collector.unexpunged
+
+    def write_history(self, settled: list[ledger.Settled]) -> None:
+        """Append *settled* to the history file (not with --history-days 0); a problem
+        with the file goes into the report."""
+        if not self.settings.history_days or not settled:
+            return
+        try:
+            problem = history.append(self.store.history_path, settled, self.settings.node or "", self.report.notes)
+        except StateError as exc:
+            problem = str(exc)
+        self.report.history_problem = self.report.history_problem or problem
+
+    def prune_history(self) -> None:
+        """Once a day: drop the history lines older than --history-days, within the run's budget."""
+        settings, state = self.settings, self.state
+        now = self.clock()
+        if not settings.history_days or not history.due(state.history_pruned, now):
+            return
+        try:
+            history.prune(self.store.history_path, now - settings.history_days * 86400.0,
+                          lambda: self.budget.remaining() <= RESERVE, self.report.notes)
+        except history.OutOfTime:
+            self.report.notes.append("pruning the history file stopped: no time left in this run; the next "
+                                     "run tries again")
+            return
+        except StateError as exc:
+            self.report.history_problem = self.report.history_problem or str(exc)
+            return
+        state.history_pruned = now
+        self.store.save(state)
 
     def await_probe(self, probe: Probe) -> Optional[float]:
         """--wait: watch the collection folder for *probe* (just sent) for up to

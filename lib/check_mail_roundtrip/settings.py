@@ -3,6 +3,7 @@
 No module reads options from anywhere else; tests build Settings directly.
 """
 
+import math
 from typing import TYPE_CHECKING, Optional, Union
 
 from .record import field, record
@@ -72,6 +73,7 @@ class Settings:
     wait: float = 0.0               # seconds to wait for the probe just sent (--wait)
     idle: bool = True               # wait with IDLE where the server offers it (else poll)
     node: Optional[str] = None      # this monitoring node's name (its probes' ids carry its tag)
+    history_days: int = 400         # days of history kept (0: no history file written)
 
     @property
     def collect(self) -> Endpoint:
@@ -79,3 +81,10 @@ class Settings:
         endpoint = self.pop3 if self.collect_by == "pop3" else self.imap
         assert endpoint is not None  # the settings of the side that collects are always given
         return endpoint
+
+
+def upper_bound(rng: Optional["Range"]) -> Optional[float]:
+    """N for a plain 0:N range (also written N or :N), else None."""
+    if rng is None or rng.invert or rng.start != 0 or math.isinf(rng.end):
+        return None
+    return rng.end

@@ -25,12 +25,11 @@
   :func:`adopt`).
 - Profiles that have not run for a long time are *abandoned*:
   :func:`abandoned` lists their state files and :func:`remove_abandoned`
-  deletes them.
+  deletes them (and their history, see :mod:`history`).
 """
 
 import errno
 import fcntl
-import grp
 import hashlib
 import json
 import math
@@ -39,12 +38,15 @@ import pwd
 import re
 import stat
 import time
-from typing import Any, Callable, NoReturn, Optional, TypeVar
+from typing import Any, BinaryIO, Callable, NoReturn, Optional, TypeVar
 
+from .lazy_re import LazyPattern
 from .record import field, record
 
 SCHEMA = 1
 _COUNTERS = ("sent", "returned", "lost", "late")
+HISTORY = ".history.csv"  # a profile's history file: its state file's stem and this
+_BOUNDS = ("warning", "critical")
 
 
 class StateError(Exception):
@@ -74,6 +76,9 @@ class State:
     swept: Optional[float] = None                 # last look for abandoned profiles
     collector: dict[str, Any] = field(default_factory=dict)  # the collector's own memory (what it examined)
     totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTERS, 0))
+    thresholds: dict[str, Optional[float]] = field(
+        default_factory=lambda: dict.fromkeys(_BOUNDS))  # the round trip's -w/-c upper bounds (None: no plain bound)
+    history_pruned: Optional[float] = None        # last pruning of the history file
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +94,8 @@ class State:
             "swept": self.swept,
             "collector": self.collector,
             "totals": self.totals,
+            "thresholds": self.thresholds,
+            "history_pruned": self.history_pruned,
         }
 
     @classmethod
@@ -117,14 +124,14 @@ class State:
         if not isinstance(unconfirmed, list) or not all(isinstance(k, str) for k in unconfirmed):
             raise ValueError("field 'unconfirmed' is not a list of probe ids")
         state.unconfirmed = [k for k in unconfirmed if k in state.pending]
-        last = data.get("last_success")
-        if last is not None and not (_is_number(last) and 0 <= last < _MAX_MS / 1000):
-            raise ValueError("field 'last_success' is not a time")
-        state.last_success = last
-        swept = data.get("swept")
-        if swept is not None and not (_is_number(swept) and 0 <= swept < _MAX_MS / 1000):
-            raise ValueError("field 'swept' is not a time")
-        state.swept = swept
+        state.last_success = _time_field(data, "last_success")
+        state.swept = _time_field(data, "swept")
+        state.history_pruned = _time_field(data, "history_pruned")
+        bounds = data.get("thresholds", {})
+        if not isinstance(bounds, dict) or not all(
+                bounds.get(k) is None or (_is_number(bounds[k]) and 0 <= bounds[k] < _MAX_MS) for k in _BOUNDS):
+            raise ValueError("field 'thresholds' is not a table of seconds")
+        state.thresholds = {k: bounds.get(k) for k in _BOUNDS}
         memory = data.get("collector", {})
         if not isinstance(memory, dict):
             raise ValueError("field 'collector' is not a JSON object")
@@ -141,6 +148,14 @@ class State:
             raise ValueError("field 'totals' is not a table of counters")
         state.totals = {k: totals.get(k, 0) for k in _COUNTERS}
         return state
+
+
+def _time_field(data: dict[str, Any], name: str) -> Optional[float]:
+    """The time (epoch seconds) or None in *data*[*name*]; ValueError when it is something else."""
+    value = data.get(name)
+    if value is not None and not (_is_number(value) and 0 <= value < _MAX_MS / 1000):
+        raise ValueError("field %r is not a time" % name)
+    return value
 
 
 def _is_int(v: Any) -> bool:
@@ -163,7 +178,7 @@ def _no_constants(name: str) -> NoReturn:
 
 
 STEM_CHARS = 120  # readable part of a state file name, cut between fields only
-_STEM_RE = re.compile(r"-[0-9a-f]{10}$")
+_STEM_RE = LazyPattern(r"-[0-9a-f]{10}$")
 
 
 def file_stem(profile: str) -> str:
@@ -238,6 +253,8 @@ def foreign(path: str, st: os.stat_result, what: str) -> Optional[str]:
 
 def _private_group(gid: int, uid: int) -> bool:
     """Is *gid* the private group of user *uid*: its primary group, and no other user's?"""
+    import grp  # only for a directory its group may write to
+
     try:
         owner, group = pwd.getpwuid(uid), grp.getgrgid(gid)
     except KeyError:
@@ -259,6 +276,8 @@ def open_to_others(directory: str) -> Optional[str]:
     if mode & stat.S_IWOTH:
         who = "anyone"
     elif mode & stat.S_IWGRP and not _private_group(st.st_gid, st.st_uid):
+        import grp
+
         try:
             who = "its group %s" % grp.getgrgid(st.st_gid).gr_name
         except KeyError:
@@ -314,6 +333,14 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600, owner: Optional[
     The file gets *mode* exactly, and as root *owner* (uid, gid) or else the
     directory's owner (see :func:`adopt`).
     """
+    replace_with(path, lambda f: f.write(data), mode, owner)
+
+
+def replace_with(path: str, fill: Callable[[BinaryIO], object], mode: int = 0o600,
+                 owner: Optional[tuple[int, int]] = None) -> None:
+    """Replace *path* atomically with what *fill* writes to the open temp file
+    (*mode* and *owner* as :func:`write_atomically` says); an exception in
+    *fill* leaves *path* as it was and no temp file behind."""
     directory = os.path.dirname(path) or "."
     tmp = "%s.tmp-%d-%d" % (path, os.getpid(), time.monotonic_ns())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
@@ -324,7 +351,7 @@ def write_atomically(path: str, data: bytes, mode: int = 0o600, owner: Optional[
         elif owner is None:
             adopt(fd, directory)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -441,6 +468,7 @@ class StateStore:
         stem = file_stem(profile)
         self.path = os.path.join(directory, stem + ".json")
         self.lock_path = os.path.join(directory, stem + ".lock")
+        self.history_path = os.path.join(directory, stem + HISTORY)
         self.legacy_path = os.path.join(directory, _legacy_stem(profile) + ".json")
         self._lock_fd: Optional[int] = None
 
@@ -453,9 +481,9 @@ class StateStore:
 
     def _remove_stale_temp_files(self) -> None:
         """Temp files of a run killed mid-write (only the lock holder writes)."""
-        prefix = os.path.basename(self.path) + ".tmp-"
+        prefixes = tuple(os.path.basename(p) + ".tmp-" for p in (self.path, self.history_path))
         try:
-            names = [n for n in os.listdir(self.directory) if n.startswith(prefix)]
+            names = [n for n in os.listdir(self.directory) if n.startswith(prefixes)]
         except OSError:
             return
         for name in names[:100]:
@@ -546,11 +574,12 @@ def abandoned(directory: str, profile: str, now: float, horizon: float, limit: i
 
 
 def remove_abandoned(path: str) -> bool:
-    """Delete an abandoned profile's state file and lock, if no run holds its lock.
+    """Delete an abandoned profile's state file, history file and lock, if no run holds its lock.
 
     Returns True when removed.
     """
     lock_path = path[: -len(".json")] + ".lock"
+    history = path[: -len(".json")] + HISTORY
     fd: Optional[int]
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_NOFOLLOW)
@@ -565,6 +594,10 @@ def remove_abandoned(path: str) -> bool:
             except BlockingIOError:
                 return False  # it runs after all
         os.unlink(path)
+        try:
+            os.unlink(history)
+        except FileNotFoundError:
+            pass
         if fd is not None:
             os.unlink(lock_path)
         return True

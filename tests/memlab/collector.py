@@ -149,7 +149,8 @@ class MemoryCollector:
             if self.pop3:
                 out.append(Fetched(ref, message.headers, received_date(message.headers), "Received"))
             else:
-                out.append(Fetched(ref, message.headers, message.internaldate, junk=ref.folder == self.junk))
+                out.append(Fetched(ref, message.headers, message.internaldate, junk=ref.folder == self.junk,
+                                   folder=ref.folder))
         return out
 
     def settle(self, examined: Sequence[Ref], to_remove: Sequence[Ref]) -> None:
