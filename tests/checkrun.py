@@ -99,11 +99,11 @@ class Checker:
         )
         return Result(p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
 
-    def until(self, predicate, *extra, timeout=20.0, interval=0.5):
+    def until(self, predicate, *extra, timeout=20.0, interval=0.5, env=None):
         """Run repeatedly until predicate(result) holds (bounded); the last result."""
         deadline = time.monotonic() + timeout
         while True:
-            r = self(*extra)
+            r = self(*extra, env=env)
             if predicate(r) or time.monotonic() > deadline:
                 return r
             time.sleep(interval)

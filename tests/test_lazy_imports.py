@@ -53,3 +53,24 @@ def test_the_protocols_load_neither_the_trace_nor_oauth2_until_a_run_asks_for_th
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "lib"))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
     assert (p.returncode, p.stdout) == (0, "[]\n"), p
+
+
+def loaded_by(result):
+    """The modules a check run imported, from Python's import-time report on its stderr."""
+    return {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_a_real_run_over_tls_loads_no_other_transport_no_oauth2_no_trace_no_reflector_and_no_idna_codec(lab, tmp_path):
+    """IMAPS and SMTP with STARTTLS to the lab: the certificates are checked against the
+    host name without the IDNA codec (an ASCII name needs none) and nothing unused is loaded."""
+    from tests.checkrun import Checker
+
+    check = Checker(lab, tmp_path)
+    first = check(env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert first.line.startswith("MAIL_ROUNDTRIP OK - first probe sent"), first
+    second = check.until(lambda r: "round trip" in r.line, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert second.status == "OK" and "round trip" in second.line, second
+    for result in (first, second):
+        loaded = loaded_by(result)
+        assert "check_mail_roundtrip.imap" in loaded and "smtplib" in loaded and "ssl" in loaded
+        assert sorted(loaded & set(WATCHED + ("encodings.idna", "stringprep"))) == []

@@ -23,6 +23,8 @@ from .budget import Deadline
 from .connection import Wire
 from .failure import StepFailure
 from .intake import MIB, Intake
+from .lazy_re import LazyPattern
+from .net import host_arg, tcp
 from .settings import Endpoint
 
 if TYPE_CHECKING:
@@ -33,8 +35,8 @@ MAX_LITERAL = MIB           # header slices are 8 KiB
 MAX_ANSWER = 2 * MIB        # all a command's answer: a FETCH of MAX_FETCH slices is 1.6 MiB
 MAX_RECEIVED = 40 * MIB     # a connection: 2 folders x 2,000 slices of 8 KiB are 32 MiB
 _COMPLETION = re.compile(rb"\S+ (?:OK|NO|BAD) ?(.*?)\r?\n?$", re.S)
-_MUTF7 = re.compile(r"&([A-Za-z0-9+,]+)-")
-_DOVECOT_TIMING = re.compile(r"\s*\(\d+\.\d+(?: \+ \d+\.\d+)* secs\)\.?$")
+_MUTF7 = LazyPattern(r"&([A-Za-z0-9+,]+)-")
+_DOVECOT_TIMING = LazyPattern(r"\s*\(\d+\.\d+(?: \+ \d+\.\d+)* secs\)\.?$")
 
 
 def server_words(raw: object) -> str:
@@ -112,7 +114,7 @@ class _Connection(_IMAP4):
         super().__init__(*args)
 
     def _open_tcp(self, timeout: Optional[float]) -> socket.socket:
-        sock = socket.create_connection((self.address, self.port), timeout if timeout is not None else self._timeout)
+        sock = tcp(self.address, self.port, timeout if timeout is not None else self._timeout)
         self.trace.connected(self.address, self.port)
         return sock
 
@@ -157,7 +159,7 @@ class _Connection(_IMAP4):
 
 class _TLSConnection(_Connection, tls.IMAP4_TLS):
     def _create_socket(self, timeout: Optional[float] = None) -> ssl.SSLSocket:
-        sock = tls.wrap_socket(self._open_tcp(timeout), self.ssl_context, self.host)
+        sock = tls.wrap_socket(self._open_tcp(timeout), self.ssl_context, host_arg(self.host))
         self.trace.tls_started(sock)
         return sock
 

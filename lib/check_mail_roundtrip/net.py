@@ -18,7 +18,7 @@ import ipaddress
 import socket
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union, cast
 
 if TYPE_CHECKING:
     from .budget import Deadline
@@ -30,6 +30,26 @@ FAMILIES = {None: socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_IN
 _NEXT = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
 # Of those, the ones whose status line names the server (:func:`connect`).
 _AT_SERVER = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
+
+
+def host_arg(host: str) -> Union[str, bytes]:
+    """*host* as socket and ssl are to be given it: an ASCII name as bytes, taken as
+    they are; a str they would IDNA-encode first, and importing that codec (with
+    stringprep and unicodedata) is a noticeable part of a run's CPU.  A name in
+    another script stays a str and is encoded as before."""
+    return host.encode("ascii") if host.isascii() else host
+
+
+def tcp(address: str, port: int, timeout: Optional[float]) -> socket.socket:
+    """A TCP connection to *address*, an IP address as :func:`addresses` gives (no lookup)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def addresses(host: str, port: int, deadline: "Deadline", family: Optional[str] = None) -> list[str]:
@@ -48,7 +68,7 @@ def addresses(host: str, port: int, deadline: "Deadline", family: Optional[str] 
 
     def work() -> None:
         try:
-            result["infos"] = socket.getaddrinfo(host, port, want, socket.SOCK_STREAM)
+            result["infos"] = socket.getaddrinfo(cast(str, host_arg(host)), port, want, socket.SOCK_STREAM)
         except Exception as exc:  # gaierror, or UnicodeError for an invalid name
             result["error"] = exc
 
@@ -113,13 +133,15 @@ def connect(host: str, port: int, deadline: "Deadline", family: Optional[str], a
 
 
 def fqdn(deadline: "Deadline", limit: float = 1.0) -> str:
-    """This host's fully qualified name (``socket.getfqdn``), asked for at most
-    *limit* seconds within *deadline*; else the plain host name."""
+    """This host's fully qualified name (as ``socket.getfqdn``: the first name with a
+    dot among the names of the host name's address), asked for at most *limit*
+    seconds within *deadline*; else the plain host name."""
     result: dict[str, str] = {}
 
     def work() -> None:
         try:
-            result["name"] = socket.getfqdn()
+            name, aliases, _ = socket.gethostbyaddr(cast(str, host_arg(socket.gethostname())))
+            result["name"] = next((n for n in (name, *aliases) if "." in n), name)
         except Exception:  # an odd resolver: the plain name will do
             pass
 

@@ -31,7 +31,6 @@ import base64
 import datetime
 import email.utils
 import hashlib
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional
@@ -43,6 +42,7 @@ from .connection import Connection, Wire
 from .failure import StepFailure, step
 from .intake import MIB, Intake
 from .mail import Fetched
+from .net import host_arg, tcp
 from .settings import Endpoint
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ class _Session:
         self.verb = "greeting"
         self.capabilities: set[str] = set()
         self.mechanisms: list[str] = []
-        self.sock = socket.create_connection((address, ep.port), timeout=deadline.left())
+        self.sock = tcp(address, ep.port, deadline.left())
         self.file = self.sock.makefile("rb")
         try:
             self.trace.connected(address, ep.port)
@@ -122,7 +122,7 @@ class _Session:
     def _start_tls(self) -> None:
         self.file.close()
         assert self.ep.ssl_context is not None  # the CLI always gives one
-        sock = self.ep.ssl_context.wrap_socket(self.sock, server_hostname=self.ep.host)
+        sock = self.ep.ssl_context.wrap_socket(self.sock, server_hostname=host_arg(self.ep.host))
         self.sock = sock
         self.file = self.sock.makefile("rb")
         self.trace.tls_started(sock)

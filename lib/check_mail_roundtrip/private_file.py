@@ -21,7 +21,6 @@ words for the caller's own message.
 """
 
 import errno
-import grp
 import os
 import stat
 from typing import Callable, Optional
@@ -47,6 +46,8 @@ def denied(path: str, what: str, exc: OSError) -> str:
         return ("%s %s %s: %s; this check runs as %s: give it the file, e.g. chown %s: %s"
                 % (what, path, whose(path), exc.strerror or exc, me, me, path))
     closed = _closed_directory(path)
+    import grp  # only for this message
+
     try:
         group = grp.getgrgid(os.getegid()).gr_name
     except KeyError:

@@ -20,6 +20,7 @@ from .budget import Deadline
 from .connection import Connection, Wire
 from .failure import StepFailure, describe, step
 from .mail import FAILED, SENT, UNCERTAIN, SendResult
+from .net import host_arg
 from .settings import Endpoint
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class _Traced(_Base):
         super().__init__(*args, **kwargs)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        sock = super()._get_socket(host, port, timeout)  # type: ignore[misc]  # smtplib's, not in its stubs
+        sock = super()._get_socket(host_arg(host), port, timeout)  # type: ignore[misc]  # smtplib's, not in its stubs
         self.trace.connected(host, port, sock)
         return sock
 
@@ -84,7 +85,8 @@ def _open(ep: Endpoint, address: str, deadline: Deadline, local_hostname: Option
     if why:
         trace.note(why)
     conn = cls(local_hostname=local_hostname, timeout=deadline.left(), trace=trace, **kwargs)
-    conn._host = ep.host  # type: ignore[union-attr]  # Python 3.11's smtplib names the TLS server (SNI, hostname check) from this
+    # Python 3.11's smtplib names the TLS server (SNI, hostname check) from this
+    conn._host = host_arg(ep.host)  # type: ignore[union-attr]
     try:
         code, text = conn.connect(address, ep.port)
         if code != 220:  # e.g. 421 too many connections, 554 no service
