@@ -1,12 +1,13 @@
-"""Entry points of the two commands, safe against a package that cannot load.
+"""Entry points of the commands, safe against a package that cannot load.
 
-pip's console scripts and the checkout shims call :func:`check` and
-:func:`reflector`.  They import the commands (and with them nagiosplugin and
+pip's console scripts and the checkout shims call :func:`check`,
+:func:`reflector` and :func:`report`.  They import the commands (and with them nagiosplugin and
 imapclient) only inside, so a Python that lacks a requirement, or a broken
 virtualenv, ends as a plain status line with exit 3 (UNKNOWN), never as a
 traceback with exit 1.  The reflector says why on stderr, like its other
 "cannot work" failures, and piped it exits 75 (Postfix keeps the mail and
-retries once the installation is fixed).  Only the standard library is imported here.
+retries once the installation is fixed); the report says so on stderr and
+exits 1.  Only the standard library is imported here.
 """
 
 import gc
@@ -66,3 +67,21 @@ def reflector() -> None:
         sys.stderr.write(redact("mail_roundtrip_reflector: %s after an internal error: %s"
                                 % ("mail dropped" if piped else "stopped", _why(exc))) + "\n")
         sys.exit(EX_OK if piped else EX_FAIL)  # piped: a bounce would go to whoever the sender claims
+
+
+def report() -> None:
+    """The mail_roundtrip_report command."""
+    try:
+        from .report_cli import main
+    except Exception as exc:  # noqa: BLE001
+        sys.stderr.write("mail_roundtrip_report: cannot load the report with %s: %s (%s)\n"
+                         % (sys.executable, _why(exc), FIX))
+        sys.exit(EX_FAIL)
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001  (the last resort: one line, never a traceback)
+        sys.stderr.write("mail_roundtrip_report: internal error: %s\n" % _why(exc))
+        sys.exit(EX_FAIL)
+    sys.exit(code)

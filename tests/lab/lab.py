@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from .browser import PACKAGES as BROWSER_PACKAGES
+
 # Every name this module had before it was split stays importable from here.
 from .common import (  # noqa: F401
     DEFAULT_DIR,
@@ -62,7 +64,7 @@ from .tls import TLS
 from .tokens import TokenService
 
 PACKAGES = ("postfix", "dovecot-core", "dovecot-imapd", "dovecot-pop3d",
-            "dovecot-lmtpd", "dovecot-sieve", "openssl")
+            "dovecot-lmtpd", "dovecot-sieve", "openssl") + BROWSER_PACKAGES  # the report's tests look at pages
 
 
 def install(verbose=True):
