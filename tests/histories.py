@@ -9,12 +9,13 @@ import random
 import time
 
 from check_mail_roundtrip.history_read import HEADER
+from check_mail_roundtrip.state import file_stem
 
 
 def utc(seconds):
     """2026-12-06T23:04:22.123Z for epoch *seconds*."""
-    whole = int(seconds)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + ".%03dZ" % int(round((seconds - whole) * 1000) % 1000)
+    whole, ms = divmod(int(round(seconds * 1000)), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + ".%03dZ" % ms
 
 
 def probe(sent, rtt, outcome=None, folder=None, leg_out="", leg_back="", node="", probe_id=None):
@@ -61,3 +62,26 @@ def synthetic(path, lines, end, step=60.0, seed=18):
         return probe(sent, rtt, "junk" if roll < 0.0007 else "returned")
 
     write(path, (one(i) for i in range(lines)))
+
+
+KNOWN_NOW = 1796000000.0  # 2026-11-30T00:53:20Z, the report's --until for the known history
+KNOWN_UNTIL = "2026-11-30T00:53:20"
+KNOWN_PROFILE = "monitor@lab.test>monitor@lab.test smtp:127.0.0.1:25 imap:127.0.0.1:993/INBOX"
+KNOWN_STEM = file_stem(KNOWN_PROFILE)
+
+
+def known(directory):
+    """A profile with probes whose figures are known, its state file recording -w 30 -c 90.
+
+    Last 24 h: round trips of 1 to 100 s (one probe each), 6 lost of which one came back after
+    4000 s; 3 days before: 4 in Junk after 2 s; 5 days before: 10 back after 1 s; 40 days
+    before: one back after 700 s."""
+    now, hour, day = KNOWN_NOW, 3600.0, 86400.0
+    lines = [probe(now - 23 * hour + i * 600, float(i + 1), node="mon1") for i in range(100)]
+    lines += [probe(now - 6 * hour + i * 60, None, probe_id="lost%d" % i) for i in range(6)]
+    lines += [probe(now - 3 * day - i * 60, 2.0, "junk") for i in range(4)]
+    lines += [probe(now - 5 * day - i * 60, 1.0) for i in range(10)]
+    lines += [probe(now - 40 * day, 700.0)]
+    lines.append(probe(now - 6 * hour, 4000.0, "late", probe_id="lost0"))
+    write("%s/%s.history.csv" % (directory, KNOWN_STEM), lines)
+    write_state("%s/%s.json" % (directory, KNOWN_STEM), KNOWN_PROFILE, 30, 90)

@@ -80,3 +80,32 @@ def run_with_requirements(code):
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "lib"))
     return subprocess.run([sys.executable, "-c", "import sys; " + code], capture_output=True, text=True,
                           timeout=30, env=env, cwd=ROOT)
+
+
+def test_the_report_that_cannot_load_says_why_in_one_line_and_exits_1():
+    r = run("sys.modules['check_mail_roundtrip.report_cli'] = None; "
+            "from check_mail_roundtrip.entry import report; report()", "--help")
+    assert (r.returncode, r.stdout) == (1, ""), r
+    assert r.stderr == (
+        "mail_roundtrip_report: cannot load the report with %s: ModuleNotFoundError: import of "
+        "check_mail_roundtrip.report_cli halted; None in sys.modules (install the plugin into a virtualenv made "
+        "with /usr/bin/python3 as README's install section shows)\n" % sys.executable), r
+
+
+def test_the_report_needs_neither_nagiosplugin_nor_imapclient():
+    shim = os.path.join(ROOT, "mail_roundtrip_report")
+    r = run("import runpy; sys.argv = [%r, '--version']; runpy.run_path(%r, run_name='__main__')" % (shim, shim))
+    assert (r.returncode, r.stdout.split()[0], r.stderr) == (0, "mail_roundtrip_report", ""), r
+
+
+def test_an_internal_error_of_the_report_is_one_line_and_exit_1():
+    r = run_with_requirements("import check_mail_roundtrip.report_cli as c; "
+                              "c.main = lambda: (_ for _ in ()).throw(RuntimeError('page broke')); "
+                              "from check_mail_roundtrip.entry import report; report()")
+    assert (r.returncode, r.stdout, r.stderr) == (
+        1, "", "mail_roundtrip_report: internal error: RuntimeError: page broke\n"), r
+
+
+def test_the_installed_report_command_points_at_the_safe_entry():
+    text = open(os.path.join(ROOT, "setup.cfg")).read()
+    assert "mail_roundtrip_report = check_mail_roundtrip.entry:report" in text

@@ -192,9 +192,11 @@ class _Reader:
 
     def chunk(self, number: int, lines: list[Optional[bytes]]) -> None:
         """Add the probes of *lines* (the first is line *number*)."""
-        if number == 1 and lines and lines[0] is not None and lines[0].startswith(HEADER[0].encode()):
-            self.header(_fields(lines[0].decode("utf-8", "replace").rstrip("\r")))
-            number, lines = 2, lines[1:]
+        if number == 1 and lines and lines[0] is not None:
+            first = _fields(lines[0].decode("utf-8", "replace").rstrip("\r"))
+            if HEADER[0] in first:
+                self.header(first)
+                number, lines = 2, lines[1:]
         if not self.at_once(lines):
             for offset, raw in enumerate(lines):
                 self.line(number + offset, raw)

@@ -17,7 +17,7 @@ from .record import record
 from .report_profiles import Profile
 from .report_stats import Summary, Thresholds, Window, verdict
 from .report_svg import day_chart, month_chart, week_chart
-from .report_text import DASH, count, percent, seconds, utc, utc_time
+from .report_text import DASH, count, percent, seconds, threshold, utc, utc_time
 
 TITLE = "Mail round trip report"
 VERDICT_WORDS = {"green": "good", "amber": "degraded", "red": "bad", "grey": "no probes"}
@@ -29,7 +29,7 @@ h1{font-size:1.6em;margin:0 0 .2em}h2{font-size:1.25em;margin:1.6em 0 .3em;borde
 padding-bottom:.2em;word-break:break-all}h3{font-size:1.05em;margin:1.2em 0 .3em}
 .meta{color:#555;margin:.2em 0}.meta code{word-break:break-all}
 table{border-collapse:collapse;margin:.4em 0;width:100%}th,td{padding:.25em .4em;border-bottom:1px solid #ddd;
-text-align:right;white-space:nowrap}th{background:#f3f5f8;font-weight:600;white-space:normal}td.l,th.l{text-align:left}
+text-align:right;white-space:nowrap}th{background:#f3f5f8;font-weight:600}th.g{text-align:center;border-bottom:1px solid #bbb}td.l,th.l{text-align:left}
 td.wrap{white-space:normal;word-break:break-all}
 td small{display:block;color:#777;font-size:.8em}
 .v{display:inline-block;padding:.1em .6em;border-radius:3px;color:#fff;font-weight:600}
@@ -38,7 +38,8 @@ td small{display:block;color:#777;font-size:.8em}
 .bw{background:#3c9a1f}.bc{background:#9ccc65}.bl{background:#d9a400}.bj{background:#8e5bb5}.bx{background:#d23f31}
 .key span{display:inline-block;width:.9em;height:.9em;vertical-align:-.1em;margin:0 .3em 0 .8em}
 svg.chart{width:100%;height:auto;display:block}svg text{font-family:"DejaVu Sans",Verdana,sans-serif}
-svg .ax{font-size:11px;fill:#555}svg .th{font-size:11px;font-weight:600}svg .none{font-size:16px;fill:#888}
+svg .ax{font-size:11px;fill:#555}svg .th{font-size:11px;font-weight:600;stroke:#fff;stroke-width:3px;
+paint-order:stroke}svg .none{font-size:16px;fill:#888}
 svg .cnt{font-size:10px;fill:#fff;font-weight:600}
 .note{background:#fff6e0;border-left:4px solid #d9a400;padding:.4em .8em}
 .empty{background:#f3f5f8;border-left:4px solid #8a8a8a;padding:.4em .8em}
@@ -88,9 +89,11 @@ def _window_name(w: Window, since: Optional[float], first: Optional[str]) -> str
 def _shares_table(section: Section, since: Optional[float]) -> str:
     s, lim = section.summary, section.limits
     assert s is not None
-    warn, crit = seconds(lim.warning), seconds(lim.critical)
-    head = ('<tr><th class="l">probes sent</th><th>probes</th><th>back &le; %s</th><th>%s to %s</th>'
-            '<th>later than %s</th><th>in Junk</th><th>lost</th><th>p50</th><th>p95</th><th>p99</th><th>slowest</th>'
+    warn, crit = threshold(lim.warning), threshold(lim.critical)
+    head = ('<tr><th></th><th></th><th class="g" colspan="5">share of the probes: back after</th>'
+            '<th class="g" colspan="4">round trip</th><th></th></tr>'
+            '<tr><th class="l">probes sent</th><th>probes</th><th>&le; %s</th><th>%s&ndash;%s</th>'
+            '<th>&gt; %s</th><th>in Junk</th><th>lost</th><th>p50</th><th>p95</th><th>p99</th><th>slowest</th>'
             '<th class="l">shares</th></tr>' % (warn, warn, crit, crit))
     rows = []
     for w in s.windows:
@@ -138,7 +141,7 @@ def _legend(*items: tuple[str, str]) -> str:
 
 def _meta(section: Section, anchor: str) -> str:
     p, lim, s = section.profile, section.limits, section.summary
-    lines = ['thresholds -w %s, -c %s (%s)' % (seconds(lim.warning), seconds(lim.critical), lim.source)]
+    lines = ['thresholds -w %s, -c %s (%s)' % (threshold(lim.warning), threshold(lim.critical), lim.source)]
     if p.history:
         lines.append("history <code>%s</code>" % escape(p.history))
     if s is not None and s.first:
@@ -192,7 +195,7 @@ def _overview(sections: list[Section]) -> str:
         s = sec.summary
         day = s.windows[0] if s is not None else None
         state = verdict(day, sec.limits) if day is not None and not sec.problem else "grey"
-        if day is None or sec.problem:
+        if day is None or sec.problem or s is None or not s.windows[-1].probes:
             figures = '<td colspan="6" class="l">%s</td>' % ("history unreadable" if sec.problem else "no probes yet")
         else:
             rtts: list[Optional[float]] = list(day.rtts) or [None, None]

@@ -4,7 +4,7 @@
   trip; probes filed as Junk are amber diamonds, lost ones red marks in the
   strip along the top;
 - week: the last 7 days hour by hour, the band from p50 to p95 with p50 as a
-  line, hours with lost or Junk probes marked in the top strip;
+  line (each held across its hour), hours with lost or Junk probes marked in the top strip;
 - month: the last 30 days day by day, a box from p50 to p95 and a whisker up
   to the slowest, the number of lost probes of each day in the top strip.
 
@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from .history_read import JUNK, LOST
 from .report_stats import DAY, HOUR, Bucket, Thresholds
-from .report_text import seconds, utc_time
+from .report_text import threshold, utc_time
 
 WIDTH, HEIGHT = 960, 250
 LEFT, RIGHT, TOP, BOTTOM = 60, 16, 30, 26  # the plot area's margins; the lost row is the strip above it
@@ -67,7 +67,7 @@ class Plot:
             out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="%s" stroke-dasharray="6 4"/>'
                        % (LEFT, WIDTH - RIGHT, y, y, colour))
             out.append('<text x="%d" y="%.1f" text-anchor="end" class="th" fill="%s">%s %s</text>'
-                       % (WIDTH - RIGHT - 4, y - 4, colour, name, seconds(value)))
+                       % (WIDTH - RIGHT - 4, y - 4, colour, name, threshold(value)))
         out.append('<text x="%d" y="%d" text-anchor="end" class="ax">lost</text>' % (LEFT - 6, TOP - STRIP / 2 + 2))
         return out
 
@@ -125,8 +125,9 @@ def _runs(buckets: Sequence[Bucket], width: float) -> list[list[Bucket]]:
     return runs
 
 
-def _line(plot: Plot, run: Sequence[Bucket], value: Callable[[Bucket], Optional[float]], half: float) -> list[str]:
-    return ["%.1f %.1f" % (plot.x(b.start + half), plot.y(value(b) or 0.0)) for b in run]
+def _steps(plot: Plot, run: Sequence[Bucket], value: Callable[[Bucket], Optional[float]], width: float) -> list[str]:
+    """The points of a line that holds each bucket's *value* across the bucket's *width* seconds."""
+    return ["%.1f %.1f" % (plot.x(b.start + edge), plot.y(value(b) or 0.0)) for b in run for edge in (0.0, width)]
 
 
 def week_chart(hours: Sequence[Bucket], now: float, limits: Thresholds) -> str:
@@ -136,8 +137,8 @@ def week_chart(hours: Sequence[Bucket], now: float, limits: Thresholds) -> str:
     plot = Plot(start, now, [v for b in hours for v in (b.p50, b.p95) if v is not None], limits)
     body = plot.frame(_ticks(start, now, DAY), "%a %d")
     for run in _runs(hours, HOUR):
-        upper = _line(plot, run, lambda b: b.p95, HOUR / 2)
-        lower = _line(plot, run, lambda b: b.p50, HOUR / 2)
+        upper = _steps(plot, run, lambda b: b.p95, HOUR)
+        lower = _steps(plot, run, lambda b: b.p50, HOUR)
         body.append('<polygon points="%s" fill="%s" stroke="none"/>' % (" ".join(upper + lower[::-1]), BAND))
         body.append('<polyline points="%s" fill="none" stroke="%s" stroke-width="1.6"/>' % (" ".join(lower), BLUE))
     for b in hours:

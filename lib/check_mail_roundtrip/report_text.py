@@ -20,6 +20,11 @@ def seconds(value: Optional[float]) -> str:
     return "%.1f h" % (value / 3600)
 
 
+def threshold(value: float) -> str:
+    """A threshold as given: 120 s, 0.5 s, 4000 s."""
+    return "%g s" % value
+
+
 def percent(count: int, total: int, digits: int = 2) -> str:
     """*count* of *total* as a percentage with *digits* decimals; never 0 or 100 unless it is.
 

@@ -7,6 +7,7 @@ the standard library only (zlib, struct), so a test can tell a blank
 screenshot from a drawn one.  Every Chromium run is bounded in time.
 """
 
+import itertools
 import os
 import shutil
 import struct
@@ -64,12 +65,46 @@ def dump_dom(path):
     return _chromium("--dump-dom", "file://" + os.path.abspath(path))
 
 
-def _paeth(a, b, c):
+def _up(line, prev):
+    """The bytes of *line* plus those of *prev*, each modulo 256 (PNG filter 2), a whole row at once."""
+    n = len(line)
+    high, low = int.from_bytes(b"\x80" * n, "big"), int.from_bytes(b"\x7f" * n, "big")
+    a, b = int.from_bytes(line, "big"), int.from_bytes(prev, "big")
+    return bytearray((((a & low) + (b & low)) ^ ((a ^ b) & high)).to_bytes(n, "big"))
+
+
+def _sub(line, bpp):
+    """PNG filter 1: each byte plus the one *bpp* before it, running; a channel at a time."""
+    out = bytearray(len(line))
+    for c in range(bpp):
+        out[c::bpp] = bytes(map((255).__and__, itertools.accumulate(line[c::bpp])))
+    return out
+
+
+def _paeth_byte(a, b, c):
     p = a + b - c
     pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
     if pa <= pb and pa <= pc:
         return a
     return b if pb <= pc else c
+
+
+def _unfilter(kind, line, prev, bpp):
+    """One row of a PNG without its filter *kind* (0 to 4), given the row above, *prev*."""
+    if kind == 0:
+        return line
+    if kind == 1:
+        return _sub(line, bpp)
+    if kind == 2:
+        return _up(line, prev)
+    out = bytearray(line)
+    for i in range(len(out)):
+        left = out[i - bpp] if i >= bpp else 0
+        if kind == 3:
+            out[i] = (out[i] + ((left + prev[i]) >> 1)) & 0xFF
+        else:
+            out[i] = (out[i] + _paeth_byte(left, prev[i], prev[i - bpp] if i >= bpp else 0)) & 0xFF
+    return out
 
 
 def png_pixels(data):
@@ -99,18 +134,7 @@ def png_pixels(data):
     rows = []
     for y in range(height):
         start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
-        for i in range(stride):
-            left = line[i - bpp] if i >= bpp else 0
-            if kind == 1:
-                line[i] = (line[i] + left) & 0xFF
-            elif kind == 2:
-                line[i] = (line[i] + prev[i]) & 0xFF
-            elif kind == 3:
-                line[i] = (line[i] + ((left + prev[i]) >> 1)) & 0xFF
-            elif kind == 4:
-                upleft = prev[i - bpp] if i >= bpp else 0
-                line[i] = (line[i] + _paeth(left, prev[i], upleft)) & 0xFF
-        rows.append([tuple(line[x:x + 3]) for x in range(0, stride, bpp)])
+        line = _unfilter(raw[start], bytearray(raw[start + 1:start + 1 + stride]), prev, bpp)
+        rows.append(list(zip(line[0::bpp], line[1::bpp], line[2::bpp])))
         prev = line
     return width, height, rows
