@@ -203,10 +203,12 @@ def test_forged_foreign_and_quoted_probes_are_read_once_and_never_counted_nor_re
     assert mail.mailbox(MONITOR).subjects() == before
 
 
-def test_two_profiles_on_one_mailbox_keep_to_their_own_probes(tmp_path):
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-state-dir-and-secret", "own-state-dirs-and-secrets"])
+def test_two_profiles_on_one_mailbox_keep_to_their_own_probes(tmp_path, shared):
     mail = MailSystem()
-    a = MemCheck(mail, tmp_path, "--name", "a", state="a")
-    b = MemCheck(mail, tmp_path, "--name", "b", state="b", secret="b" * 64)
+    a = MemCheck(mail, tmp_path, "--name", "a", state="state" if shared else "a")
+    # shared: one state directory and one secret, so b's probes verify with a's secret too
+    b = MemCheck(mail, tmp_path, "--name", "b", **({"state": "state"} if shared else {"state": "b", "secret": "b" * 64}))
     for check in (a, b):
         assert check().text == "first probe sent, 1 in flight"
     for _ in range(3):
