@@ -2,7 +2,9 @@
 
 Against the lab's real Dovecot: its Junk folder carries the \\Junk attribute
 (SPECIAL-USE); its IMAP on 127.0.0.3 (lab.PLAIN_HOST) announces neither
-SPECIAL-USE nor IDLE, and the junk fault files mail into any folder.
+SPECIAL-USE nor IDLE, and the junk fault files mail into any folder.  What
+--junk-state makes of a probe in Junk (warning, critical, ok) is proven with
+whole status lines in memory (tests/test_mem_junk.py).
 """
 
 import json
@@ -46,18 +48,6 @@ def test_a_probe_filed_as_junk_is_a_round_trip_reported_at_warning_and_removed_f
     r = check()
     assert r.rc == 0 and r.line.startswith("MAIL_ROUNDTRIP OK - round trip "), r  # back in INBOX: OK again
     assert "junk=0;;;0 lost=0;;;0" in r.line
-
-
-def test_junk_state_sets_the_state_of_a_probe_in_junk(lab, tmp_path):
-    check = Checker(lab, tmp_path)
-    _first_probe_into_junk(lab, check)
-    lab.junk()  # the next probe goes to Junk too
-    r = check("--junk-state", "critical")
-    assert r.rc == 2 and r.line.startswith("MAIL_ROUNDTRIP CRITICAL - probe delivered to Junk, round trip "), r
-    lab.wait_for(MONITOR, 1, folder="Junk")
-    r = check("--junk-state", "ok")
-    assert r.rc == 0 and r.line.startswith("MAIL_ROUNDTRIP OK - round trip "), r
-    assert "probe delivered to Junk" in r.line and "junk=1;;;0" in r.line
 
 
 def test_probes_in_junk_and_inbox_are_both_counted(lab, tmp_path):
