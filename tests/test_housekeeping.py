@@ -3,7 +3,9 @@
 Trying options out starts new profiles.  Their probes (signed with the same
 secret) and state files are removed once they are older than 7 days (or
 twice --lost-after): checked against the lab with mails appended with old
-arrival dates, and nothing that is not such a probe is touched.
+arrival dates, and nothing that is not such a probe is touched.  The rules
+themselves (twice a longer --lost-after, gone nodes, --keep and POP3, a
+failing look) are proven in memory (tests/test_mem_housekeeping.py).
 """
 
 import email.policy
@@ -159,28 +161,3 @@ def test_abandoned_profiles_probes_and_state_files_are_removed_and_nothing_else(
     r = check("-v")
     assert r.rc == 0 and "of abandoned profile" not in r.stdout, r
     assert later in " ".join(_subjects(lab))
-
-
-def test_a_longer_lost_after_keeps_probes_longer(lab, tmp_path):
-    check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "patient", "--lost-after", "432000")
-    r = check()  # creates the secret
-    assert r.rc == 0, r
-    with open(os.path.join(check.state_dir, "secret"), "rb") as f:
-        secret = f.read().strip()
-    conn = _imap(lab)
-    try:
-        kept = _append_probe(conn, secret, "tried once", 8 * DAY)   # younger than 2 x 5 days
-        gone = _append_probe(conn, secret, "tried once", 11 * DAY)
-    finally:
-        conn.logout()
-    store = os.path.join(check.state_dir, file_stem("patient") + ".json")
-    with open(store) as f:
-        data = json.load(f)
-    data["swept"] = None  # make today's look due again
-    with open(store, "w") as f:
-        json.dump(data, f)
-    r = check("-v")
-    assert "removed 1 probe(s) of abandoned profiles or nodes (signed with this check's secret, sent more than 10d ago)" \
-        in r.stdout, r
-    subjects = " ".join(_subjects(lab))
-    assert kept in subjects and gone not in subjects
