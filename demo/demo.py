@@ -22,7 +22,9 @@ system would, printing every command line and its output:
    reported (CRITICAL), and the next run is OK again;
 4. a spam filter files a probe into Junk: the check finds it there and
    warns (WARNING, probe delivered to Junk);
-5. --wait: the run waits for its own probe and reports its round trip.
+5. --wait: the run waits for its own probe and reports its round trip;
+6. mail_roundtrip_report writes a page of these runs from the history the
+   check kept (the page stays after the demo; the demo says where).
 
 Passwords reach the check through the environment, never the command line.
 The lab is stopped and removed at the end (unless --keep-lab).
@@ -189,6 +191,20 @@ def run(lab, state_dir):
     title("5. --wait: the run's own probe is measured in the same run (0 in flight)")
     d.wait_for_probes()
     expect(d.check("--wait", "10", "-t", "25"), "OK", "the round trip with --wait")
+
+    title("6. A report of these runs, from the history the check kept")
+    report_dir = tempfile.mkdtemp(prefix="cmr-demo-report-")
+    os.chmod(report_dir, 0o755)
+    argv = ["./mail_roundtrip_report", "--state-dir", state_dir, "--output", os.path.join(report_dir, "report.html"),
+            "--badge", os.path.join(report_dir, "badge.svg")]
+    show(argv)
+    p = subprocess.run([sys.executable] + argv, cwd=ROOT, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                       timeout=120)
+    if p.returncode != 0:
+        raise DemoError("the report failed (exit code %d): %s" % (p.returncode, (p.stdout + p.stderr).strip()))
+    say("The page (one file, no script, nothing from outside: any web server can serve it):")
+    say("  %s/report.html   (open file://%s/report.html in a browser)" % (report_dir, report_dir))
+    say("  %s/badge.svg     (a status badge for a wiki or a dashboard)" % report_dir)
 
 
 def main():

@@ -48,21 +48,28 @@ def write_state(path, profile, warning=None, critical=None, thresholds=True):
 
 
 def synthetic(path, lines, end, step=60.0, seed=18):
-    """A history of *lines* probes every *step* seconds up to *end*: round trips of a few seconds with a
-    slow evening now and then, one in 2,000 lost, one in 5,000 in Junk."""
+    """A history of *lines* probes, one every *step* seconds up to *end*, as a busy year looks: round trips
+    of a few seconds, slower in the evening peak, one in 2,000 lost (a few of them back late), one in
+    5,000 filed as Junk, and an outage of 90 minutes in the last week."""
     rnd = random.Random(seed)
     start = end - lines * step
+    outage = (end - 3 * 86400 - 7200, end - 3 * 86400 - 1800)
+    late = []
 
     def one(i):
         sent = start + i * step
         roll = rnd.random()
-        if roll < 0.0005:
+        if roll < 0.0005 or outage[0] <= sent < outage[1]:
+            if roll < 0.0001:
+                late.append(probe(sent, 3600 + 600 * rnd.random(), "late", probe_id="p%d" % int(sent * 1000)))
             return probe(sent, None)
-        rtt = rnd.lognormvariate(0.7, 0.35) + (30 * rnd.random() if (sent // 3600) % 24 == 19 else 0)
+        evening = 19 <= (sent // 3600) % 24 < 21
+        rtt = rnd.lognormvariate(0.7, 0.35) + (rnd.expovariate(1 / 15.0) if evening else 0.0)
         return probe(sent, rtt, "junk" if roll < 0.0007 else "returned")
 
     write(path, (one(i) for i in range(lines)))
-
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.writelines(line + "\n" for line in late)
 
 KNOWN_NOW = 1796000000.0  # 2026-11-30T00:53:20Z, the report's --until for the known history
 KNOWN_UNTIL = "2026-11-30T00:53:20"

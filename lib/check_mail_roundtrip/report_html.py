@@ -12,7 +12,7 @@ from html import escape
 from typing import Optional
 
 from . import __version__
-from .history_read import LATE
+from .history_read import LATE, epoch
 from .record import record
 from .report_profiles import Profile
 from .report_stats import Summary, Thresholds, Window, verdict
@@ -173,15 +173,16 @@ def _section(section: Section, number: int, now: float, since: Optional[float]) 
         return head + ('<p class="empty">No probes recorded yet: the check has not settled a probe of this '
                        'profile%s.</p></section>' % (" since " + utc_time(since) if since is not None else ""))
     lim = section.limits
+    first = epoch(s.first) if s.first else None
     return "".join([
         head, "<h3>Delivery</h3>", _shares_table(section, since),
-        "<h3>The last 24 hours</h3>", day_chart(s.points, now, lim),
+        "<h3>The last 24 hours</h3>", day_chart(s.points, now, lim, first),
         _legend(("#1f5fa8", "a probe back (its round trip)"), ("#d98c00", "filed as Junk"),
                 ("#c62828", "lost (top row)")),
-        "<h3>The last 7 days</h3>", week_chart(s.hours, now, lim),
+        "<h3>The last 7 days</h3>", week_chart(s.hours, now, lim, first),
         _legend(("#b9d0ea", "hourly p50 to p95"), ("#1f5fa8", "hourly p50"), ("#c62828", "hour with lost probes"),
                 ("#d98c00", "hour with probes in Junk")),
-        "<h3>The last 30 days</h3>", month_chart(s.days, now, lim),
+        "<h3>The last 30 days</h3>", month_chart(s.days, now, lim, first),
         _legend(("#b9d0ea", "daily p50 to p95"), ("#1f5fa8", "daily p50"), ("#777", "slowest of the day"),
                 ("#c62828", "lost probes of the day")),
         "<h3>The slowest probes of the last 30 days</h3>", _slowest_table(s),

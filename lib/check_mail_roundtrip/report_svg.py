@@ -11,7 +11,10 @@
 The round-trip axis is logarithmic (mail takes a second on a good day and an
 hour on a bad one), with the -w and -c thresholds drawn across.  A chart is a
 handful of SVG elements whatever the number of probes: the day's points are
-one path of dots.  Times are UTC.
+one path of dots.  A chart of a history younger than its span starts at the
+first probe (the day's at least an hour back, the week's a day, the month's
+a week), so a new profile's probes are not crowded at its right edge.
+Times are UTC.
 """
 
 import math
@@ -83,6 +86,20 @@ def _ticks(start: float, end: float, step: float) -> list[float]:
     return [first + k * step for k in range(int((end - first) // step) + 1)]
 
 
+TICK_STEPS = (300.0, 600.0, 900.0, 1800.0, HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY, 5 * DAY)
+
+
+def span(now: float, longest: float, shortest: float, first: Optional[float]) -> tuple[float, list[float], str]:
+    """(start, ticks, tick label form) of a chart ending at *now*: it reaches back *longest* seconds, or
+    only to the first probe (at least *shortest*) when the history is younger."""
+    start = now - longest
+    if first is not None and first > start:
+        start = max(start, min(now - shortest, first - first % 300.0))
+    step = next((s for s in TICK_STEPS if (now - start) / s <= 8), TICK_STEPS[-1])
+    form = "%H:%M" if step < DAY else ("%a %d" if step == DAY else "%m-%d")
+    return start, _ticks(start, now, step), form
+
+
 def _empty(plot: Plot, body: list[str], what: str) -> None:
     body.append('<text x="%d" y="%d" text-anchor="middle" class="none">no probes in %s</text>'
                 % ((LEFT + WIDTH - RIGHT) / 2, (TOP + HEIGHT - BOTTOM) / 2, what))
@@ -94,10 +111,13 @@ def _strip(x0: float, x1: float, colour: str) -> str:
         x0, TOP - STRIP, max(2.0, x1 - x0), STRIP - 3, colour)
 
 
-def day_chart(points: Sequence[tuple[float, float, int]], now: float, limits: Thresholds) -> str:
-    """Every probe of the 24 hours up to *now*: (send time, round trip or NaN, outcome)."""
-    plot = Plot(now - DAY, now, [p[1] for p in points], limits)
-    body = plot.frame(_ticks(now - DAY, now, 3 * HOUR), "%H:%M")
+def day_chart(points: Sequence[tuple[float, float, int]], now: float, limits: Thresholds,
+              first: Optional[float] = None) -> str:
+    """Every probe of the 24 hours up to *now*: (send time, round trip or NaN, outcome); from the *first*
+    probe on when the history is younger (at least an hour)."""
+    start, ticks, form = span(now, DAY, HOUR, first)
+    plot = Plot(start, now, [p[1] for p in points], limits)
+    body = plot.frame(ticks, form)
     back = "".join("M%.1f %.1fh0" % (plot.x(t), plot.y(r)) for t, r, o in points if o != JUNK and o != LOST)
     junk = "".join("M%.1f %.1fl4 4-4 4-4-4z" % (plot.x(t), plot.y(r) - 4) for t, r, o in points if o == JUNK)
     lost = "".join("M%.1f %dv%d" % (plot.x(t), TOP - STRIP, STRIP - 3) for t, _r, o in points if o == LOST)
@@ -130,12 +150,13 @@ def _steps(plot: Plot, run: Sequence[Bucket], value: Callable[[Bucket], Optional
     return ["%.1f %.1f" % (plot.x(b.start + edge), plot.y(value(b) or 0.0)) for b in run for edge in (0.0, width)]
 
 
-def week_chart(hours: Sequence[Bucket], now: float, limits: Thresholds) -> str:
-    """The 7 days up to *now* hour by hour: the p50 to p95 band, p50 as a line, lost and Junk in the strip."""
-    start = now - 7 * DAY
+def week_chart(hours: Sequence[Bucket], now: float, limits: Thresholds, first: Optional[float] = None) -> str:
+    """The 7 days up to *now* hour by hour: the p50 to p95 band, p50 as a line, lost and Junk in the strip;
+    from the *first* probe on when the history is younger (at least a day)."""
+    start, ticks, form = span(now, 7 * DAY, DAY, first)
     hours = sorted(hours, key=lambda b: b.start)
     plot = Plot(start, now, [v for b in hours for v in (b.p50, b.p95) if v is not None], limits)
-    body = plot.frame(_ticks(start, now, DAY), "%a %d")
+    body = plot.frame(ticks, form)
     for run in _runs(hours, HOUR):
         upper = _steps(plot, run, lambda b: b.p95, HOUR)
         lower = _steps(plot, run, lambda b: b.p50, HOUR)
@@ -149,14 +170,17 @@ def week_chart(hours: Sequence[Bucket], now: float, limits: Thresholds) -> str:
     return _svg("hourly median and 95th percentile of the round trip, last 7 days", body)
 
 
-def month_chart(days: Sequence[Bucket], now: float, limits: Thresholds) -> str:
-    """The 30 days up to *now* day by day: p50 to p95 as a box, a whisker to the slowest, lost counts on top."""
-    start = now - 30 * DAY
+def month_chart(days: Sequence[Bucket], now: float, limits: Thresholds, first: Optional[float] = None) -> str:
+    """The 30 days up to *now* day by day: p50 to p95 as a box, a whisker to the slowest, lost counts on top;
+    from the *first* probe on when the history is younger (at least a week)."""
+    start, ticks, form = span(now, 30 * DAY, 7 * DAY, first)
     days = sorted(days, key=lambda b: b.start)
     plot = Plot(start, now, [v for b in days for v in (b.p50, b.p95, b.max) if v is not None], limits)
-    body = plot.frame(_ticks(start, now, 5 * DAY), "%m-%d")
+    body = plot.frame(ticks, form)
     for b in days:
         x0, x1 = plot.x(b.start + DAY * 0.15), plot.x(b.start + DAY * 0.85)
+        if x1 - x0 < 4:  # a day that began well before the window: its box would not fit
+            x0, x1 = plot.x(start), plot.x(start) + 4
         mid = (x0 + x1) / 2
         if b.p50 is not None and b.p95 is not None and b.max is not None:
             body.append('<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#777"/>'
