@@ -33,7 +33,8 @@ from collections.abc import Sequence
 from typing import BinaryIO, Callable, Optional
 
 from .ledger import Settled
-from .state import StateError, access_problem, adopt, foreign, replace_with, set_aside
+from .owners import StateError, access_problem, adopt, foreign
+from .state import replace_with, set_aside
 
 HEADER = "sent_utc,arrived_utc,rtt_s,outcome,folder,leg_out_s,leg_back_s,node,probe_id"
 TAIL = 64 * 1024       # bytes read back from the end, at most, to find the last line end

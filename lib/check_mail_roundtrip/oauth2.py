@@ -39,8 +39,9 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 
 from . import private_file, sasl
 from .failure import StepFailure, step
+from .owners import access_problem
 from .redact import redact, register
-from .state import StateError, access_problem, foreign, set_aside, write_atomically
+from .state import set_aside, write_atomically
 
 if TYPE_CHECKING:
     import http.client
@@ -296,11 +297,8 @@ class GrantToken(TokenSource):
         if not self.cache:
             return None
         try:
-            raw, st = private_file.load(self.cache, "token cache", MAX_REPLY, private=False, follow=False,
+            raw, _ = private_file.load(self.cache, "token cache", MAX_REPLY, private=False, follow=False, owned=True,
                                         on_denied=lambda path, exc: "token cache " + access_problem(path, exc))
-            planted = foreign(self.cache, st, "token cache")
-            if planted:
-                raise StateError(planted)
             data = json.loads(raw.decode("utf-8"))
             token, issued, expires = data["access_token"], float(data["issued_at"]), float(data["expires_at"])
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:

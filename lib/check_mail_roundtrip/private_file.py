@@ -9,9 +9,10 @@ the signing secret) or options (``--extra-opts``), without trusting what is ther
   under /etc that way), but what it leads to must be a regular file too; with
   ``follow=False`` (files the check keeps itself) a symlink is not opened.
 - ``private=True``: the file must belong to the user running the check or
-  root (:func:`state.trusted_owner`), and neither its group nor others may
+  root (:func:`owners.trusted_owner`), and neither its group nor others may
   read or write it: otherwise :class:`Refused`, naming the mode and the fix
-  ``chmod 600 FILE``.
+  ``chmod 600 FILE``.  ``owned=True`` asks only the first (the check's own
+  state files and token cache, whose mode is the check's business).
 - A file this user may not open is :class:`Refused` with whose it is and the
   fix (``chown USER: FILE``), or which directory shuts it out.
 
@@ -21,11 +22,12 @@ words for the caller's own message.
 """
 
 import errno
+import grp
 import os
 import stat
 from typing import Callable, Optional
 
-from .state import StateError, foreign, runner, whose
+from .owners import StateError, foreign, runner, whose
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
           (stat.S_ISSOCK, "a socket"))
@@ -46,8 +48,6 @@ def denied(path: str, what: str, exc: OSError) -> str:
         return ("%s %s %s: %s; this check runs as %s: give it the file, e.g. chown %s: %s"
                 % (what, path, whose(path), exc.strerror or exc, me, me, path))
     closed = _closed_directory(path)
-    import grp  # only for this message
-
     try:
         group = grp.getgrgid(os.getegid()).gr_name
     except KeyError:
@@ -94,7 +94,8 @@ def read(path: str, what: str, limit: int, private: bool = True, follow: bool = 
 
 
 def load(path: str, what: str, limit: int, private: bool = True, follow: bool = True, why: str = "",
-         on_denied: Optional[Callable[[str, OSError], str]] = None) -> tuple[bytes, os.stat_result]:
+         on_denied: Optional[Callable[[str, OSError], str]] = None,
+         owned: bool = False) -> tuple[bytes, os.stat_result]:
     """:func:`read`, and the status of the very file read (its owner, its mode)."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -107,10 +108,11 @@ def load(path: str, what: str, limit: int, private: bool = True, follow: bool = 
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
         if not stat.S_ISREG(st.st_mode):
             raise Unfit(errno.EINVAL, "not a regular file (%s)" % _kind(st.st_mode))
-        if private:
+        if private or owned:
             planted = foreign(path, st, what)
             if planted:
                 raise Refused(planted)
+        if private:
             mode = stat.S_IMODE(st.st_mode)
             if mode & 0o077:
                 raise Refused("%s %s %s (mode %04o): %smake it the owner's alone: chmod 600 %s"

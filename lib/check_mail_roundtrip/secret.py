@@ -12,8 +12,8 @@ import os
 import secrets
 
 from . import private_file
+from .owners import StateError, access_problem, adopt
 from .redact import register
-from .state import StateError, access_problem, adopt
 
 MIN_BYTES = 16
 MAX_BYTES = 4096

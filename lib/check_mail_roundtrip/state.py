@@ -18,11 +18,11 @@
   file, a lock, a token cache) and make the check report a false OK: a state
   directory anyone may write to (even 1777), or whose group may write to it
   (unless that group is the owner's own private group, which no other user is
-  in), is refused (:func:`open_to_others`), and so is a state, secret or token
-  cache file that belongs to another user (:func:`foreign`): trusted are the
+  in), is refused (:func:`owners.open_to_others`), and so is a state, secret or token
+  cache file that belongs to another user (:func:`owners.foreign`): trusted are the
   files of the user running the check and root's; a run as root trusts any
   owner (it gives the files it creates to the directory's owner, see
-  :func:`adopt`).
+  :func:`owners.adopt`).
 - Profiles that have not run for a long time are *abandoned*:
   :func:`abandoned` lists their state files and :func:`remove_abandoned`
   deletes them (and their history, see :mod:`history`).
@@ -34,23 +34,27 @@ import hashlib
 import json
 import math
 import os
-import pwd
 import re
 import stat
 import time
 from typing import Any, BinaryIO, Callable, NoReturn, Optional, TypeVar
 
+from . import private_file
 from .lazy_re import LazyPattern
+from .owners import (
+    StateError,
+    _denied,
+    _user,
+    access_problem,
+    adopt,
+    open_to_others,
+)
 from .record import field, record
 
 SCHEMA = 1
 _COUNTERS = ("sent", "returned", "lost", "late")
 HISTORY = ".history.csv"  # a profile's history file: its state file's stem and this
 _BOUNDS = ("warning", "critical")
-
-
-class StateError(Exception):
-    """The state cannot be used at all (no directory, cannot write)."""
 
 
 class LockTimeout(StateError):
@@ -205,106 +209,6 @@ def _legacy_stem(profile: str) -> str:
     return "%s-%s" % (readable or "profile", _digest(profile))
 
 
-def _user(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def runner() -> str:
-    """The name of the user this check runs as."""
-    return _user(os.geteuid())
-
-
-def whose(path: str) -> str:
-    """'belongs to USER (mode 0600)', or 'is not accessible' when even that cannot be seen."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return "is not accessible"
-    return "belongs to %s (mode %04o)" % (_user(st.st_uid), stat.S_IMODE(st.st_mode))
-
-
-def access_problem(path: str, exc: OSError, directory: Optional[str] = None) -> str:
-    """The UNKNOWN text for a file or directory this user may not use: owner and fix."""
-    directory = directory or os.path.dirname(path) or "."
-    me = runner()
-    return ("%s %s: %s; this check runs as %s: give it the state directory, "
-            "e.g. chown -R %s: %s" % (path, whose(path), exc.strerror or exc, me, me, directory))
-
-
-def trusted_owner(uid: int) -> bool:
-    """May this run trust a file that *uid* owns?  Its own and root's; a run as root any."""
-    me = os.geteuid()
-    return me == 0 or uid in (me, 0)
-
-
-def foreign(path: str, st: os.stat_result, what: str) -> Optional[str]:
-    """The UNKNOWN text when *path* (whose stat is *st*) belongs to a user this run
-    must not trust (see :func:`trusted_owner`), else None."""
-    if trusted_owner(st.st_uid):
-        return None
-    me = runner()
-    return ("%s %s belongs to %s (mode %04o), not to %s who runs this check: another user may have put "
-            "it there; remove it, or if it is right, chown %s: %s"
-            % (what, path, _user(st.st_uid), stat.S_IMODE(st.st_mode), me, me, path))
-
-
-def _private_group(gid: int, uid: int) -> bool:
-    """Is *gid* the private group of user *uid*: its primary group, and no other user's?"""
-    import grp  # only for a directory its group may write to
-
-    try:
-        owner, group = pwd.getpwuid(uid), grp.getgrgid(gid)
-    except KeyError:
-        return False
-    if owner.pw_gid != gid or any(member != owner.pw_name for member in group.gr_mem):
-        return False
-    return not any(other.pw_gid == gid and other.pw_uid != uid for other in pwd.getpwall())
-
-
-def open_to_others(directory: str) -> Optional[str]:
-    """The UNKNOWN text when users other than its owner may create files in *directory*, else None.
-
-    Anyone may when others have write permission (the sticky bit does not
-    help: the names the check uses can be taken before it creates them); the
-    group may, unless it is the owner's private group (:func:`_private_group`).
-    """
-    st = os.stat(directory)
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & stat.S_IWOTH:
-        who = "anyone"
-    elif mode & stat.S_IWGRP and not _private_group(st.st_gid, st.st_uid):
-        import grp
-
-        try:
-            who = "its group %s" % grp.getgrgid(st.st_gid).gr_name
-        except KeyError:
-            who = "its group %d" % st.st_gid
-    else:
-        return None
-    return ("state directory %s can be written by %s (mode %04o): another user could put a secret, state "
-            "or lock file there and make the check report what they like; make it the owner's alone: "
-            "chmod 700 %s" % (directory, who, mode, directory))
-
-
-def _denied(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM)
-
-
-def adopt(fd: int, directory: str) -> None:
-    """Run as root in another user's directory: give the new file to that user."""
-    if os.geteuid() != 0:
-        return
-    try:
-        st = os.stat(directory)
-        if st.st_uid != 0:
-            os.fchown(fd, st.st_uid, st.st_gid)
-    except OSError:
-        pass
-
-
 def ensure_directory(directory: str) -> None:
     """Create the state directory 0700 if missing; it must be a real directory we may use."""
     try:
@@ -416,47 +320,35 @@ class Damaged(Exception):
 def read_json(path: str, convert: Callable[[Any], _T]) -> Optional[_T]:
     """*convert* applied to the JSON in the state file *path*; None when there is no file.
 
-    The file is opened as a state file must be: a symlink is not followed,
-    a FIFO is not waited on, only a regular file is read, and at most
-    MAX_STATE_BYTES of it.  Damaged when it is none, cannot be read, is not
-    JSON (or nested too deep) or *convert* refuses it with ValueError;
-    StateError when this user may not read it (not damage: nothing to move).
+    The file is read as the check's own files are (:func:`private_file.load`):
+    a symlink is not followed, a FIFO is not waited on, only a regular file of
+    a trusted owner is read, and at most MAX_STATE_BYTES of it.  Damaged when
+    it is none, cannot be read, is not JSON (or nested too deep) or *convert*
+    refuses it with ValueError; StateError when this user may not read it or
+    another user owns it (not damage: nothing to move).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        raw, _ = private_file.load(path, "state file", MAX_STATE_BYTES, private=False, follow=False, owned=True,
+                                   on_denied=lambda path, exc: "state file " + access_problem(path, exc))
     except FileNotFoundError:
         return None
+    except private_file.Unfit as exc:
+        if exc.errno == errno.EFBIG:
+            raise Damaged("is damaged (larger than %d MiB)" % (MAX_STATE_BYTES // (1024 * 1024)))
+        raise Damaged("is not a regular file")
+    except IsADirectoryError:
+        raise Damaged("is a directory")
     except OSError as exc:
-        if _denied(exc):
-            raise StateError("state file " + access_problem(path, exc))
         if exc.errno == errno.ELOOP:
             raise Damaged("is a symlink (not followed)")
-        if exc.errno == errno.EISDIR:
-            raise Damaged("is a directory")
         raise Damaged("cannot be read (%s)" % (exc.strerror or exc))
     try:
-        kind = os.fstat(fd).st_mode
-        if not stat.S_ISREG(kind):
-            os.close(fd)
-            raise Damaged("is a directory" if stat.S_ISDIR(kind) else "is not a regular file")
-        planted = foreign(path, os.fstat(fd), "state file")
-        if planted:
-            os.close(fd)
-            raise StateError(planted)
-        with os.fdopen(fd, "rb") as f:
-            raw = f.read(MAX_STATE_BYTES + 1)
-        if len(raw) > MAX_STATE_BYTES:
-            raise ValueError("larger than %d MiB" % (MAX_STATE_BYTES // (1024 * 1024)))
         return convert(json.loads(raw.decode("utf-8"), parse_constant=_no_constants))
-    except (OSError, ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
         reason = str(exc) or type(exc).__name__
         if isinstance(exc, (json.JSONDecodeError, UnicodeDecodeError)):
-            reason = "is not valid JSON (%s)" % reason
-        elif isinstance(exc, OSError):
-            reason = "cannot be read (%s)" % (exc.strerror or exc)
-        else:
-            reason = "is damaged (%s)" % reason
-        raise Damaged(reason)
+            raise Damaged("is not valid JSON (%s)" % reason)
+        raise Damaged("is damaged (%s)" % reason)
 
 
 class StateStore:
