@@ -10,7 +10,7 @@
 - The token cache is never read through a symlink, and damage in it (JSON
   nested too deep) is set aside, never a traceback.
 
-The real command runs against the lab or fault servers (tests/faultservers.py);
+The real command runs against the lab or fault servers (tests/faultservers/);
 files owned by other users are in tests/test_ownership.py.
 """
 

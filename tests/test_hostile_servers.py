@@ -1,6 +1,6 @@
 """Hostile servers: whatever a server sends, the run's memory and time stay bounded.
 
-The real command against loopback fault servers (tests/faultservers.py)
+The real command against loopback fault servers (tests/faultservers/)
 that send without end: an IMAP literal of 4294967295 bytes (in the greeting,
 as the answer to FETCH, to IDLE during --wait, to the reflector's poll),
 untagged lines after LOGIN, 2 MB of untagged lines before each of many

@@ -1,7 +1,7 @@
 """Status lines that say what went wrong and how to fix it (issue 7, "Polish").
 
 The real command against the lab's Dovecot/Postfix, or against loopback fault
-servers (tests/faultservers.py) that answer like Courier or Cyrus.  Every case
+servers (tests/faultservers/) that answer like Courier or Cyrus.  Every case
 asserts the whole first line and that nothing went to stderr.
 
 1. non-ASCII server words stay readable (UTF-8, modified UTF-7 folder names);

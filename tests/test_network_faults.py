@@ -1,5 +1,5 @@
 """Network faults (issue 4, items 5 and 6): the real command against misbehaving
-loopback servers (tests/faultservers.py), the other side served by the lab.
+loopback servers (tests/faultservers/), the other side served by the lab.
 
 Every case asserts the exit code, the whole first line (the failed step and the
 server's or system's words), that the run ended inside its -t budget, and that

@@ -1,6 +1,6 @@
 """No secret of the run in any output, whatever form a hostile server echoes it in.
 
-Servers that repeat the client's login in their refusal (tests/faultservers.py,
+Servers that repeat the client's login in their refusal (tests/faultservers/,
 ``Echo``): SMTP AUTH PLAIN in a 535, IMAP LOGIN and AUTHENTICATE data in a NO,
 POP3 PASS and AUTH PLAIN in an -ERR, a token endpoint that repeats the request
 body (client secret, refresh token, form-encoded) in its error, and an IMAP
