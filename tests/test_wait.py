@@ -1,6 +1,7 @@
 """--wait: the probe just sent is measured in the same run.
 
-Against the lab: the delay fault holds every mail for some seconds; its IMAP
+Against the lab: the delay fault holds every mail for some seconds (the hold
+fault until it is released, for a probe that must come after the wait); its IMAP
 on 127.0.0.3 (lab.PLAIN_HOST) does not offer IDLE; a CutRelay in front of
 the plain IMAP port cuts the session when the check starts to IDLE.
 """
@@ -48,19 +49,19 @@ def test_a_delay_shorter_than_the_wait_is_measured_with_idle(lab, tmp_path):
 
 
 def test_a_delay_longer_than_the_wait_leaves_the_probe_pending_for_the_next_run(lab, tmp_path):
+    """The IDLE ends with DONE when the wait is over, the probe still in flight, as without --wait
+    (that the next run counts it is the same with or without --wait: tests/test_mem_wait.py)."""
     check = Checker(lab, tmp_path)
-    lab.delay(6)
-    r = check("--wait", "2", "-t", "20", "-v")
+    lab.hold()   # the probe comes later than the wait: not before the test is over
+    r = check("--wait", "2", "-t", "20", "-vvv")
     assert r.rc == 0 and re.fullmatch(
         r"MAIL_ROUNDTRIP OK - first probe sent, oldest in flight %ss, 1 in flight \| junk=0;;;0 lost=0;;;0 "
         r"oldest_pending=(%s)s;120;600;0 pending=1;;;0" % (NUM, NUM), r.full_line), r
     assert 2 <= r.seconds < 8, r.seconds
     probe = re.search(r"^probe (\w+) not back after waiting (%s)s \(IMAP IDLE\)$" % NUM, r.stdout, re.M)
     assert probe and 1.5 <= float(probe.group(2)) < 3, r.stdout
-    lab.wait_for(MONITOR, 1, timeout=20)
-    r = check("-v")
-    assert r.rc == 0 and r.line.startswith("MAIL_ROUNDTRIP OK - round trip "), r
-    assert "probe %s returned" % probe.group(1) in r.stdout
+    assert re.search(r"^IMAP C: (\S+) IDLE\n(?:IMAP S: .*\n)*IMAP C: DONE\n(?:IMAP S: .*\n)*IMAP S: \1 OK ",
+                     r.stdout, re.M), r.stdout
 
 
 def test_a_server_without_idle_is_polled_and_no_idle_forces_polling(lab, tmp_path):
@@ -96,7 +97,7 @@ def test_pop3_waits_with_a_new_session_every_two_seconds(lab, tmp_path):
 
 def test_a_connection_cut_during_the_wait_ends_it_quietly(lab, tmp_path):
     check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "cut-wait")
-    lab.delay(4)
+    lab.hold()   # the probe comes after the cut
     cut = fs.CutRelay(lab.ports["imap"], r"^\S+ IDLE\r?$", how="reset")
     with fs.FaultServer(cut, max_connections=3) as relay:
         r = check("--wait", "10", "-v", "--imap-host", "127.0.0.1", "--imap-port", str(relay.port),
@@ -106,6 +107,7 @@ def test_a_connection_cut_during_the_wait_ends_it_quietly(lab, tmp_path):
     assert "pending=1;;;0" in r.full_line
     assert re.search(r"^waiting for probe (\w+) ended after %ss: IMAP wait failed: .*\(left for the next run\)$"
                      % NUM, r.stdout, re.M), r.stdout
+    lab.release()
     lab.wait_for(MONITOR, 1, timeout=20)
     r = check("-v")
     assert r.rc == 0 and r.line.startswith("MAIL_ROUNDTRIP OK - round trip "), r
