@@ -126,8 +126,9 @@ class Probes:
         sent = history.sent
         superseded = set()
         if LATE in history.outcome:
-            late = {history.probe_id[i] for i, o in enumerate(history.outcome) if o == LATE}
-            superseded = {i for i, o in enumerate(history.outcome) if o == LOST and history.probe_id[i] in late}
+            outcome = bytes(history.outcome)
+            late = {history.probe_id[i] for i in _positions(outcome, LATE)}
+            superseded = {i for i in _positions(outcome, LOST) if history.probe_id[i] in late}
         order: Optional[list[int]] = None
         if superseded or not all(map(str.__le__, sent[:-1], sent[1:])):
             order = sorted((i for i in range(len(sent)) if i not in superseded), key=sent.__getitem__)
