@@ -102,6 +102,16 @@ def test_the_merged_csv_has_the_profile_first_and_every_probe_in_the_order_sent(
     ]
 
 
+def test_the_merged_csv_keeps_the_usual_columns_of_a_history_that_has_more(state, tmp_path):
+    with open(str(state / "c-0000000009.history.csv"), "w") as fh:
+        fh.write("probe_id,outcome,rtt_s,sent_utc,arrived_utc,folder,leg_out_s,leg_back_s,node,extra\n")
+        fh.write('z9,junk,4.500,2026-11-30T00:53:20.000Z,2026-11-30T00:53:24.500Z,"Spam, old",,,n1,x\n')
+    r = report("--state-dir", str(state), "--output", str(tmp_path / "r.html"), "--csv", str(tmp_path / "all.csv"))
+    assert r.returncode == 0, r
+    assert (tmp_path / "all.csv").read_text().splitlines()[1:] == [
+        'c-0000000009,2026-11-30T00:53:20.000Z,2026-11-30T00:53:24.500Z,4.500,junk,"Spam, old",,,n1,z9']
+
+
 def test_profile_picks_profiles_by_name_or_state_file_name(state, tmp_path):
     known(str(state))
     write(str(state / "other-0000000003.history.csv"), [probe(T - 60, 1.0)])

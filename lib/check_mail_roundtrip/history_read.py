@@ -68,6 +68,7 @@ class History:
         self.leg_out = array("d")
         self.leg_back = array("d")
         self.lines: Optional[list[str]] = None  # the lines themselves, when asked for
+        self.columns: tuple[str, ...] = HEADER  # the columns of the lines, as the header names them
         self.damaged = 0
         self.examples: list[str] = []  # "line 7: why" for the first EXAMPLES damaged lines
         self.truncated = False  # MAX_LINES reached: lines after them were not read
@@ -189,11 +190,12 @@ class _Reader:
             raise HistoryError("the header line has no column %s" % ", ".join(missing))
         self.index = {name: i for i, name in enumerate(fields)}
         self.width = len(fields)
+        self.history.columns = tuple(fields)
 
     def chunk(self, number: int, lines: list[Optional[bytes]]) -> None:
         """Add the probes of *lines* (the first is line *number*)."""
         if number == 1 and lines and lines[0] is not None:
-            first = _fields(lines[0].decode("utf-8", "replace").rstrip("\r"))
+            first = fields_of(lines[0].decode("utf-8", "replace").rstrip("\r"))
             if HEADER[0] in first:
                 self.header(first)
                 number, lines = 2, lines[1:]
@@ -251,7 +253,7 @@ class _Reader:
             line = raw.decode("utf-8").rstrip("\r")
         except UnicodeDecodeError:
             return h.damage(number, "not UTF-8")
-        fields = _fields(line)
+        fields = fields_of(line)
         if len(fields) != self.width:
             return h.damage(number, "%d fields, not %d" % (len(fields), self.width))
         i = self.index
@@ -278,7 +280,7 @@ class _Reader:
             h.lines.append(line)
 
 
-def _fields(line: str) -> list[str]:
+def fields_of(line: str) -> list[str]:
     """The fields of one CSV line (quoted ones too: a folder name with a comma, say); [] if unreadable."""
     if '"' not in line:
         return line.split(",")

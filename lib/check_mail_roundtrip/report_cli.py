@@ -8,10 +8,8 @@ as it was), with one line on stderr saying why; 2 a usage error (argparse's).
 
 import argparse
 import calendar
-import csv
 import gc
 import heapq
-import io
 import math
 import os
 import sys
@@ -21,7 +19,7 @@ from typing import BinaryIO, Callable, Optional
 
 from . import __version__
 from .badge import badge
-from .history_read import HEADER, History, HistoryError, read_history, sent_text
+from .history_read import HEADER, History, HistoryError, fields_of, read_history, sent_text
 from .report_html import Section, page
 from .report_profiles import Profile, ReportError, find_profiles
 from .report_stats import Thresholds, summarise, verdict
@@ -145,9 +143,8 @@ def badge_svg(sections: list[Section]) -> str:
 
 
 def _csv_field(text: str) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow([text])
-    return out.getvalue()
+    """*text* as one CSV field: quoted as CSV does when it holds a comma, a quote or a line end."""
+    return '"%s"' % text.replace('"', '""') if any(c in text for c in ',"\r\n') else text
 
 
 def merged_lines(pairs: list[tuple[Profile, History]], since: Optional[float], until: Optional[float]) -> Iterator[str]:
@@ -157,9 +154,14 @@ def merged_lines(pairs: list[tuple[Profile, History]], since: Optional[float], u
 
     def one(k: int, profile: Profile, history: History) -> Iterator[tuple[str, int, str]]:
         name, sent, lines = _csv_field(profile.name), history.sent, history.lines or []
+        order = None if history.columns == HEADER else [history.columns.index(c) for c in HEADER]
         for i in sorted(range(len(sent)), key=sent.__getitem__):
             if lo <= sent[i] < hi:
-                yield sent[i], k, "%s,%s\n" % (name, lines[i])
+                line = lines[i]
+                if order is not None:  # columns in another order, or more of them: the usual ones, in order
+                    fields = fields_of(line)
+                    line = ",".join(_csv_field(fields[j]) for j in order)
+                yield sent[i], k, "%s,%s\n" % (name, line)
 
     yield "profile," + ",".join(HEADER) + "\n"
     for _sent, _k, line in heapq.merge(*(one(k, p, h) for k, (p, h) in enumerate(pairs))):
