@@ -10,9 +10,14 @@ housekeeping removes an abandoned profile's history with its state.
 
 import os
 import stat
+import subprocess
+import sys
+
+import pytest
 
 from check_mail_roundtrip.history import HEADER
 from check_mail_roundtrip.state import State, StateStore, ensure_directory
+from tests.checkrun import COMMAND
 from tests.memlab import MONITOR, MailSystem, MemCheck, probe_mail, sent_id
 
 P = "MAIL_ROUNDTRIP "
@@ -306,3 +311,14 @@ def test_housekeeping_removes_an_abandoned_profiles_history_with_its_state(tmp_p
             % os.path.basename(abandoned.path)) in r.stdout.splitlines(), r
     assert not os.path.exists(abandoned.path) and not os.path.exists(abandoned.history_path)
     assert os.path.exists(young.path) and os.path.exists(young.history_path)
+
+
+# -- the option ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "36501", "a year"])
+def test_history_days_is_a_whole_number_of_days(tmp_path, value):
+    p = subprocess.run([sys.executable, COMMAND, "--from", MONITOR, "--state-dir", str(tmp_path),
+                        "--history-days=" + value], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert (p.returncode, p.stdout) == (3, P + "UNKNOWN - usage error: argument --history-days: must be a whole "
+                                        "number of days from 0 to 36500: %r (see --help)\n" % value), p

@@ -345,9 +345,9 @@ def parser() -> argparse.ArgumentParser:
                    help="signing secret (default: 'secret' in the state directory, created 0600 on first use); "
                         "refused when its group or others may read it")
     g.add_argument("--history-days", type=_days, default=400, metavar="DAYS",
-                   help="keep every probe's fate in a history file beside the state file "
-                        "(<state file>.history.csv, for mail_roundtrip_report) for this many days; lines "
-                        "older are dropped once a day (default: 400; 0 writes no history)")
+                   help="keep every probe's fate for this many days in a history file beside the state "
+                        "file (named like it, .history.csv for .json), read by mail_roundtrip_report; older "
+                        "lines are dropped once a day (default: 400; 0 writes no history)")
     g.add_argument("--extra-opts", metavar="[SECTION][@FILE]", nargs="?", const="",
                    help="read options from an ini file as the monitoring-plugins do: section SECTION "
                         "(default: check_mail_roundtrip) of FILE (default: $MP_CONFIG_FILE, else "
