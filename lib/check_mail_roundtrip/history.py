@@ -12,9 +12,10 @@ Times are UTC with milliseconds and ``Z``; ``arrived_utc``, ``rtt_s`` and
 it.  A field holding ``,`` or ``"`` is quoted as CSV does; line ends and other
 control characters never appear in a field.
 
-- :func:`append` adds one run's lines in a single ``write`` (O_APPEND, under
-  the profile's lock, after the state that settled them is saved: a run
-  killed in between leaves a line out, never writes one twice).  Only the
+- :func:`append` adds the lines of one collection in a single ``write``
+  (O_APPEND, under the profile's lock, after the state that settled them is
+  saved: a run killed in between leaves a line out, never writes one twice;
+  a run with --wait collects, and appends, twice at most).  Only the
   last bytes are read: a last line without its line end (a run killed while
   writing) is cut off first.  A symlink, a directory or a file without a
   line end in its last :data:`TAIL` bytes in its place is set aside and the
@@ -22,7 +23,7 @@ control characters never appear in a field.
 - :func:`prune` drops the lines sent before a cutoff by a streaming copy to a
   temp file and an atomic rename, in bounded memory and time (the run calls
   it once a day, :func:`due`).
-- New files are 0600, owned like the state file (:func:`state.adopt`).
+- New files are 0600, owned like the state file (:func:`owners.adopt`).
 """
 
 import errno
