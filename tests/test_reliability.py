@@ -132,17 +132,34 @@ def _wait_queue_empty(lab, timeout=15.0):
         time.sleep(0.05)
 
 
+KILLS = 200   # kills spread over a whole run, start-up included; those that fall after the start-up are made
+
+
+def _start_up_time(check):
+    """How long a run takes to end at a usage error (the fastest of three): a run killed sooner
+    has not touched anything yet (test_usage_errors_are_unknown: nothing was done)."""
+    times = []
+    for _ in range(3):
+        t0 = time.monotonic()
+        p = _popen(check, "--wait=-1")
+        out, err = p.communicate(timeout=60)
+        times.append(time.monotonic() - t0)
+        assert p.returncode == 3 and "usage error" in out, (out, err)
+    return min(times)
+
+
 def test_kill_9_at_random_moments(lab, tmp_path):
     name = "crash"
     check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", name, "-v",
                     "--lost-after", "900")
     log_start = _log_end(lab)
     returned = []
-    # How long a normal run takes here (median of 3), so the kills spread over the
-    # whole run -- lock, collecting, deleting, sending, writing state -- not just
-    # the interpreter's start-up.
+    # How long a normal run takes here (the median of 3 after the profile's first run, which
+    # does more: the secret, the first look for abandoned probes), so the kills spread over
+    # the whole run -- lock, collecting, deleting, sending, writing state -- not just the
+    # interpreter's start-up.
     durations = []
-    for _ in range(3):
+    for _ in range(4):
         t0 = time.monotonic()
         p = _popen(check)
         out, err = p.communicate(timeout=60)
@@ -150,16 +167,20 @@ def test_kill_9_at_random_moments(lab, tmp_path):
         assert p.returncode == 0, (out, err)
         returned += _returned_ids(out)
         lab.wait_for(MONITOR, 1)
-    run_time = sorted(durations)[1]
+    run_time = sorted(durations[1:])[1]
+    # The kills fall between the end of the start-up and a little past the run's usual end: as many
+    # as fell there when KILLS were spread over the whole run.
+    start_up = min(_start_up_time(check), run_time / 2)
+    kills = round(KILLS * (1.1 * run_time - start_up) / (1.1 * run_time))
     rng = random.Random(4711)
     killed = []       # (probe id recorded by the killed run or None), for runs really killed
     attempts = 0
-    while len(killed) < 200:  # a kill drawn past the end of a run finds it finished
-        assert attempts < 400, "only %d of %d runs were still running at their kill" % (len(killed), attempts)
+    while len(killed) < kills:  # a kill drawn past the end of a run finds it finished
+        assert attempts < 2 * kills, "only %d of %d runs were still running at their kill" % (len(killed), attempts)
         i, attempts = attempts, attempts + 1
         before = _known_ids(check, name)
         p = _popen(check)
-        time.sleep(rng.uniform(0, 1.1 * run_time))
+        time.sleep(rng.uniform(start_up, 1.1 * run_time))
         p.kill()
         out, _err = p.communicate(timeout=30)
         returned += _returned_ids(out)
