@@ -1,7 +1,9 @@
 """The command line as an admin meets it: -V, -h, usage errors, and the options
 that change where state lives, what is read and how it is judged.
 
-Runs the real command (tests/checkrun.py) against the loopback lab.
+Runs the real command (tests/checkrun.py) against the loopback lab.  How
+--stale-warning/--stale-critical and --lost-warning/--lost-critical judge a
+run is proven in memory with whole status lines (tests/test_mem_thresholds.py).
 """
 
 import base64
@@ -318,65 +320,6 @@ def test_imap_login_as_another_user_with_a_password_file(lab, tmp_path):
     assert _returned_line().fullmatch(r.line), r
     lab.wait_for(OTHER, lambda msgs: len(msgs) == 1)
     assert lab.messages(MONITOR) == []
-
-
-# -- thresholds: --stale-*, --lost-critical --------------------------------------
-
-def test_stale_thresholds(lab, tmp_path):
-    name = "stale"
-    check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", name,
-                    "--stale-warning", "2", "--stale-critical", "4")
-    r = check()
-    assert r.line == FIRST, r
-    lab.wait_for(MONITOR, 1)
-    lab.drop()  # from now on nothing comes back
-    r = check()
-    assert re.fullmatch(
-        r"MAIL_ROUNDTRIP OK - round trip (%s)s, 1 in flight, last success \ds ago "
-        r"\| junk=0;;;0 lost=0;;;0 oldest_pending=%ss;120;600;0 pending=1;;;0 rtt=%ss;120;600;0 "
-        r"since_last_success=(%s)s;2;4;0" % (NUM, NUM, NUM, NUM), r.line), r
-    assert r.perf["since_last_success"] < 2, r
-    last_success = _state(check, name)["last_success"]
-    time.sleep(max(0.0, last_success + 2.3 - time.time()))
-    r = check()
-    assert r.rc == 1, r
-    assert re.fullmatch(
-        r"MAIL_ROUNDTRIP WARNING - no success for (%s)s > 2s, no probe back this run, oldest in flight %ss, 2 in flight "
-        r"\| junk=0;;;0 lost=0;;;0 oldest_pending=%ss;120;600;0 pending=2;;;0 since_last_success=\1s;2;4;0"
-        % (NUM, NUM, NUM), r.line), r
-    assert 2 < r.perf["since_last_success"] < 4, r
-    time.sleep(max(0.0, last_success + 4.3 - time.time()))
-    r = check()
-    assert r.rc == 2, r
-    assert re.fullmatch(
-        r"MAIL_ROUNDTRIP CRITICAL - no success for (%s)s > 4s, no probe back this run, oldest in flight %ss, 3 in flight "
-        r"\| junk=0;;;0 lost=0;;;0 oldest_pending=%ss;120;600;0 pending=3;;;0 since_last_success=\1s;2;4;0"
-        % (NUM, NUM, NUM), r.line), r
-    assert r.perf["since_last_success"] > 4, r
-    # The same profile without --stale-*: reported, never judged.
-    plain = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", name)
-    r = plain()
-    assert r.rc == 0, r
-    assert re.fullmatch(
-        r"MAIL_ROUNDTRIP OK - no probe back this run, oldest in flight %ss, 4 in flight, last success \ds ago "
-        r"\| junk=0;;;0 lost=0;;;0 oldest_pending=%ss;120;600;0 pending=4;;;0 since_last_success=%ss;;;0"
-        % (NUM, NUM, NUM), r.line), r
-    assert r.perf["since_last_success"] > 4, r
-
-
-def test_lost_critical_zero_makes_a_loss_critical(lab, tmp_path):
-    check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "lostcrit",
-                    "-w", "0.5", "-c", "1", "--lost-after", "1.5", "--lost-critical", "0")
-    lab.drop()
-    r = check()
-    back = time.time()
-    assert r.line == ("MAIL_ROUNDTRIP OK - first probe sent, 1 in flight "
-                      "| junk=0;;;0 lost=0;;;0 oldest_pending=0.0s;0.5;1;0 pending=1;;;0"), r
-    time.sleep(max(0.0, back + 1.7 - time.time()))
-    r = check()
-    assert r.rc == 2, r
-    assert r.line == ("MAIL_ROUNDTRIP CRITICAL - 1 probe lost > 0, no probe back this run, 1 in flight, "
-                      "no success yet | junk=0;;;0 lost=1;;;0 oldest_pending=0.0s;0.5;1;0 pending=1;;;0"), r
 
 
 # -- the default profile name ----------------------------------------------------

@@ -167,6 +167,7 @@ def test_no_success_yet_after_the_first_run_and_none_on_the_first(tmp_path):
     (("--lost-warning", "1"), 1, "2 probes lost > 1", "2;1;;0"),
     (("--lost-warning", "2"), 0, "2 probes lost", "2;2;;0"),
     (("--lost-warning", "1", "--lost-critical", "1"), 2, "2 probes lost > 1", "2;1;1;0"),
+    (("--lost-critical", "0"), 2, "2 probes lost > 0", "2;;;0"),    # any loss is critical
     (("--lost-warning", "~:5"), 0, "2 probes lost", "2;;;0"),
     (("--lost-warning", "@1:3"), 1, "2 probes lost outside range @1:3", "2;;;0"),
 ])
