@@ -136,3 +136,35 @@ def test_a_probe_waited_for_in_junk_is_found_by_the_next_run(tmp_path):
     mail.clock.advance(55)
     r = check()
     assert (r.rc, r.text) == (1, "probe delivered to Junk, round trip 1.0s, 1 in flight, last success 59s ago"), r
+
+
+def test_with_no_junk_probes_filed_as_spam_are_in_flight_then_lost_and_stay_in_junk(tmp_path):
+    """--no-junk watches the collection folder only: a probe filed as spam is a stall, then a loss."""
+    mail = MailSystem()
+    check = MemCheck(mail, tmp_path, "-w", "1", "-c", "2", "--lost-after", "4", "--no-junk")
+    mail.junk_filter = True
+    lines = []
+    for seconds in (0, 3, 3):
+        mail.clock.advance(seconds)
+        r = check()
+        lines.append((r.rc, r.full_line))
+    perf = "lost=%d;;;0 oldest_pending=%s;1;2;0 pending=%d;;;0"
+    assert lines == [
+        (0, P + "OK - first probe sent, 1 in flight | " + perf % (0, "0.0s", 1)),
+        (2, P + "CRITICAL - probe in flight for 3.0s > 2s, no probe back this run, 2 in flight, no success yet | "
+         + perf % (0, "3.0s", 2)),
+        # the first probe is 6 s old: lost; the second 3 s
+        (2, P + "CRITICAL - probe in flight for 3.0s > 2s, 1 probe lost > 0, no probe back this run, 2 in flight, "
+         "no success yet | " + perf % (1, "3.0s", 2)),
+    ]
+    mail.junk_filter = False
+    mail.clock.advance(60)
+    r = check()
+    assert (r.rc, r.full_line) == (1, P + "WARNING - 2 probes lost > 0, no probe back this run, 1 in flight, "
+                                   "no success yet | " + perf % (2, "0.0s", 1)), r
+    mail.clock.advance(60)
+    r = check()
+    assert (r.rc, r.full_line) == (0, P + "OK - round trip 1.0s, 1 in flight, last success 59s ago | "
+                                   + perf % (0, "0.0s", 1) + " rtt=1.0s;1;2;0 since_last_success=59.0s;;;0"), r
+    mail.deliver_due()
+    assert len(mail.mailbox(MONITOR).probes("Junk")) == 3 and check.books() == (5, 1, 3, 1, 0)   # left in Junk
