@@ -2,6 +2,9 @@
 
 lab_session  one running MailLab for the whole pytest session
 lab          the same lab, reset() before each test (no faults, empty mailboxes)
+graph        the Microsoft Graph mail stand-in (tests/lab/graph.py) on that lab, started
+             once per session; graph_reset (autouse) resets it, and the lab, before
+             each test that uses it
 
 If the lab cannot be installed or started the tests that use it fail with
 the reason and the tail of the Postfix/Dovecot logs; they are never skipped.
@@ -39,3 +42,27 @@ def lab(lab_session):
         pytest.fail("mail lab reset failed: %s\n%s" % (exc, lab_session.logs(40)),
                     pytrace=False)
     return lab_session
+
+
+@pytest.fixture(scope="session")
+def graph(lab_session):
+    from .graph import GraphStandIn
+    standin = GraphStandIn(lab_session)
+    try:
+        standin.start()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail("the Graph stand-in could not start: %s" % exc, pytrace=False)
+    try:
+        yield standin
+    finally:
+        standin.stop()
+
+
+@pytest.fixture(autouse=True)
+def graph_reset(request):
+    """Before a test that uses `graph`: no requests, connections or faults counted,
+    and the lab reset as the `lab` fixture resets it."""
+    if "graph" in request.fixturenames:
+        request.getfixturevalue("graph").reset()
+        if "lab" not in request.fixturenames:
+            request.getfixturevalue("lab")
