@@ -16,6 +16,7 @@ import datetime
 import http.client
 import json
 import re
+import socket
 import ssl
 import time
 import urllib.parse
@@ -383,3 +384,176 @@ def test_requests_are_counted_and_one_connection_carries_them(graph, lab, client
     assert {r["connection"] for r in reqs} == {1} and graph.connections == 1
     graph.reset()
     assert graph.requests == [] and graph.connections == 0
+
+
+def test_mailbox_concurrency_limit(graph, lab, client):
+    """Outlook's documented limit: a fifth request of one app on one mailbox while four
+    run answers 429 ApplicationThrottled with Retry-After."""
+    client_id, secret = lab.tokens.client("monitor")
+    status, answer = lab.tokens.post_token({"grant_type": "client_credentials", "client_id": client_id,
+                                            "client_secret": secret, "scope": GRAPH_SCOPE})
+    client.token = answer["access_token"]
+    graph.api.running[(client_id, MONITOR)] = 4  # four requests of this app in flight
+    try:
+        status, headers, body = client.get(inbox())
+    finally:
+        graph.api.running[(client_id, MONITOR)] = 0
+    assert (status, body["error"]["code"]) == (429, "ApplicationThrottled")
+    assert body["error"]["message"] == "Application is over its MailboxConcurrency limit."
+    assert headers["Retry-After"] == "1"
+    assert client.get(inbox())[0] == 200
+
+
+# ------------------------------------------------------------------- faults
+
+
+@pytest.mark.parametrize("kind, status, code, retry_after", [
+    ("429", 429, "ApplicationThrottled", "7"),
+    ("503", 503, "serviceNotAvailable", "7"),
+    ("401", 401, "InvalidAuthenticationToken", None),
+    ("403", 403, "ErrorAccessDenied", None),
+    ("404-user", 404, "ErrorInvalidUser", None),
+    ("404-folder", 404, "ErrorItemNotFound", None),
+])
+def test_status_faults(graph, lab, client, kind, status, code, retry_after):
+    """A status fault answers the next request (only) in Graph's error shape, Retry-After on
+    429 and 503; the request it answers changes nothing."""
+    deliver(lab, 1)
+    mid = client.get(inbox())[2]["value"][0]["id"]
+    graph.fault(kind, retry_after=7)
+    got_status, headers, body = client.request("POST", users() + "/messages/%s/permanentDelete" % mid)
+    assert (got_status, body["error"]["code"]) == (status, code)
+    assert headers.get("Retry-After") == retry_after
+    assert headers["request-id"] == body["error"]["innerError"]["request-id"]
+    if kind == "404-user":
+        assert body["error"]["message"] == "The requested user '%s' is invalid." % MONITOR
+    assert lab.count(MONITOR) == (1, 1)
+    assert client.request("POST", users() + "/messages/%s/permanentDelete" % mid)[0] == 204
+    assert [r["fault"] for r in graph.requests] == [None, kind, None]
+
+
+def test_fault_matching_times_and_words(graph, client):
+    """path_contains and method choose the requests a fault answers, times how many;
+    code= and message= give it other words; clear_faults() ends every fault."""
+    graph.fault("503", times=2, path_contains="/sendMail", code="ErrorServerBusy", message="Server busy.")
+    graph.fault("429", method="DELETE")
+    assert client.get(inbox())[0] == 200
+    for _ in range(2):
+        status, _h, body = client.request("POST", users() + "/sendMail", json_mail("later"))
+        assert (status, body["error"]["code"], body["error"]["message"]) == (503, "ErrorServerBusy", "Server busy.")
+    assert client.request("POST", users() + "/sendMail", json_mail("now"))[0] == 202
+    graph.fault("html", times=5)
+    graph.clear_faults()
+    assert client.get(inbox())[0] == 200
+    with pytest.raises(ValueError):
+        graph.fault("418")
+
+
+def test_html_and_garbage_faults(graph, client):
+    """html: 502 with an HTML page; garbage: 200 "JSON" that is not JSON; the connection stays usable."""
+    graph.fault("html")
+    status, headers, body = client.get(inbox())
+    assert status == 502 and headers["Content-Type"] == "text/html" and body.startswith(b"<!DOCTYPE html>")
+    graph.fault("garbage")
+    status, headers, body = client.get(inbox())
+    assert status == 200 and headers["Content-Type"] == "application/json" and isinstance(body, bytes)
+    with pytest.raises(ValueError):
+        json.loads(body)
+    assert client.get(inbox())[0] == 200
+    assert graph.connections == 1
+
+
+def test_truncated_fault(graph, client):
+    """truncated: the answer's JSON stops half-way and the connection closes before the
+    Content-Length promised; complete=True: a whole HTTP answer whose JSON is cut."""
+    graph.fault("truncated")
+    client.conn.request("GET", inbox(), headers={"Authorization": "Bearer " + client.token})
+    resp = client.conn.getresponse()
+    assert resp.status == 200
+    with pytest.raises(http.client.IncompleteRead):
+        resp.read()
+    client.close()
+    graph.fault("truncated", complete=True)
+    status, _h, body = client.get(inbox())
+    assert status == 200 and isinstance(body, bytes) and body.startswith(b'{"@odata.context"')
+    with pytest.raises(ValueError):
+        json.loads(body)
+
+
+def test_tarpit_fault(graph, client):
+    """tarpit: the request gets no answer for `seconds`, then the connection is closed."""
+    graph.fault("tarpit", seconds=1.5)
+    client.conn.timeout = 0.5
+    with pytest.raises((socket.timeout, TimeoutError)):
+        client.get(inbox())
+    client.close()
+    graph.fault("tarpit", seconds=1.0)
+    client.conn.timeout = 10
+    start = time.monotonic()
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        client.get(inbox())
+    assert 0.9 < time.monotonic() - start < 5
+    client.close()
+    assert client.get(inbox())[0] == 200
+    assert [r["status"] for r in graph.requests] == [None, None, 200]
+
+
+# ---------------------------------------------------------- the lab's faults
+
+
+def subjects(client, folder="inbox", user=MONITOR):
+    status, _h, body = client.get(users(user) + "/mailFolders/%s/messages" % folder, **{"$select": "subject"})
+    assert status == 200
+    return sorted(m["subject"] for m in body["value"])
+
+
+def test_lab_hold_and_drop_apply_to_graph_mail(graph, lab, client):
+    """Mail sent by Graph goes through the lab's Postfix: held, it is not listed until
+    released; dropped, it never arrives (the Sent Items copy is there all the same)."""
+    other = Client(graph, user=OTHER)
+    lab.hold()
+    assert client.request("POST", users() + "/sendMail", json_mail("held"))[0] == 202
+    deadline = time.monotonic() + 10
+    while not lab.held() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert lab.held() and subjects(other, user=OTHER) == []
+    lab.release()
+    lab.wait_for(OTHER, 1)
+    assert subjects(other, user=OTHER) == ["held"]
+    lab.drop()
+    assert client.request("POST", users() + "/sendMail", json_mail("dropped"))[0] == 202
+    time.sleep(2)
+    assert subjects(other, user=OTHER) == ["held"]
+    assert subjects(client, "sentitems") == ["dropped", "held"]
+    other.close()
+
+
+def test_lab_delay_applies_to_graph_mail(graph, lab, client):
+    """The delay fault holds Graph's mail as it holds SMTP's."""
+    lab.delay(2)
+    start = time.monotonic()
+    assert client.request("POST", users() + "/sendMail", json_mail("late", to=MONITOR, save=False))[0] == 202
+    lab.wait_for(MONITOR, 1, timeout=20)
+    assert time.monotonic() - start >= 1.9
+    assert subjects(client) == ["late"]
+
+
+def test_lab_junk_filing_shows_in_junkemail(graph, lab, client):
+    """Mail the lab files as junk is listed in junkemail, not in inbox."""
+    lab.junk()
+    lab.send(to=MONITOR, subject="spammy")
+    lab.wait_for(MONITOR, 1, folder="Junk")
+    assert subjects(client) == []
+    assert subjects(client, "junkemail") == ["spammy"]
+
+
+def test_lab_imap_down_is_a_503(graph, lab, client):
+    """With the lab's IMAP down Graph cannot reach the mailbox: 503 with Retry-After, then fine again."""
+    lab.imap_down()
+    try:
+        status, headers, body = client.get(inbox())
+    finally:
+        lab.imap_up()
+    assert (status, body["error"]["code"]) == (503, "ErrorMailboxStoreUnavailable")
+    assert headers["Retry-After"] == "5"
+    assert client.get(inbox())[0] == 200

@@ -222,7 +222,7 @@ class GraphAPI:
                 check_options(req.query, ("$select",))
                 select = parse_select(req.query.get("$select"), FOLDER_PROPERTIES, "mailFolder")
                 return json_response(200, {"@odata.context": self._context(user, "mailFolders/$entity"),
-                                           **folder_json(folder, select)})
+                                           **folder_json(mbox.counted(folder), select)})
             head = rest[0].lower()
         if head != "messages":
             raise bad_request("Resource not found for the segment '%s'." % rest[0])
@@ -265,7 +265,7 @@ class GraphAPI:
         select = parse_select(req.query.get("$select"), FOLDER_PROPERTIES, "mailFolder")
         top, skip = self._top_skip(req.query)
         folders = mbox.folders()
-        items = [folder_json(f, select) for f in folders[skip:skip + top]]
+        items = [folder_json(mbox.counted(f), select) for f in folders[skip:skip + top]]
         return json_response(200, self._collection(req, user, "mailFolders", items, len(folders), top, skip))
 
     @staticmethod

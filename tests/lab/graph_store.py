@@ -167,17 +167,17 @@ class Mailbox:
                 out.append(Folder(name, display, key))
                 taken.add(name)
         out += [Folder(n, n) for n in sorted(names) if n not in taken and n.upper() != "INBOX"]
-        for folder in out:
-            if folder.exists:
-                folder.total, folder.unread, folder.size = self._status(folder.name)
         self._folders = out
         return out
 
-    def _status(self, name):
-        data = self._call("status", _quote(name), "(MESSAGES UNSEEN SIZE)")
-        text = b" ".join(d for d in data if isinstance(d, bytes))
-        nums = {k.decode(): int(v) for k, v in re.findall(rb"(MESSAGES|UNSEEN|SIZE) (\d+)", text)}
-        return nums.get("MESSAGES", 0), nums.get("UNSEEN", 0), nums.get("SIZE", 0)
+    def counted(self, folder):
+        """*folder* with its counts (IMAP STATUS) filled in."""
+        if folder.exists:
+            data = self._call("status", _quote(folder.name), "(MESSAGES UNSEEN SIZE)")
+            text = b" ".join(d for d in data if isinstance(d, bytes))
+            nums = {k.decode(): int(v) for k, v in re.findall(rb"(MESSAGES|UNSEEN|SIZE) (\d+)", text)}
+            folder.total, folder.unread, folder.size = (nums.get(k, 0) for k in ("MESSAGES", "UNSEEN", "SIZE"))
+        return folder
 
     def folder(self, name):
         """The folder a URL names (well-known name, case-insensitive, or the Dovecot name); None."""
