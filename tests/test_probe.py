@@ -490,7 +490,7 @@ def test_probe_as_sent_carries_the_plain_token():
         return types.SimpleNamespace(status=None, failure=None, reply="250 2.0.0 Ok")
 
     settings_ = types.SimpleNamespace(profile="p", mail_from="monitor@example.org",
-                                      rcpt_to="echo@example.net", smtp=None, hostname="mon1.example.org",
+                                      rcpt_to="echo@example.net", smtp=None, sending=None, hostname="mon1.example.org",
                                       helo="mon1.example.org", wait=0.0, node=None)
     budget = types.SimpleNamespace(share=lambda part, keep=0.5: 10.0, remaining=lambda: 10.0)
     store = types.SimpleNamespace(save=lambda state: None)

@@ -130,7 +130,10 @@ SIDES: dict[str, dict[str, Any]] = {
              "tls": ("tls", "starttls", "none"), "tls_help": "implicit TLS (default), STLS, or no TLS",
              "user_help": "POP3 login (default: --from)", "env": ENV_POP3_PASSWORD},
 }
-COLLECTORS = ("imap", "pop3")  # the sides that may collect (--collect)
+COLLECTORS = ("imap", "pop3", "graph")  # what may collect (--collect)
+SENDERS = ("smtp", "graph")  # what may send (--send)
+GRAPH_URL = "https://graph.microsoft.com"
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"  # the OAuth2 scope a Graph leg asks for by default
 
 
 def side_options(p: argparse.ArgumentParser, side: str, auth: bool = True) -> "argparse._ArgumentGroup":
@@ -160,7 +163,8 @@ def side_options(p: argparse.ArgumentParser, side: str, auth: bool = True) -> "a
 
 
 def _oauth2_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("OAuth2 (with --imap-auth, --pop3-auth or --smtp-auth oauth2; one token source)")
+    g = p.add_argument_group("OAuth2 (with --imap-auth, --pop3-auth or --smtp-auth oauth2, or a Graph leg; "
+                             "one token source)")
     g.add_argument("--oauth2-mechanism", choices=sasl.MECHANISMS, default="auto",
                    help="SASL mechanism (default auto: OAUTHBEARER where the server offers it, else XOAUTH2)")
     g.add_argument("--oauth2-token-file", metavar="FILE",
@@ -176,7 +180,8 @@ def _oauth2_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--oauth2-client-secret-file", metavar="FILE",
                    help="file whose first line is the client secret (or set %s)" % ENV_OAUTH2_SECRET)
     g.add_argument("--oauth2-scope", metavar="SCOPE",
-                   help="scope to ask for, e.g. https://outlook.office365.com/.default")
+                   help="scope to ask for, e.g. https://outlook.office365.com/.default (default: none; with "
+                        "a Graph leg %s)" % GRAPH_SCOPE)
     g.add_argument("--oauth2-refresh-token-file", metavar="FILE",
                    help="file whose first line is a refresh token (refresh_token grant); a rotated one "
                         "is written back, keeping the file's mode and owner")
@@ -187,11 +192,17 @@ def _token_source(args: argparse.Namespace, ctx: "ssl.SSLContext", secrets: Mapp
     """The OAuth2 TokenSource the options describe, or None when no side uses OAuth2."""
     given = [o for o in ("token_file", "token_command", "token_url", "client_id", "client_secret_file",
                          "scope", "refresh_token_file") if getattr(args, "oauth2_" + o)]
-    if "oauth2" not in (getattr(args, "%s_auth" % args.collect), args.smtp_auth):
+    graph = "graph" in (args.collect, args.send)
+    logins = [side for side in (args.collect, args.send) if side in SIDES and getattr(args, side + "_auth") == "oauth2"]
+    if not graph and not logins:
         if given:
             raise UsageError("--oauth2-%s needs --%s-auth oauth2 or --smtp-auth oauth2"
                              % (given[0].replace("_", "-"), args.collect))
         return None
+    if graph and logins:
+        raise UsageError("Graph and the OAuth2 login to %s need tokens for different services, and the check has "
+                         "one token source: let Graph do both legs, or log in to %s with a password"
+                         % (SIDES[logins[0]]["protocol"], SIDES[logins[0]]["protocol"]))
     from . import oauth2  # only a run that signs in with OAuth2 loads it (and its HTTP client)
     sources = [o for o in ("token_file", "token_command", "token_url") if o in given]
     if len(sources) != 1:
@@ -222,7 +233,8 @@ def _token_source(args: argparse.Namespace, ctx: "ssl.SSLContext", secrets: Mapp
     if not client_secret and not args.oauth2_refresh_token_file:
         raise UsageError("the client_credentials grant needs the client secret: "
                          "--oauth2-client-secret-file or $%s" % ENV_OAUTH2_SECRET)
-    return oauth2.GrantToken(url, args.oauth2_client_id, client_secret, args.oauth2_scope,
+    return oauth2.GrantToken(url, args.oauth2_client_id, client_secret,
+                             args.oauth2_scope or (GRAPH_SCOPE if graph else None),
                              args.oauth2_refresh_token_file, state_dir, ctx)
 
 
@@ -246,6 +258,38 @@ def endpoint(args: argparse.Namespace, side: str, ctx: "ssl.SSLContext", secrets
     register(password, user=opt("user") or default_user)
     return Endpoint(d["protocol"], host, opt("port") or d["ports"][opt("tls")], opt("tls"),
                     opt("user") or default_user, password, ctx, family=args.family)
+
+
+def graph_endpoint(args: argparse.Namespace, ctx: "ssl.SSLContext", tokens: Optional["TokenSource"]) -> Endpoint:
+    """The Graph Endpoint from --graph-url (https, a host, a port; nothing else) and --graph-user."""
+    import urllib.parse  # only a run with a Graph leg reads a URL
+
+    url = args.graph_url
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "https":
+        raise UsageError("--graph-url must be an https:// URL: %s" % url)
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise UsageError("--graph-url %s: not a TCP port" % url)
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise UsageError("--graph-url takes the service's address only (https://HOST or https://HOST:PORT, e.g. "
+                         "%s): %s" % (GRAPH_URL, url))
+    assert tokens is not None  # a Graph leg always has its token source (see _token_source)
+    return Endpoint("Graph", parts.hostname, port, "tls", args.graph_user or args.mail_from, None, ctx, "oauth2",
+                    tokens, family=args.family)
+
+
+def _graph_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Microsoft Graph (with --collect graph or --send graph)")
+    g.add_argument("--graph-user", metavar="ADDRESS",
+                   help="the mailbox the Graph requests act on: its user principal name or id (default: --from)")
+    g.add_argument("--graph-url", metavar="URL", default=GRAPH_URL,
+                   help="the Graph service (default: %s; a national cloud has its own); its certificate is "
+                        "verified like a mail server's (--ca-file)" % GRAPH_URL)
+    g.add_argument("--graph-folder", metavar="FOLDER", default="inbox",
+                   help="folder where probes come back: a well-known name such as inbox or a folder id "
+                        "(default: inbox)")
 
 
 def _host(text: Optional[str]) -> Optional[str]:
@@ -277,10 +321,14 @@ def parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("-H", "--host", help="mail server for both SMTP and IMAP (or POP3) unless --smtp-host/--imap-host "
                            "(--pop3-host) say otherwise (a name, an IPv4 address, or an IPv6 address, "
-                           "also as [::1])")
+                           "also as [::1]); not needed when Graph does both legs")
     a("--collect", choices=COLLECTORS, default="imap",
-      help="collect the probes by IMAP (default) or POP3 (the --pop3-* options; the POP3 side's INBOX); "
-           "only that side's options are used, and only its password is needed")
+      help="collect the probes by IMAP (default), POP3 (the --pop3-* options; the POP3 side's INBOX) or "
+           "Microsoft Graph (the --graph-* options, an OAuth2 token); only that side's options are used, and "
+           "only its password is needed")
+    a("--send", choices=SENDERS, default="smtp",
+      help="send the probes by SMTP (default) or by Microsoft Graph (sendMail as the --graph-user mailbox, "
+           "no copy in Sent Items; the --smtp-* options are then not used)")
     family = p.add_mutually_exclusive_group()
     family.add_argument("-4", "--ipv4", dest="family", action="store_const", const="ipv4",
                         help="connect over IPv4 only (default: whatever the name resolves to, in the "
@@ -301,6 +349,7 @@ def parser() -> argparse.ArgumentParser:
                                 help="state when a probe was found in the Junk folder (default: warning); "
                                      "it still counts as a round trip")
     _oauth2_options(p)
+    _graph_options(p)
     g = p.add_argument_group("probe")
     g.add_argument("--from", dest="mail_from", metavar="ADDRESS", help="probe sender (required)")
     g.add_argument("--to", dest="rcpt_to", metavar="ADDRESS",
@@ -456,7 +505,7 @@ def settings_from(args: argparse.Namespace, checkout_state_dir: Optional[str] = 
     if args.wait and args.wait + REST_OF_RUN > args.timeout:
         raise UsageError("--wait %gs leaves no room in -t %gs for the rest of the run: -t must be at least "
                          "--wait + %gs (here %gs)" % (args.wait, args.timeout, REST_OF_RUN, args.wait + REST_OF_RUN))
-    if args.collect != "imap" and args.junk_folder:
+    if args.collect == "pop3" and args.junk_folder:
         raise UsageError("--junk-folder needs IMAP: POP3 sees only the INBOX")
     if args.insecure and args.ca_file:
         raise UsageError("--insecure and --ca-file exclude each other")
@@ -468,21 +517,33 @@ def settings_from(args: argparse.Namespace, checkout_state_dir: Optional[str] = 
         raise UsageError("--ca-file %s: %s" % (args.ca_file, _ca_problem(exc)))
     state_dir = args.state_dir or default_state_dir(checkout_state_dir)
     tokens = _token_source(args, ctx, secrets, state_dir)
-    smtp_ep = endpoint(args, "smtp", ctx, secrets, tokens)
-    if smtp_ep.user and not smtp_ep.password and smtp_ep.auth == "password":
-        raise UsageError("--smtp-user needs a password: --smtp-password-file or $%s" % ENV_SMTP_PASSWORD)
+    graph = graph_endpoint(args, ctx, tokens) if "graph" in (args.collect, args.send) else None
+    smtp_ep = None
+    if args.send == "smtp":
+        smtp_ep = endpoint(args, "smtp", ctx, secrets, tokens)
+        if smtp_ep.user and not smtp_ep.password and smtp_ep.auth == "password":
+            raise UsageError("--smtp-user needs a password: --smtp-password-file or $%s" % ENV_SMTP_PASSWORD)
+        sent_by = "smtp:%s:%d" % (smtp_ep.host, smtp_ep.port)
     side = args.collect  # only the side that collects is used (and needs a password)
-    collect = endpoint(args, side, ctx, secrets, tokens, default_user=args.mail_from)
+    if side == "graph":
+        assert graph is not None  # made above for a Graph leg
+        collect, folder = graph, args.graph_folder
+    else:
+        collect, folder = endpoint(args, side, ctx, secrets, tokens, default_user=args.mail_from), args.imap_folder
     if not collect.password and collect.auth == "password":
         raise UsageError("no %s password: give --%s-password-file or set $%s"
                          % (collect.protocol, side, SIDES[side]["env"]))
+    if graph is not None:
+        graph_at = "graph:%s:%d/%s" % (graph.host, graph.port, graph.user)
+        sent_by = graph_at if smtp_ep is None else sent_by
     rcpt_to = args.rcpt_to or args.mail_from
-    where = "%s:%s:%d" % (side, collect.host, collect.port) + ("/" + args.imap_folder if side == "imap" else "")
-    profile = args.name or "%s>%s smtp:%s:%d %s" % (args.mail_from, rcpt_to, smtp_ep.host, smtp_ep.port, where)
+    where = (graph_at if side == "graph" else "%s:%s:%d" % (side, collect.host, collect.port)) + \
+        ("/" + folder if side != "pop3" else "")
+    profile = args.name or "%s>%s %s %s" % (args.mail_from, rcpt_to, sent_by, where)
     return Settings(
         profile=profile, mail_from=args.mail_from, rcpt_to=rcpt_to, smtp=smtp_ep,
         imap=collect if side == "imap" else None, pop3=collect if side == "pop3" else None, collect_by=side,
-        folder=args.imap_folder, state_dir=state_dir,
+        graph=graph, send_by=args.send, folder=folder, state_dir=state_dir,
         secret_file=args.secret_file, warning=args.warning, critical=args.critical,
         lost_after=args.lost_after, lost_warning=args.lost_warning, lost_critical=args.lost_critical,
         stale_warning=args.stale_warning, stale_critical=args.stale_critical, keep=args.keep,

@@ -14,13 +14,13 @@ if TYPE_CHECKING:
 
 def open_collector(endpoint: "Endpoint", folder: str, deadline: "Deadline", readonly: bool = False,
                    memory: Optional[dict] = None, dedicated: bool = False, junk: object = None, daily: bool = False,
-                   idle: bool = True, now: Optional[float] = None) -> "Collector":
+                   idle: bool = True, now: Optional[float] = None, since: Optional[float] = None) -> "Collector":
     """The collector for *endpoint*, by its protocol (IMAP or POP3).
 
     *junk* (IMAP: None, True for "find it", or a folder name), *daily* (look
     up again what is remembered for a day: the Junk folder), *idle* (wait
     with IDLE where offered) and *now* (the run's clock, epoch seconds)
-    concern IMAP only.
+    concern IMAP only; *since* (Graph's) neither.
     """
     if endpoint.protocol == "IMAP":
         from .imap import ImapCollector

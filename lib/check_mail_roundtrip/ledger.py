@@ -50,6 +50,7 @@ SKEW = 5.0
 SOURCES = {
     "INTERNALDATE": ("INTERNALDATE", "no INTERNALDATE", None),  # IMAP: the time needs no word
     "Received": ("Received date", "no usable Received date", "arrival from the Received header"),  # POP3
+    "receivedDateTime": ("receivedDateTime", "no usable receivedDateTime", None),  # Graph: the arrival time
 }
 
 
@@ -272,6 +273,11 @@ def awaited(state: "State") -> list[str]:
     """Ids of the probes still waited for: pending, then declared lost; the newest first in each."""
     return [pid for table in (state.pending, state.lost)
             for pid, _ms in sorted(table.items(), key=lambda kv: -kv[1])]
+
+
+def oldest_sent(state: "State") -> Optional[float]:
+    """When the oldest probe in flight was sent (epoch seconds), or None when none is."""
+    return min(state.pending.values()) / 1000.0 if state.pending else None
 
 
 def _returned(state: "State", p: "Probe") -> None:

@@ -1,7 +1,8 @@
 """What a run exchanges with a mail system: the collector and sender interfaces.
 
 A **collector** reads the probes back from the mailbox (IMAP:
-:class:`imap.ImapCollector`, POP3: :class:`pop3.Pop3Collector`).  It is a
+:class:`imap.ImapCollector`, POP3: :class:`pop3.Pop3Collector`, Microsoft
+Graph: :class:`graph.GraphCollector`).  It is a
 context manager (the session) and offers:
 
 - ``find(key, before=None, wanted=())``: references of the mails to examine
@@ -24,7 +25,8 @@ context manager (the session) and offers:
 ``memory`` is a dict kept in the state file between runs, the collector's
 own: what it examined before.
 
-A **sender** hands one probe to the mail system (SMTP: :func:`smtp.send`)
+A **sender** hands one probe to the mail system (SMTP: :func:`smtp.send`,
+Graph: :class:`graph_send.GraphSender`)
 and says how that went in a :class:`SendResult`; it never raises.
 
 Only the standard library is imported here (the transports import this
@@ -96,14 +98,17 @@ class Collector(Protocol):
 class CollectorFactory(Protocol):
     """Opens a :class:`Collector` for *endpoint* (not yet entered).
 
-    *junk* (None, True for "find it", or a folder name), *daily* (look up
-    again what is remembered for a day), *idle* (wait with IDLE where
-    offered) and *now* (the run's clock, epoch seconds) concern IMAP only.
+    *junk* (None, True for "find it", or a folder name; IMAP and Graph),
+    *daily* (look up again what is remembered for a day), *idle* (wait with
+    IDLE where offered) and *now* (the run's clock, epoch seconds) concern
+    IMAP (*now* Graph too); *since* (when the oldest probe in flight was
+    sent, epoch seconds, or None) concerns Graph, which lists what arrived
+    since then.
     """
 
     def __call__(self, endpoint: "Endpoint", folder: str, deadline: "Deadline", readonly: bool = False,
                  memory: Optional[dict] = None, dedicated: bool = False, junk: object = None, daily: bool = False,
-                 idle: bool = True, now: Optional[float] = None) -> Collector: ...
+                 idle: bool = True, now: Optional[float] = None, since: Optional[float] = None) -> Collector: ...
 
 
 class Sender(Protocol):

@@ -37,6 +37,7 @@ from .record import record
 
 VERSION = "MRTP1"
 HEADER = "X-Mail-Roundtrip"
+SUBJECT = "Mail round-trip probe "  # the Subject of a probe: this, then its token
 # The signed return address of a probe, and the reflector's stamp (reflection.py).
 RETURN_HEADER = "X-Mail-Roundtrip-Return"
 STAMP_HEADER = "X-Mail-Roundtrip-Reflected"
@@ -255,7 +256,7 @@ def build_message(probe: Probe, secret: bytes, mail_from: str, rcpt_to: str, hos
     msg = email.message.EmailMessage()
     msg["From"] = mail_from
     msg["To"] = rcpt_to
-    msg["Subject"] = "Mail round-trip probe %s" % token
+    msg["Subject"] = SUBJECT + token
     msg["Date"] = email.utils.formatdate(now, localtime=False)
     _local, at, domain = mail_from.rpartition("@")
     domain = domain if at and domain else hostname
@@ -299,7 +300,7 @@ def message_text(probe: Probe, secret: bytes, mail_from: str, rcpt_to: str, host
     if any(len(line) > TEXT_LINE for line in body_lines):
         cte, payload = "quoted-printable", email.quoprimime.body_encode(body, TEXT_LINE)
     _local, _at, domain = mail_from.rpartition("@")
-    headers = [("From", mail_from), ("To", rcpt_to), ("Subject", "Mail round-trip probe %s" % token),
+    headers = [("From", mail_from), ("To", rcpt_to), ("Subject", SUBJECT + token),
                ("Date", email.utils.formatdate(now, localtime=False)),
                ("Message-ID", "<%s.%d@%s>" % (probe.probe_id, probe.sent_ms, domain)), (HEADER, token),
                ("Content-Type", 'text/plain; charset="utf-8"'), ("Content-Transfer-Encoding", cte),

@@ -104,12 +104,15 @@ def run(settings: Settings, budget: Budget, clock: Callable[[], float] = time.ti
         report.unknown = str(exc)
         return report
     with store:
+        chosen = transports or for_settings(settings)
         try:
             secret = load_or_create(settings.secret_file or os.path.join(settings.state_dir, "secret"))
             state, report.state_problem = store.load()
-            Run(settings, budget, clock, store, transports or for_settings(settings), report, state, secret).perform()
+            Run(settings, budget, clock, store, chosen, report, state, secret).perform()
         except StateError as exc:
             report.unknown = str(exc)
+        finally:
+            chosen.close()
     return report
 
 
@@ -124,8 +127,8 @@ def _kept(settings: Settings) -> float:
 
 
 def _junk(settings: Settings) -> object:
-    """The Junk folder wanted (IMAP only): True to find it, a name, or None."""
-    return settings.junk if settings.collect_by == "imap" else None
+    """The Junk folder wanted (IMAP and Graph): True to find it, a name, or None."""
+    return settings.junk if settings.collect_by in ("imap", "graph") else None
 
 
 @record()
@@ -164,7 +167,7 @@ class Run:
             collected_at - state.last_success if state.last_success is not None else None
         )
         report.pending = len(state.pending)
-        tokens: Any = settings.collect.oauth2 or settings.smtp.oauth2
+        tokens: Any = settings.collect.oauth2 or settings.sending.oauth2
         if tokens is not None:
             report.notes.extend(tokens.notes)
         self.prune_history()
@@ -174,7 +177,7 @@ class Run:
         settings = self.settings
         return self.transports.open_collector(
             settings.collect, settings.folder, deadline, readonly=settings.keep, memory=self.state.collector,
-            dedicated=settings.dedicated, **options)
+            dedicated=settings.dedicated, since=ledger.oldest_sent(self.state), **options)
 
     def collect(self, sweep: bool = False) -> float:
         """Collect and reconcile; the state is saved before anything is removed.
@@ -358,7 +361,7 @@ class Run:
                             [(RETURN_HEADER, return_header(probe.token(secret), settings.mail_from, secret))])
         deadline = self.budget.share(1.0, _kept(settings))
         result = self.transports.send(
-            text, settings.mail_from, settings.rcpt_to, settings.smtp,
+            text, settings.mail_from, settings.rcpt_to, settings.sending,
             deadline, local_hostname=settings.helo or fqdn(deadline),
         )
         report.sent = result

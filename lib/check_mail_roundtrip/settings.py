@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class Endpoint:
     """One server connection: where, how (TLS mode) and as whom."""
 
-    protocol: str            # "SMTP", "IMAP" or "POP3" (names the steps in messages)
+    protocol: str            # "SMTP", "IMAP", "POP3" or "Graph" (names the steps in messages)
     host: str
     port: int
     tls: str                 # "tls", "starttls" or "none"
@@ -45,8 +45,8 @@ class Settings:
     profile: str
     mail_from: str
     rcpt_to: str
-    smtp: Endpoint
-    imap: Optional[Endpoint]        # None when POP3 collects
+    smtp: Optional[Endpoint]        # None when Graph sends
+    imap: Optional[Endpoint]        # None when POP3 or Graph collects
     state_dir: str
     folder: str = "INBOX"
     secret_file: Optional[str] = None
@@ -67,19 +67,28 @@ class Settings:
     hostname: str = "localhost"
     helo: Optional[str] = None      # EHLO/HELO name; None: this host's FQDN
     pop3: Optional[Endpoint] = None  # with collect_by "pop3"
-    collect_by: str = "imap"        # the side that collects: "imap" or "pop3"
+    collect_by: str = "imap"        # the side that collects: "imap", "pop3" or "graph"
     junk: Union[bool, str, None] = True  # IMAP's Junk folder: True (find it), a name, or None (--no-junk)
     junk_state: str = "warning"     # state of a run that found a probe in Junk
     wait: float = 0.0               # seconds to wait for the probe just sent (--wait)
     idle: bool = True               # wait with IDLE where the server offers it (else poll)
     node: Optional[str] = None      # this monitoring node's name (its probes' ids carry its tag)
     history_days: int = 400         # days of history kept (0: no history file written)
+    graph: Optional[Endpoint] = None  # Microsoft Graph, when a leg uses it (its user: the mailbox)
+    send_by: str = "smtp"           # the side that sends: "smtp" or "graph"
 
     @property
     def collect(self) -> Endpoint:
-        """The Endpoint the probes are collected from (IMAP or POP3)."""
-        endpoint = self.pop3 if self.collect_by == "pop3" else self.imap
+        """The Endpoint the probes are collected from (IMAP, POP3 or Graph)."""
+        endpoint = {"pop3": self.pop3, "graph": self.graph}.get(self.collect_by, self.imap)
         assert endpoint is not None  # the settings of the side that collects are always given
+        return endpoint
+
+    @property
+    def sending(self) -> Endpoint:
+        """The Endpoint the probes are sent through (SMTP or Graph)."""
+        endpoint = self.graph if self.send_by == "graph" else self.smtp
+        assert endpoint is not None  # the settings of the side that sends are always given
         return endpoint
 
 

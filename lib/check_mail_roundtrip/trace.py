@@ -7,12 +7,15 @@
     SMTP S: 250 2.0.0 Ok: queued as 4F2A1
     POP3 C: TOP 3 0
     POP3 S: +OK <header, 1187 bytes>
+    Graph C: GET /v1.0/users/monitor@example.org/mailFolders/inbox/messages?$filter=... HTTP/1.1
+    Graph S: HTTP/1.1 200 OK <application/json, 2817 bytes>
 
 The transports hook their socket-level I/O into a trace: IMAP reports every
 chunk it sends and every line or literal it reads (:class:`ImapTrace`),
 SMTP every chunk it sends and every reply (:class:`SmtpTrace`), POP3 every
 chunk it sends and every reply, a multi-line one summarised or on one line
-(:class:`Pop3Trace`).  Secrets never reach the output: the LOGIN or PASS
+(:class:`Pop3Trace`), Graph each request line and response status line
+(:class:`GraphTrace`).  Secrets never reach the output: the LOGIN or PASS
 password, whatever follows the mechanism
 of AUTH/AUTHENTICATE, every client line of an authentication dialogue, and
 every secret of the run in any form wherever it would appear (the run's one
@@ -239,3 +242,18 @@ class Pop3Trace(Trace):
         self._emit("S", text)
         if not (text == "+" or text.startswith("+ ")):  # "+ ": the server wants more of the authentication
             self._auth = False
+
+
+class GraphTrace(Trace):
+    """Microsoft Graph: each request line and each response's status line, bodies as their
+    size (the token travels in a header, which is never shown)."""
+
+    protocol = "Graph"
+
+    def sent(self, line: str) -> None:
+        if self.on:
+            self._emit("C", line)
+
+    def reply(self, line: str) -> None:
+        if self.on:
+            self._emit("S", line)

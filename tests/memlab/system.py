@@ -374,6 +374,7 @@ class MailSystem:
     # -- the collector ---------------------------------------------------------------------------
     def open_collector(self, endpoint: object, folder: str, deadline: object, readonly: bool = False,
                        memory: Optional[dict] = None, dedicated: bool = False, junk: object = None,
-                       daily: bool = False, idle: bool = True, now: Optional[float] = None) -> MemoryCollector:
+                       daily: bool = False, idle: bool = True, now: Optional[float] = None,
+                       since: Optional[float] = None) -> MemoryCollector:
         """The CollectorFactory: a session with the mailbox of the endpoint's user."""
         return MemoryCollector(self, endpoint, folder, readonly, memory, dedicated, junk, idle)
