@@ -557,3 +557,37 @@ def test_lab_imap_down_is_a_503(graph, lab, client):
     assert (status, body["error"]["code"]) == (503, "ErrorMailboxStoreUnavailable")
     assert headers["Retry-After"] == "5"
     assert client.get(inbox())[0] == 200
+
+
+# ------------------------------------------------------------------- bounds
+
+
+def test_addressing_and_bounds(graph, lab, client):
+    """The user may be percent-encoded and in any case; /me is refused for an app-only token;
+    a repeated query option is 400; a body larger than 4 MiB gets 413 and the connection closes."""
+    deliver(lab, 1)
+    assert client.get("/v1.0/users/MONITOR%40LAB.TEST/mailFolders/Inbox/messages")[0] == 200
+    assert error(client.get("/v1.0/me/messages")) == (400, "BadRequest")
+    assert error(client.get("/beta/users/%s/messages" % MONITOR))[0] == 400
+    assert error(client.get(inbox() + "?$top=1&$top=2")) == (400, "BadRequest")
+    client.conn.putrequest("POST", users() + "/sendMail")
+    client.conn.putheader("Authorization", "Bearer " + client.token)
+    client.conn.putheader("Content-Type", "text/plain")
+    client.conn.putheader("Content-Length", str(4 * 1024 * 1024 + 1))
+    client.conn.endheaders()
+    resp = client.conn.getresponse()
+    assert resp.status == 413 and resp.getheader("Connection") == "close"
+    assert json.loads(resp.read())["error"]["code"] == "RequestEntityTooLarge"
+
+
+def test_send_to_an_outside_recipient_bounces_and_other_senders_are_refused(graph, lab, client):
+    """A recipient the lab's Postfix refuses: sendMail still answers 202 (Exchange submits
+    asynchronously) and a non-delivery report arrives in the sender's Inbox; a "from"
+    other than the mailbox: 403 ErrorSendAsDenied, nothing sent."""
+    assert client.request("POST", users() + "/sendMail", json_mail("far away", to="someone@example.com"))[0] == 202
+    lab.wait_for(MONITOR, 1)
+    assert subjects(client) == ["Undeliverable: far away"]
+    forged = json_mail("forged")
+    forged["message"]["from"] = {"emailAddress": {"address": OTHER}}
+    assert error(client.request("POST", users() + "/sendMail", forged)) == (403, "ErrorSendAsDenied")
+    assert subjects(client, "sentitems") == ["far away"]

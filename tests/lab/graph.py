@@ -1,5 +1,11 @@
 """A Microsoft Graph v1.0 mail stand-in for the test lab: HTTPS on 127.0.0.1, backed by the lab's Dovecot and Postfix.
 
+Beyond the agreed interface (nothing of it is left out): each .requests entry
+also has "fault" (the fault kind that answered it, or None) and "request_id";
+"query" is a dict of the decoded query options.  The session-scoped `graph`
+fixture is reset (requests, connections, faults, and the lab as `lab` resets
+it) before every test that uses it, by the autouse fixture graph_reset.
+
     standin = GraphStandIn(lab).start()      # or the `graph` pytest fixture
     standin.url                               # https://127.0.0.1:PORT (certificate of the lab CA)
     standin.requests, standin.connections     # since the last reset()
@@ -28,9 +34,18 @@ Faults (fault(kind, times=1, path_contains=None, method=None, **kw)): the next
 code= and message= replace the error's code and message.  A faulted request
 does nothing else (no mailbox change).
 
-Deviations from Microsoft's documented behaviour (each also said where it is made):
+Deviations from Microsoft's documented behaviour, and choices where it is silent
+(each also said where it is made):
 - the user is addressed by its address (UPN) only, not by object id; /me is
   refused as Graph refuses it for an app-only token;
+- a user that does not exist is 404 ErrorInvalidUser before the token's
+  mailbox is compared (403 ErrorAccessDenied with the words an application
+  access policy is reported to give); the order and the words are undocumented;
+- a folder segment that is neither a well-known name, an id nor a folder is
+  404 ErrorItemNotFound (Exchange may answer 400 ErrorInvalidIdMalformed for a
+  string that cannot be an id);
+- without $orderby a listing is newest first; $top outside 1..1000 is a 400
+  whose words are the stand-in's own;
 - $filter understands clauses joined by "and" (comparisons of receivedDateTime,
   sentDateTime, subject, isRead, from/emailAddress/address; startswith,
   endswith, contains); "or", "not" and parentheses are a 400 here;
@@ -38,12 +53,17 @@ Deviations from Microsoft's documented behaviour (each also said where it is mad
 - paging uses $skip in @odata.nextLink, as Exchange's links do; clients must
   follow the link whole;
 - tokens are the lab's opaque ones, checked by RFC 7662 introspection on every
-  request (Graph validates JWTs itself): a revoked token fails at once;
+  request (Graph validates JWTs itself): a revoked token fails at once; a
+  token whose scope names another resource than graph.microsoft.com is 401
+  "Invalid audience" (a token minted without a scope is accepted);
 - a 503 ErrorMailboxStoreUnavailable (Retry-After 5) when the lab's IMAP or
   SMTP is down (Exchange's store has no such outage mode to copy);
 - a recipient outside the lab is refused by the lab's Postfix; sendMail still
   answers 202 and a non-delivery report lands in the sender's Inbox, as
   Exchange's transport does;
+- sendMail with a "from" other than the mailbox is 403 ErrorSendAsDenied (no
+  Send As right in the lab; the status is undocumented);
+- the MailboxConcurrency 429 carries Retry-After: 1 (the value is undocumented);
 - request bodies above 4 MiB get 413, a chunked request body 411.
 """
 

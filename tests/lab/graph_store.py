@@ -23,6 +23,7 @@ import re
 import smtplib
 import socket
 import ssl
+from typing import Optional
 
 IMAP_TIMEOUT = 15.0
 SMTP_TIMEOUT = 30.0
@@ -49,7 +50,7 @@ class StoreUnavailable(Exception):
 class Folder:
     name: str                     # the Dovecot folder
     display_name: str
-    well_known: str = None
+    well_known: Optional[str] = None
     total: int = 0
     unread: int = 0
     size: int = 0
