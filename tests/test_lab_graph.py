@@ -114,6 +114,18 @@ def test_folders_by_well_known_name_and_by_id(graph, client):
         assert status == 200 and by_id["id"] == by_name["id"] == names[display]["id"]
     assert error(client.get(users() + "/mailFolders/nosuchfolder")) == (404, "ErrorItemNotFound")
     assert error(client.get(users() + "/mailFolders/nosuchfolder/messages")) == (404, "ErrorItemNotFound")
+    assert error(client.get(users() + "/mailFolders/Junk Email".replace(" ", "%20"))) == (404, "ErrorItemNotFound")
+
+
+def test_a_folder_of_its_own_is_reached_by_its_id(graph, lab, client):
+    """A folder that is not well-known is listed by GET mailFolders and reached by its id, not its name."""
+    lab.fill(MONITOR, 2, folder="Probes", subject="kept %d")
+    folders = {f["displayName"]: f for f in client.get(users() + "/mailFolders")[2]["value"]}
+    assert folders["Probes"]["totalItemCount"] == 2
+    status, _h, body = client.get(users() + "/mailFolders/%s/messages" % folders["Probes"]["id"],
+                                  **{"$select": "subject"})
+    assert status == 200 and sorted(m["subject"] for m in body["value"]) == ["kept 0", "kept 1"]
+    assert error(client.get(users() + "/mailFolders/Probes/messages")) == (404, "ErrorItemNotFound")
 
 
 # ------------------------------------------------------------------ listing

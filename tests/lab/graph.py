@@ -41,9 +41,10 @@ Deviations from Microsoft's documented behaviour, and choices where it is silent
 - a user that does not exist is 404 ErrorInvalidUser before the token's
   mailbox is compared (403 ErrorAccessDenied with the words an application
   access policy is reported to give); the order and the words are undocumented;
-- a folder segment that is neither a well-known name, an id nor a folder is
-  404 ErrorItemNotFound (Exchange may answer 400 ErrorInvalidIdMalformed for a
-  string that cannot be an id);
+- a folder segment that is neither a well-known name (any case) nor the id of
+  an existing folder is 404 ErrorItemNotFound (Exchange may answer 400
+  ErrorInvalidIdMalformed for a string that cannot be an id); a folder's
+  display name is not a folder segment, as in Graph;
 - without $orderby a listing is newest first; $top outside 1..1000 is a 400
   whose words are the stand-in's own;
 - $filter understands clauses joined by "and" (comparisons of receivedDateTime,

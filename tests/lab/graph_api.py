@@ -61,6 +61,7 @@ FORM = "application/x-www-form-urlencoded"
 MAX_X_HEADERS = 5                 # documented: internetMessageHeaders, at most 5 per message
 MAILBOX_CONCURRENCY = 4           # documented: 4 concurrent requests per app per mailbox
 MAX_SKIP = 10 ** 7
+MAX_KNOWN_TOKENS = 10000
 WWW_AUTHENTICATE = ('Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
                     'client_id="00000003-0000-0000-c000-000000000000"')
 NOT_FOUND = "The specified object was not found in the store."
@@ -122,6 +123,8 @@ class Tokens:
             status, answer = None, None
         with self.lock:
             if status == 200 and answer.get("active") is True:
+                if len(self.known) >= MAX_KNOWN_TOKENS:
+                    self.known.clear()
                 self.known[token] = answer
             elif status is not None:
                 self.known.pop(token, None)
@@ -252,8 +255,9 @@ class GraphAPI:
 
     @staticmethod
     def _folder(mbox, name):
-        """The Folder a URL segment names (well-known name, id, or Dovecot name); 404 if none."""
-        folder = mbox.folder(folder_name_of(name) or name)
+        """The Folder a URL segment names (a well-known name or a folder id, as in Graph); 404 if none."""
+        dovecot_name = folder_name_of(name)
+        folder = mbox.folder(name=dovecot_name) if dovecot_name else mbox.folder(well_known=name)
         if folder is None:
             raise GraphError(404, "ErrorItemNotFound", NOT_FOUND)
         return folder

@@ -180,10 +180,10 @@ class Mailbox:
             folder.total, folder.unread, folder.size = (nums.get(k, 0) for k in ("MESSAGES", "UNSEEN", "SIZE"))
         return folder
 
-    def folder(self, name):
-        """The folder a URL names (well-known name, case-insensitive, or the Dovecot name); None."""
+    def folder(self, name=None, well_known=None):
+        """The folder with the Dovecot *name*, or the *well_known* name (any case); None."""
         for folder in self.folders():
-            if folder.well_known == name.lower() or folder.name == name:
+            if folder.name == name or (well_known and folder.well_known == well_known.lower()):
                 return folder
         return None
 
