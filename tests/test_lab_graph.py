@@ -184,6 +184,12 @@ def test_inefficient_filter(graph, lab, client):
     status, _h, body = client.get(inbox(), **right)
     assert status == 200 and [m["subject"] for m in body["value"]] == ["probe 0"]
     assert client.get(inbox(), **{"$orderby": "receivedDateTime desc"})[0] == 200
+    for condition, found in (("ge 1900-01-01T00:00:00Z", ["probe 0"]), ("lt 1900-01-01T00:00:00Z", []),
+                             ("lt 2999-01-01T00:00:00Z", ["probe 0"])):
+        query = {"$filter": "receivedDateTime %s and startswith(subject,'probe')" % condition,
+                 "$orderby": "receivedDateTime desc"}
+        status, _h, body = client.get(inbox(), **query)
+        assert status == 200 and [m["subject"] for m in body["value"]] == found
 
 
 def test_filter_on_received_date_time_is_exact(graph, lab, client):
