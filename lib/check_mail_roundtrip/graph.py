@@ -277,7 +277,7 @@ class GraphCollector:
             self._memory()["recheck"] = None
 
     def name(self, ref: Ref) -> str:
-        return "message %s%s" % (ref.id, ' in "%s"' % self.junk_folder if ref.junk else "")
+        return "id %s%s" % (ref.id, ' in "%s"' % self.junk_folder if ref.junk else "")
 
     def wait(self, until: Deadline) -> bool:
         """Pause about POLL_EVERY seconds (True: the caller lists again), unless *until* passes first (False)."""

@@ -67,8 +67,8 @@ USER_AGENT = "check_mail_roundtrip"
 USER_MISSING = {"ErrorInvalidUser", "MailboxNotEnabledForRESTAPI", "MailboxNotHostedInExchangeOnline",
                 "Request_ResourceNotFound", "ResourceNotFound", "ErrorNonExistentMailbox"}
 ITEM_MISSING = {"ErrorItemNotFound", "ErrorInvalidIdMalformed", "ErrorFolderNotFound"}
-PERMISSIONS_FIX = ("grant the app the application permissions Mail.ReadWrite and Mail.Send (with admin consent), "
-                   "limited to this mailbox by an application access policy or RBAC for Applications")
+PERMISSIONS_FIX = ("the app needs the application permissions Mail.ReadWrite and Mail.Send for this mailbox "
+                   "(application access policy or RBAC for Applications)")
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.I | re.S)
 
 
@@ -369,6 +369,7 @@ def error_words(status: int, reason: str, kind: str, raw: bytes) -> tuple[str, s
     if isinstance(error, dict) and (error.get("code") or error.get("message")):
         code = str(error.get("code") or "")
         message = " ".join(str(error.get("message") or "").split())
+        message = message[:-1] if message.endswith(".") and not message.endswith("..") else message
         text = ": ".join(t for t in (code, message) if t)
         return "%s (HTTP %d)" % (text, status), code
     if why == "empty":
@@ -419,9 +420,11 @@ def throttled(words: str, header: Optional[str], wait: Optional[float], deadline
 
 
 def _text(data: bytes) -> str:
-    return " ".join(data.decode("utf-8", "replace").split())[:80]
+    """*data* as one line of printable text (what is not: "?"), at most 80 characters."""
+    text = "".join(c if c.isprintable() or c.isspace() else "?" for c in data[:1000].decode("utf-8", "replace"))
+    return " ".join(text.replace("\ufffd", "?").split())[:80]
 
 
 def _snippet(raw: bytes, limit: int = 60) -> str:
-    text = " ".join(raw[:1000].decode("utf-8", "replace").split())
+    text = _text(raw)
     return (text[:limit] + ("..." if len(text) > limit else "")) if text else "(empty)"
