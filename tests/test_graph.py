@@ -23,6 +23,7 @@ import pytest
 
 from check_mail_roundtrip.probe import profile_key
 from tests.checkrun import Checker
+from tests.test_lazy_imports import loaded_by
 
 MONITOR = "monitor@lab.test"
 OTHER = "other@lab.test"
@@ -109,8 +110,11 @@ def test_both_legs_by_graph_round_trip_one_connection_removing_only_the_verified
     lab.send(subject="an ordinary mail", sender=OTHER)
     lab.wait_for(MONITOR, 2)
 
-    r = check()
+    r = check(env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert (r.rc, r.full_line) == (0, FIRST), r
+    assert sorted(loaded_by(r) & {"imaplib", "imapclient", "smtplib", "poplib", "check_mail_roundtrip.imap",
+                                  "check_mail_roundtrip.smtp"}) == []  # no mail protocol is loaded
+    assert {"check_mail_roundtrip.graph", "check_mail_roundtrip.graph_send"} <= loaded_by(r)
     assert calls(graph) == ["GET mailFolders/junkemail/messages 200", "GET mailFolders/inbox/messages 200",
                             "GET mailFolders/junkemail/messages 200", "GET mailFolders/inbox/messages 200",
                             "POST sendMail 202"]  # the first run also looks for abandoned probes

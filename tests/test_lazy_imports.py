@@ -1,5 +1,5 @@
 """A run loads only what it uses: parsing the options of an IMAP run with a
-password loads no POP3, no OAuth2 and its HTTP client, no protocol trace
+password loads no POP3, no Microsoft Graph, no OAuth2 and its HTTP client, no protocol trace
 (that is -vvv's), nothing of the reflector and not the email package's header
 parser (email.policy: a usual probe is written without it).  What a run costs is measured
 by benchmarks/run_cost.py; this guards the imports it depends on."""
@@ -12,7 +12,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WATCHED = ("poplib", "urllib.request", "http.client", "check_mail_roundtrip.pop3", "check_mail_roundtrip.oauth2",
            "check_mail_roundtrip.trace", "check_mail_roundtrip.reflector", "check_mail_roundtrip.reflector_rules",
-           "check_mail_roundtrip.reflector_settings", "email.policy")
+           "check_mail_roundtrip.reflector_settings", "email.policy", "check_mail_roundtrip.graph",
+           "check_mail_roundtrip.graph_http", "check_mail_roundtrip.graph_send")
 PARSE = """
 import json, sys
 from check_mail_roundtrip import cli
