@@ -402,7 +402,8 @@ def fill_folder(lab, have, want, folder):
 
 
 def sized_runs(prog, port, make_check, measure_size, sizes, title, report, junk_share=None):
-    """Start a lab and a counting relay to its *port* ("imaps", "pop3s"); for
+    """Start a lab and a counting relay to its *port* ("imaps", "pop3s"; or a function
+    of the lab that starts a server of its own and gives its (host, port)); for
     each size, fill the INBOX up to it (and, with *junk_share*, the Junk
     folder up to size // junk_share) and append measure_size(lab, relay,
     check, size, added) to the rows; print *title* (with the lab's host) and
@@ -417,7 +418,7 @@ def sized_runs(prog, port, make_check, measure_size, sizes, title, report, junk_
     try:
         install(verbose=False)
         lab.start()
-        relay = CountingRelay((lab.host, lab.ports[port]))
+        relay = CountingRelay(port(lab) if callable(port) else (lab.host, lab.ports[port]))
         with tempfile.TemporaryDirectory(prefix="%s-" % prog) as tmp:
             check = make_check(lab, relay, os.path.join(tmp, "state"))
             rows, have, junk_have = [], 0, 0
