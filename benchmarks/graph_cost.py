@@ -42,7 +42,7 @@ from imap_cost import JUNK_SHARE, USER, Check, fmt_int, short, sized_runs, wait_
 from tests.lab.graph import GraphStandIn  # noqa: E402
 
 GOAL, MAX_REQUESTS = 1.2, 6
-STANDIN = []  # the stand-in of this benchmark, once started
+STANDIN: list[GraphStandIn] = []  # the stand-in of this benchmark, once started
 
 
 def start_standin(lab):
