@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """docs/img/report.png: a report of a history the real check wrote against the mail lab, as Chromium shows it.
 
-    sudo .venv/bin/python tools/report_screenshot.py                 # about 40 minutes
+    sudo .venv/bin/python tools/report_screenshot.py                 # about 30 minutes
     sudo .venv/bin/python tools/report_screenshot.py --runs 20 --every 10 --output /tmp/report.png
 
 Starts a private mail lab (tests/lab, needs root) and runs the real
@@ -47,11 +47,11 @@ def phase(run, runs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=160, help="check runs (default: 160)")
+    ap.add_argument("--runs", type=int, default=120, help="check runs (default: 120)")
     ap.add_argument("--every", type=float, default=15.0, help="seconds between runs (default: 15)")
     ap.add_argument("--output", default=os.path.join(ROOT, "docs", "img", "report.png"),
                     help="the screenshot (default: docs/img/report.png)")
-    ap.add_argument("--height", type=int, default=1500, help="screenshot height in pixels (default: 1500)")
+    ap.add_argument("--height", type=int, default=1800, help="screenshot height in pixels (default: 1800)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("report_screenshot: the mail lab needs root: sudo .venv/bin/python tools/report_screenshot.py")

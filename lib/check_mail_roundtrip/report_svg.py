@@ -65,19 +65,24 @@ class Plot:
             out.append('<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="%s"/>' % (x, x, TOP, HEIGHT - BOTTOM, GRID))
             out.append('<text x="%.1f" y="%d" text-anchor="middle" class="ax">%s</text>'
                        % (x, HEIGHT - BOTTOM + 16, utc_time(t, tick_form)))
-        for value, colour, name in ((self.limits.warning, AMBER, "-w"), (self.limits.critical, RED, "-c")):
+        for value, colour in ((self.limits.warning, AMBER), (self.limits.critical, RED)):
             y = self.y(value)
             out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="%s" stroke-dasharray="6 4"/>'
                        % (LEFT, WIDTH - RIGHT, y, y, colour))
-            out.append('<text x="%d" y="%.1f" text-anchor="end" class="th" fill="%s">%s %s</text>'
-                       % (WIDTH - RIGHT - 4, y - 4, colour, name, threshold(value)))
         out.append('<text x="%d" y="%d" text-anchor="end" class="ax">lost</text>' % (LEFT - 6, TOP - STRIP / 2 + 2))
         return out
 
+    def labels(self) -> list[str]:
+        """The thresholds' names, drawn over the data: -c above its line, -w below its own."""
+        return ['<text x="%d" y="%.1f" text-anchor="end" class="th" fill="%s">%s %s</text>'
+                % (WIDTH - RIGHT - 4, self.y(value) + shift, colour, name, threshold(value))
+                for value, colour, name, shift in ((self.limits.warning, AMBER, "-w", 13),
+                                                   (self.limits.critical, RED, "-c", -4))]
 
-def _svg(name: str, body: list[str]) -> str:
+
+def _svg(name: str, plot: Plot, body: list[str]) -> str:
     return ('<svg class="chart" viewBox="0 0 %d %d" role="img" aria-label="%s" xmlns="http://www.w3.org/2000/svg">'
-            '%s</svg>' % (WIDTH, HEIGHT, name, "".join(body)))
+            '%s</svg>' % (WIDTH, HEIGHT, name, "".join(body + plot.labels())))
 
 
 def _ticks(start: float, end: float, step: float) -> list[float]:
@@ -129,7 +134,7 @@ def day_chart(points: Sequence[tuple[float, float, int]], now: float, limits: Th
         body.append('<path d="%s" stroke="%s" stroke-width="2"/>' % (lost, RED))
     if not points:
         _empty(plot, body, "the last 24 hours")
-    return _svg("round trip of every probe of the last 24 hours", body)
+    return _svg("round trip of every probe of the last 24 hours", plot, body)
 
 
 def _runs(buckets: Sequence[Bucket], width: float) -> list[list[Bucket]]:
@@ -167,7 +172,7 @@ def week_chart(hours: Sequence[Bucket], now: float, limits: Thresholds, first: O
             body.append(_strip(plot.x(b.start), plot.x(b.start + HOUR), RED if b.lost else AMBER))
     if not hours:
         _empty(plot, body, "the last 7 days")
-    return _svg("hourly median and 95th percentile of the round trip, last 7 days", body)
+    return _svg("hourly median and 95th percentile of the round trip, last 7 days", plot, body)
 
 
 def month_chart(days: Sequence[Bucket], now: float, limits: Thresholds, first: Optional[float] = None) -> str:
@@ -198,4 +203,4 @@ def month_chart(days: Sequence[Bucket], now: float, limits: Thresholds, first: O
                         % (mid, TOP - STRIP / 2 + 2, b.lost))
     if not days:
         _empty(plot, body, "the last 30 days")
-    return _svg("daily median, 95th percentile and slowest round trip, last 30 days", body)
+    return _svg("daily median, 95th percentile and slowest round trip, last 30 days", plot, body)
