@@ -1,10 +1,26 @@
-"""The figures a report page shows, read from its HTML (the file written, or Chromium's DOM).
+"""The report command as a person runs it, and the figures its page shows, read from the HTML
+(the file written, or Chromium's DOM).
 
+    r = report("--state-dir", DIR, "--output", FILE)      # a CompletedProcess (text)
     figures(html)["24 h"]["within_w"] == "28.30 %1,439"   # the cell's text, its parts joined
     overview(html) == [["profile name", "good", "1,434", ...]]
 """
 
+import os
+import subprocess
+import sys
 from html.parser import HTMLParser
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMAND = os.path.join(ROOT, "mail_roundtrip_report")
+
+
+def report(*args):
+    """Run the checkout's mail_roundtrip_report with *args* (stdin closed, output kept); never a traceback."""
+    r = subprocess.run([sys.executable, COMMAND, *args], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                       stdin=subprocess.DEVNULL)
+    assert "Traceback" not in r.stdout + r.stderr, r
+    return r
 
 
 class _Cells(HTMLParser):

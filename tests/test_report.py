@@ -5,25 +5,14 @@ and its one-line messages for what cannot be reported, never a traceback."""
 import os
 import re
 import stat
-import subprocess
-import sys
 
 import pytest
 
 from tests.histories import KNOWN_PROFILE, KNOWN_STEM, KNOWN_UNTIL, known, probe, write, write_state
-from tests.report_page import figures, overview
+from tests.report_page import figures, overview, report
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMAND = os.path.join(ROOT, "mail_roundtrip_report")
 NOW = "2026-11-30T00:53:20"
 T = 1796000000.0
-
-
-def report(*args):
-    r = subprocess.run([sys.executable, COMMAND, *args], capture_output=True, text=True, timeout=120, cwd=ROOT,
-                       stdin=subprocess.DEVNULL)
-    assert "Traceback" not in r.stdout + r.stderr, r
-    return r
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import pytest
 
 from tests.histories import KNOWN_UNTIL, known
 from tests.lab import browser
-from tests.report_page import figures, overview
-from tests.test_report import report
+from tests.report_page import figures, overview, report
 
 pytestmark = pytest.mark.lab  # installs chromium when it is missing (as the lab's packages are)
 
