@@ -155,10 +155,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.handle_one_request()
             served += 1
 
-    def flush_headers(self):
-        self._bytes_out += sum(len(b) for b in getattr(self, "_headers_buffer", []))
-        super().flush_headers()
-
     def _body(self):
         """The request body (bounded); GraphError 411/413 (the connection is then closed)."""
         if self.headers.get("Transfer-Encoding"):
@@ -176,12 +172,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(int(length))
 
     def serve(self):
-        self._bytes_out = 0
         url = urllib.parse.urlsplit(self.path)
         request_id = str(uuid.uuid4())
-        record = {"method": self.command, "path": url.path, "query": {}, "status": None,
-                  "bytes_in": len(self.raw_requestline) + len(str(self.headers)), "bytes_out": 0,
-                  "connection": self.connection_number, "fault": None, "request_id": request_id}
+        self.record = record = {
+            "method": self.command, "path": url.path, "query": {}, "status": None,
+            "bytes_in": len(self.raw_requestline) + len(str(self.headers)), "bytes_out": 0,
+            "connection": self.connection_number, "fault": None, "request_id": request_id}
         client_id = self.headers.get("client-request-id")
         try:
             try:
@@ -189,10 +185,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             except GraphError as exc:
                 answer = error_response(exc, request_id, client_id)
             if answer is not None:
-                record["status"] = answer.status
                 self._send(answer.status, answer.headers, answer.body, request_id, client_id)
         finally:
-            record["bytes_out"] = self._bytes_out
+            self._count()  # a request that got no answer
+
+    def _count(self):
+        """Put this request in the stand-in's requests (once)."""
+        record, self.record = self.record, None
+        if record is not None:
             self.server.standin._record(record)
 
     def _answer(self, url, record):
@@ -211,7 +211,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if fault is not None:
             record["fault"] = fault.kind
             if fault.kind in ("html", "garbage", "truncated", "tarpit"):
-                record["status"] = self._misbehave(fault, record["request_id"])
+                self._misbehave(fault, record["request_id"])
                 return None
             raise fault.error(url.path)
         return standin.api.handle(Request(self.command, url.path, query, self.headers, body, record["request_id"]))
@@ -228,23 +228,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body) if length is None else length))
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-        self._bytes_out += len(body)
+        self._headers_buffer.append(b"\r\n")
+        head, self._headers_buffer = b"".join(self._headers_buffer), []
+        # counted before the client can see the answer: a test reading .requests after it sees it whole
+        self.record.update(status=status, bytes_out=len(head) + len(body))
+        self._count()
+        self.wfile.write(head + body)
 
     def _misbehave(self, fault, request_id):
-        """Answer as a broken Graph or middlebox would; the status sent (None: nothing)."""
+        """Answer as a broken Graph or middlebox would (a tarpit: not at all)."""
         if fault.kind == "tarpit":
             seconds = min(float(fault.kw.get("seconds", 30)), MAX_TARPIT)
             self.server.standin._stopping.wait(seconds)
             self.close_connection = True
-            return None
+            return
         if fault.kind == "html":
             self._send(502, [("Content-Type", "text/html")], HTML_PAGE, request_id)
-            return 502
+            return
         if fault.kind == "garbage":
             self._send(200, [("Content-Type", "application/json")], GARBAGE, request_id)
-            return 200
+            return
         whole = ('{"@odata.context":"%s/v1.0/$metadata#users(\'x\')/messages","value":[{"@odata.etag":"W/\\"x\\"",'
                  '"id":"AAMkAGtruncated","subject":"a message whose answer is cut","receivedDateTime":'
                  '"2026-01-01T00:00:00Z"}]}' % self.server.standin.url).encode()
@@ -254,7 +257,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.close_connection = True
             self._send(200, [("Content-Type", "application/json")], half, request_id, length=len(whole))
-        return 200
 
 
 class Server(http.server.ThreadingHTTPServer):
