@@ -16,7 +16,7 @@ import os
 import re
 import sys
 import textwrap
-from typing import Optional
+from typing import Callable, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
@@ -112,19 +112,19 @@ def rows(group: argparse._ArgumentGroup, formatter: argparse.HelpFormatter) -> l
     return out
 
 
-def check_parser() -> argparse.ArgumentParser:
+def check_parser(script: str = __file__) -> argparse.ArgumentParser:
     """The check's parser, from this checkout's lib/; with a Python that cannot import the check,
-    this script runs again with the checkout's .venv Python, or exits saying why."""
+    *script* (this one by default) runs again with the checkout's .venv Python, or exits saying why."""
     sys.path.insert(0, os.path.join(ROOT, "lib"))
     try:
         from check_mail_roundtrip import cli
     except ImportError as exc:
         venv = os.path.dirname(os.path.dirname(VENV_PYTHON))
         if os.access(VENV_PYTHON, os.X_OK) and os.path.realpath(sys.prefix) != os.path.realpath(venv):
-            os.execv(VENV_PYTHON, [VENV_PYTHON, os.path.abspath(__file__), *sys.argv[1:]])
-        sys.exit("tools/options_doc.py: cannot import the check with %s (%s); run it with a Python that has "
+            os.execv(VENV_PYTHON, [VENV_PYTHON, os.path.abspath(script), *sys.argv[1:]])
+        sys.exit("%s: cannot import the check with %s (%s); run it with a Python that has "
                  "nagiosplugin and imapclient, e.g. .venv/bin/python (bash tools/bootstrap makes it)"
-                 % (sys.executable, exc))
+                 % (os.path.relpath(os.path.abspath(script), ROOT), sys.executable, exc))
     return cli.parser()
 
 
@@ -144,16 +144,26 @@ def page(parser: Optional[argparse.ArgumentParser] = None) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="tools/options_doc.py", description=__doc__.split("\n")[0])
+    return generate(argv, PAGE, page, __file__, __doc__ or "")
+
+
+def generate(argv: Optional[list[str]], path: str, make: Callable[[], str], script: str, doc: str) -> int:
+    """What a generator script does: print make()'s text, or with --check compare it with *path*."""
+    ap = argparse.ArgumentParser(prog=os.path.relpath(os.path.abspath(script), ROOT), description=doc.split("\n")[0])
     ap.add_argument("--check", action="store_true",
-                    help="exit 1 (and say so) when %s is not what this script writes" % os.path.relpath(PAGE, ROOT))
+                    help="exit 1 (and say so) when %s is not what this script writes" % os.path.relpath(path, ROOT))
     args = ap.parse_args(argv)
-    text = page()
+    text = make()
     if not args.check:
         sys.stdout.write(text)
         return 0
+    return check_file(path, text, script)
+
+
+def check_file(path: str, text: str, script: str) -> int:
+    """0 when *path* holds *text*, else 1 after saying on stderr how *script* rewrites it."""
     try:
-        with open(PAGE, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8") as fh:
             current = fh.read()
     except OSError as exc:
         current = None
@@ -162,8 +172,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         why = "stale"
     if current == text:
         return 0
-    sys.stderr.write("%s is %s: run  python3 tools/options_doc.py > %s\n"
-                     % (os.path.relpath(PAGE, ROOT), why, os.path.relpath(PAGE, ROOT)))
+    sys.stderr.write("%s is %s: run  python3 %s > %s\n"
+                     % (os.path.relpath(path, ROOT), why, os.path.relpath(os.path.abspath(script), ROOT),
+                        os.path.relpath(path, ROOT)))
     return 1
 
 

@@ -65,6 +65,18 @@ def dump_dom(path):
     return _chromium("--dump-dom", "file://" + os.path.abspath(path))
 
 
+def screenshot_url(url, png, window=WINDOW):
+    """Render the page at *url* (e.g. a server on loopback) into the PNG file *png*."""
+    _chromium("--hide-scrollbars", "--screenshot=" + os.path.abspath(png), url, window=window)
+    if not os.path.isfile(png):
+        raise BrowserError("chromium wrote no screenshot of %s" % url)
+
+
+def dump_dom_url(url, window=WINDOW):
+    """The DOM Chromium built from the page at *url*, serialised as HTML."""
+    return _chromium("--dump-dom", url, window=window)
+
+
 def _up(line, prev):
     """The bytes of *line* plus those of *prev*, each modulo 256 (PNG filter 2), a whole row at once."""
     n = len(line)

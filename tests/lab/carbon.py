@@ -114,6 +114,27 @@ class ForegroundDaemon:
             raise LabError("%s did not start within %ss (exit %s):\n%s"
                            % (what, self.start_timeout, self._proc.poll(), self.logs()))
 
+    def start_on_free_ports(self, names, argv, log_file, ready, what, tries=3):
+        """Pick free ports for *names* (self.ports), then spawn argv() and wait until ready().
+
+        A port picked as free may be taken before the daemon binds it: then
+        new ports, up to *tries* times.  On failure everything is stopped.
+        """
+        last = None
+        for _ in range(tries):
+            self.ports = _pick_ports(names)
+            try:
+                self.spawn(argv(), log_file)
+                self.wait_ready(ready, what)
+                return self
+            except LabError as exc:
+                last = exc
+                self.end()
+                if "in use" not in str(exc).lower():
+                    break
+        self.stop()
+        raise last
+
     def end(self):
         """Stop the daemon and whatever is left in its session, for sure; reap it."""
         proc, self._proc = self._proc, None
@@ -194,23 +215,14 @@ class Carbon(ForegroundDaemon):
         for sub in ("conf", "storage"):
             os.makedirs(self._p(sub), exist_ok=True)
         os.chown(self._p("storage"), graphite.pw_uid, graphite.pw_gid)
-        last = None
-        for _ in range(3):  # a port picked as free may be taken before carbon binds it
-            self.ports = _pick_ports(PORT_NAMES)
+
+        def argv():
             self._write_config()
-            try:
-                self.spawn([CARBON, "--config=%s" % self._p("conf", "carbon.conf"),
-                            "--pidfile=%s" % self._p("storage", "carbon-cache.pid"),
-                            "--nodaemon", "start"], self.log_file)
-                self.wait_ready(lambda: _listening(self.port), "carbon-cache")
-                return self
-            except LabError as exc:
-                last = exc
-                self.end()
-                if "in use" not in str(exc):
-                    break
-        self.stop()
-        raise last
+            return [CARBON, "--config=%s" % self._p("conf", "carbon.conf"),
+                    "--pidfile=%s" % self._p("storage", "carbon-cache.pid"), "--nodaemon", "start"]
+
+        return self.start_on_free_ports(PORT_NAMES, argv, self.log_file, lambda: _listening(self.port),
+                                        "carbon-cache")
 
     def _write_config(self):
         with open(self._p("conf", "carbon.conf"), "w") as fh:

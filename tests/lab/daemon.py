@@ -10,7 +10,8 @@ until the pid file names a live process and ``ready()`` holds; on failure it
 raises LabError with the tail of the daemon's log.  ``stop`` sends SIGTERM,
 waits, then kills whatever is left in the daemon's session (a daemon that
 called setsid() leads its own session: its workers and their checks are in
-it).  ``wait_until`` is the bounded poll both use.
+it).  ``wait_until`` is the bounded poll both use; ``run_input`` runs a
+command with text on its stdin, bounded too.
 """
 
 import os
@@ -38,6 +39,21 @@ def wait_until(predicate, timeout, interval=0.1):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def run_input(argv, text, what, timeout=120.0):
+    """Run *argv* with *text* on its stdin, in clean_env(): its stdout.
+
+    LabError naming *what* when it fails or does not end within *timeout* s.
+    """
+    try:
+        res = subprocess.run(argv, input=text, capture_output=True, text=True, timeout=timeout,
+                             env=clean_env())
+    except subprocess.TimeoutExpired as exc:
+        raise LabError("%s did not finish within %ss" % (what, timeout)) from exc
+    if res.returncode != 0:
+        raise LabError("%s failed (exit %s): %s" % (what, res.returncode, (res.stderr or res.stdout).strip()[-2000:]))
+    return res.stdout
 
 
 def start(argv, pid_file, ready=lambda: True, env=None, log=None, timeout=30.0, cwd=None):
