@@ -273,6 +273,17 @@ def test_what_is_not_graphs_json_has_its_own_words_within_the_timeout(graph, tmp
     assert calls(graph)[-1] == "POST sendMail 202"  # the probe goes out all the same
 
 
+def test_no_answer_after_sendmail_went_out_leaves_the_probe_in_flight_as_it_may_arrive(graph, tmp_path):
+    check = graph_checker(graph, tmp_path, "-t", "5")
+    graph.fault("tarpit", path_contains="/sendMail", seconds=60)
+    r = check()
+    assert (r.rc, r.full_line) == (2, (
+        "MAIL_ROUNDTRIP CRITICAL - Graph send failed: no answer after the message went out, outcome unknown: timed "
+        "out waiting for Graph's answer to POST /v1.0/users/monitor@lab.test/sendMail, first probe may be out, 1 in "
+        "flight | junk=0;;;0 lost=0;;;0 oldest_pending=0.0s;120;600;0 pending=1;;;0")), r
+    assert r.seconds < 5
+
+
 def test_wait_polls_about_once_a_second_until_the_probe_is_back(graph, tmp_path):
     lab = graph.lab
     check = graph_checker(graph, tmp_path, "-v")

@@ -15,8 +15,10 @@ import pytest
 
 from check_mail_roundtrip import graph_http as gh
 from check_mail_roundtrip.budget import Deadline
+from check_mail_roundtrip.failure import StepFailure
 from check_mail_roundtrip.graph_send import sendmail_body
 from check_mail_roundtrip.probe import RETURN_HEADER, Probe, message_text, recognise
+from check_mail_roundtrip.settings import Endpoint
 
 SECRET = b"k" * 32
 FROM = "monitor@example.org"
@@ -134,3 +136,69 @@ def test_from_is_sent_only_when_it_is_not_the_mailbox_itself():
         "emailAddress": {"address": "alerts@example.org"}}
     _probe, _token, text = probe_text()
     assert "from" not in sendmail_body(text, "Monitor@Example.org", FROM, FROM)["message"]
+
+
+class Tokens:
+    """A token source: token() and renew() as oauth2.TokenSource gives them (renewed once)."""
+
+    def __init__(self):
+        self.notes, self.given = [], ["token-1"]
+
+    def token(self, deadline):
+        return self.given[-1]
+
+    def renew(self, deadline):
+        if len(self.given) > 1:
+            return None
+        self.given.append("token-2")
+        return "token-2"
+
+
+class Scripted(gh.Graph):
+    """graph_http.Graph whose exchanges are answered from *answers* (status, headers): what the
+    client does with Graph's answers, without a server."""
+
+    def __init__(self, *answers):
+        super().__init__(Endpoint("Graph", "graph.example", 443, "tls", "m@x", auth="oauth2", oauth2=Tokens()))
+        self.answers, self.tokens_sent = list(answers), []
+
+    def _exchange(self, step_name, deadline, method, path, body, content_type, token):
+        self.tokens_sent.append(token)
+        status, headers = self.answers.pop(0)
+        raw = b"" if status < 300 else error("Code%d" % status, "said %d." % status, status)
+        return status, "Reason", headers, raw
+
+
+def test_a_throttled_request_is_made_again_after_each_wait_at_most_three_times(monkeypatch):
+    slept = []
+    monkeypatch.setattr(gh.time, "sleep", slept.append)
+    deadline = Deadline(1e12)
+    graph = Scripted((429, {"retry-after": "1"}), (503, {"retry-after": "2"}), (204, {}))
+    assert graph.call("Graph delete", deadline, "POST", "/v1.0/x").status == 204
+    assert slept == [1.0, 2.0]
+    graph = Scripted(*[(429, {"retry-after": "0"})] * 4)
+    with pytest.raises(gh.Refused) as failed:
+        graph.call("Graph list", deadline, "GET", "/v1.0/x")
+    assert str(failed.value) == "Graph list failed: Code429: said 429 (HTTP 429); still throttled after 3 waits"
+    graph = Scripted((429, {"retry-after": "in a while"}))
+    with pytest.raises(gh.Refused) as failed:
+        graph.call("Graph list", deadline, "GET", "/v1.0/x")
+    assert str(failed.value) == "Graph list failed: Code429: said 429 (HTTP 429); Retry-After 'in a while' unreadable"
+
+
+def test_a_refused_token_is_renewed_once_and_a_second_refusal_says_so():
+    deadline = Deadline(1e12)
+    graph = Scripted((401, {}), (200, {}))
+    assert graph.call("Graph list", deadline, "GET", "/v1.0/x").status == 200
+    assert graph.tokens_sent == ["token-1", "token-2"]
+    assert graph.ep.oauth2.notes == ["OAuth2: Graph refused the token (Code401: said 401 (HTTP 401)); one more try "
+                                     "with a fresh one (Graph list)"]
+    graph = Scripted((401, {}), (401, {}))
+    with pytest.raises(gh.Refused) as failed:
+        graph.call("Graph list", deadline, "GET", "/v1.0/x")
+    assert str(failed.value) == "Graph list failed: Code401: said 401 (HTTP 401) (with a fresh token too)"
+    graph = Scripted((401, {}))
+    graph.ep.oauth2.given.append("token-2")  # the source can do no better
+    with pytest.raises(StepFailure) as failed:
+        graph.call("Graph list", deadline, "GET", "/v1.0/x")
+    assert str(failed.value) == "Graph list failed: Code401: said 401 (HTTP 401)"

@@ -163,8 +163,7 @@ def side_options(p: argparse.ArgumentParser, side: str, auth: bool = True) -> "a
 
 
 def _oauth2_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("OAuth2 (with --imap-auth, --pop3-auth or --smtp-auth oauth2, or a Graph leg; "
-                             "one token source)")
+    g = p.add_argument_group("OAuth2 (with --imap-auth, --pop3-auth or --smtp-auth oauth2; one token source)")
     g.add_argument("--oauth2-mechanism", choices=sasl.MECHANISMS, default="auto",
                    help="SASL mechanism (default auto: OAUTHBEARER where the server offers it, else XOAUTH2)")
     g.add_argument("--oauth2-token-file", metavar="FILE",

@@ -220,6 +220,7 @@ class GraphCollector:
                 if junk and refused.status == 404 and refused.code not in USER_MISSING:
                     self.notes.append('Junk folder "%s" not looked into: Graph does not find it (%s)'
                                       % (folder, refused.words))
+                    self.junk_folder = None  # not asked again in this session
                     return None
                 raise
             page = answer.data.get("value")

@@ -179,8 +179,8 @@ class Graph:
         tokens = self.ep.oauth2
         assert tokens is not None  # a Graph Endpoint has its token source (see cli.py)
         token = tokens.token(deadline)  # without a token there is no point in connecting
-        renewed = False
-        for attempt in range(MAX_RETRIES + 1):
+        renewed, waits = False, 0
+        for _ in range(MAX_RETRIES + 3):  # the request, once more with a fresh token, once after each wait
             status, reason, headers, raw = self._exchange(step_name, deadline, method, path, body, content_type, token)
             if 200 <= status < 300:
                 return Answer(status, _json(step_name, status, reason, headers, raw) if raw.strip() else {},
@@ -194,17 +194,19 @@ class Graph:
                 renewed = True
                 continue
             if status in (429, 503):
+                if waits == MAX_RETRIES:
+                    raise Refused(step_name, "%s; still throttled after %d waits" % (words, waits), status, code,
+                                  words)
                 wait = retry_after(headers.get("retry-after"), time.time())
-                if attempt == MAX_RETRIES:
-                    break
-                if wait is not None and deadline.at - deadline.clock() >= wait + AFTER_WAIT:
-                    self.conn_trace().note("%s: waiting %gs (Retry-After) before trying again", words, wait)
-                    time.sleep(wait)
-                    continue
-                raise Refused(step_name, throttled(words, headers.get("retry-after"), wait, deadline), status, code,
-                              words)
+                if wait is None or deadline.at - deadline.clock() < wait + AFTER_WAIT:
+                    raise Refused(step_name, throttled(words, headers.get("retry-after"), wait, deadline), status,
+                                  code, words)
+                self.conn_trace().note("%s: waiting %gs (Retry-After) before trying again", words, wait)
+                time.sleep(wait)
+                waits += 1
+                continue
             raise Refused(step_name, explained(words, status, code, missing, renewed), status, code, words)
-        raise Refused(step_name, "%s; still throttled after %d waits" % (words, MAX_RETRIES), status, code, words)
+        raise StepFailure(step_name, "no answer Graph stands by")  # not reached: every round returns or raises
 
     def conn_trace(self) -> Any:
         return self.conn.trace if self.conn is not None else tracing.QUIET
