@@ -28,7 +28,6 @@ and the ratio of the bytes in at the largest size to those at the smallest
 Not a timed test and not run by CI: it prints figures.  About a minute.
 """
 
-import argparse
 import atexit
 import os
 import statistics
@@ -37,7 +36,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from imap_cost import JUNK_SHARE, USER, Check, fmt_int, short, sized_runs, wait_for_probe  # noqa: E402
+from imap_cost import JUNK_SHARE, USER, Check, fmt_int, short, sized_runs, sizes_and_repeat, steady_runs  # noqa: E402
 
 from tests.lab.graph import GraphStandIn  # noqa: E402
 
@@ -76,15 +75,8 @@ class GraphCheck(Check):
 
 
 def measure(lab, relay, check, size, repeat):
-    """*repeat* steady-state runs, each collecting the probe the run before sent."""
-    last, runs = check(), []  # settle: collect whatever is there, send a probe
-    for _ in range(repeat):
-        wait_for_probe(lab, last)
-        r = last = check()
-        if r["rc"] != 0 or "round trip" not in r["line"]:
-            raise RuntimeError("steady-state run with %d messages did not collect a probe:\n%s"
-                               % (size, r["output"]))
-        runs.append(r)
+    """*repeat* steady-state runs, each collecting the probe the run before sent (and looking into Junk)."""
+    runs = steady_runs(lab, check, check(), size, repeat)  # the first: collect whatever is there, send a probe
     med = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
     return {"size": size, "requests": max(r["requests"] for r in runs), "conns": max(r["graph_conns"] for r in runs),
             "down": med("down"), "up": med("up"), "wall": med("wall"), "line": runs[-1]["line"]}
@@ -112,11 +104,7 @@ def report(rows):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[0, 5000],
-                    help="numbers of other messages in the INBOX, ascending (default: 0 5000)")
-    ap.add_argument("--repeat", type=int, default=3, help="measured runs per size (default: 3)")
-    args = ap.parse_args()
+    args = sizes_and_repeat(__doc__, [0, 5000])
     sized_runs("graph_cost", start_standin, GraphCheck,
                lambda lab, relay, check, size, _added: measure(lab, relay, check, size, args.repeat),
                args.sizes, "Graph cost of one steady-state check run (a returned probe waiting), median of %d "

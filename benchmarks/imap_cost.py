@@ -445,12 +445,17 @@ def sized_runs(prog, port, make_check, measure_size, sizes, title, report, junk_
         sys.exit("%s: FAILED: %s" % (prog, failed))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[0, 10000, 100000],
-                    help="numbers of other messages in the INBOX, ascending (default: 0 10000 100000)")
+def sizes_and_repeat(doc, sizes):
+    """The options --sizes (default *sizes*) and --repeat of a benchmark whose docstring is *doc*."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=sizes,
+                    help="numbers of other messages in the INBOX, ascending (default: %s)" % " ".join(map(str, sizes)))
     ap.add_argument("--repeat", type=int, default=3, help="measured runs per size (default: 3)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main():
+    args = sizes_and_repeat(__doc__, [0, 10000, 100000])
     sized_runs("imap_cost", "imaps", Check,
                lambda lab, relay, check, size, _added: measure(lab, relay, check, size, args.repeat),
                args.sizes, "IMAP cost of one steady-state check run (a returned probe waiting), median of "

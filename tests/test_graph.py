@@ -115,6 +115,7 @@ def test_both_legs_by_graph_round_trip_one_connection_removing_only_the_verified
     assert sorted(loaded_by(r) & {"imaplib", "imapclient", "smtplib", "poplib", "check_mail_roundtrip.imap",
                                   "check_mail_roundtrip.smtp"}) == []  # no mail protocol is loaded
     assert {"check_mail_roundtrip.graph", "check_mail_roundtrip.graph_send"} <= loaded_by(r)
+    assert lab.tokens.count("client_credentials") == 1  # one token for both legs
     assert calls(graph) == ["GET mailFolders/junkemail/messages 200", "GET mailFolders/inbox/messages 200",
                             "GET mailFolders/junkemail/messages 200", "GET mailFolders/inbox/messages 200",
                             "POST sendMail 202"]  # the first run also looks for abandoned probes
@@ -139,6 +140,24 @@ def test_both_legs_by_graph_round_trip_one_connection_removing_only_the_verified
     assert first not in subjects and forged in subjects and "an ordinary mail" in subjects, subjects
     assert all("\\Seen" not in m["flags"] for m in inbox), inbox  # nothing marked read
     assert probes(lab, "Sent") == probes(lab, "Trash") == []  # no copy sent, none deleted to Deleted Items
+
+
+def test_graphs_certificate_is_verified_like_a_mail_servers(graph, tmp_path):
+    lab = graph.lab
+    token = tmp_path / "token"
+    token.write_text(lab.tokens.access_token("monitor") + "\n")
+    token.chmod(0o600)
+    base = ["--collect", "graph", "--send", "graph", "--graph-url", graph.url, "--from", MONITOR,
+            "--oauth2-token-file", str(token)]
+    check = Checker(lab, tmp_path, MONITOR)
+    check.args = base + ["--state-dir", check.state_dir]
+    r = check()
+    untrusted = ("Graph TLS failed: certificate verify failed: unable to get local issuer certificate (a private CA or "
+                 "a self-signed certificate? trust it with --ca-file, or skip verification with --insecure)")
+    assert (r.rc, r.full_line) == (2, "MAIL_ROUNDTRIP CRITICAL - %s, %s, no probe out yet, 0 in flight | lost=0;;;0 "
+                                      "oldest_pending=0.0s;120;600;0 pending=0;;;0" % (untrusted, untrusted)), r
+    assert graph.requests == []
+    assert check("--ca-file", lab.ca_file).full_line == FIRST
 
 
 def test_keep_removes_nothing_and_the_next_run_without_it_removes_what_was_kept(graph, tmp_path):
