@@ -5,7 +5,7 @@ when a range is violated, else the OK phrase, as the result's hint); the
 Summary only puts the problems first and the figures in ORDER, and joins them.
 
 Perfdata labels (stable): ``lost``, ``oldest_pending``, ``pending``, ``rtt``,
-``since_last_success``, ``junk`` (IMAP, unless --no-junk: own probes found in
+``since_last_success``, ``junk`` (IMAP or Graph, unless --no-junk: own probes found in
 the Junk folder this run); ``unexpunged`` when there are any; ``leg_out`` and
 ``leg_back`` when the slowest probe back carries a reflector's stamp.  Seconds carry unit ``s`` and are plain decimals; a
 threshold field holds a plain number when the range is ``0:N`` and stays

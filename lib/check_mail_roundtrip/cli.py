@@ -341,7 +341,8 @@ def parser() -> argparse.ArgumentParser:
     junk.add_argument("--junk-folder", metavar="NAME",
                       help="also look for returned probes in this folder, where a filter files spam "
                            "(default: the folder flagged \\Junk, else Junk, Spam, Junk E-mail, Junk Email, "
-                           "[Gmail]/Spam or the same under INBOX; none found is no error)")
+                           "[Gmail]/Spam or the same under INBOX; none found is no error; with --collect graph: "
+                           "a well-known name or a folder id, default junkemail)")
     junk.add_argument("--no-junk", action="store_true",
                       help="do not look into a Junk folder (a probe filed as spam then looks lost)")
     groups["imap"].add_argument("--junk-state", choices=("ok", "warning", "critical"), default="warning",
