@@ -284,11 +284,14 @@ class Graph:
         for _ in range(MAX_ANSWER // CHUNK + 2):
             try:
                 part = response.read(CHUNK)
-            except http.client.IncompleteRead as exc:
-                size += len(exc.partial)
+            except http.client.IncompleteRead as exc:  # a chunked answer cut off
                 raise StepFailure(step_name, "Graph's answer (HTTP %d) broke off after %d bytes: the connection "
-                                  "closed before the end" % (response.status, size)) from None
+                                  "closed before the end" % (response.status, size + len(exc.partial))) from None
             if not part:
+                if response.length:  # http.client ends a read short of Content-Length without a word
+                    raise StepFailure(step_name, "Graph's answer (HTTP %d) broke off after %d of %d bytes: the "
+                                      "connection closed before the end"
+                                      % (response.status, size, size + response.length))
                 return b"".join(parts)
             size += len(part)
             if size > limit:
