@@ -18,10 +18,16 @@ import glob
 import json
 import os
 import re
+import time
 
 import pytest
 
+from check_mail_roundtrip.budget import Deadline
+from check_mail_roundtrip.graph_http import Graph, Unclear
+from check_mail_roundtrip.oauth2 import FileToken
 from check_mail_roundtrip.probe import profile_key
+from check_mail_roundtrip.settings import Endpoint
+from tests import faultservers as fs
 from tests.checkrun import Checker
 from tests.test_lazy_imports import loaded_by
 
@@ -354,3 +360,43 @@ def test_a_steady_state_run_costs_at_most_6_requests_on_one_connection_whatever_
         assert len(records) <= 6 and graph.connections == 1, calls(graph)
         costs.append(sum(r["bytes_in"] + r["bytes_out"] for r in records))
     assert costs[1] <= 1.2 * costs[0], costs
+
+
+def answer_then_close(answers):
+    """A fault server handler: answer *answers* requests on the connection (keep-alive), then close it
+    without a word, as a server whose idle timeout ended a kept connection does."""
+    def handler(conn):
+        for _ in range(answers):
+            conn.server.received.append(conn.read_until(b"\r\n\r\n").split(b"\r\n", 1)[0].decode())
+            body = b'{"value": []}'
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(body), body))
+        if not answers:
+            conn.read_until(b"\r\n\r\n")
+    return handler
+
+
+def fault_graph(lab, srv, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("a-token-for-the-fault-server\n")
+    token.chmod(0o600)
+    return Graph(Endpoint("Graph", "127.0.0.1", srv.port, "tls", MONITOR, ssl_context=lab.ssl_context(),
+                          auth="oauth2", oauth2=FileToken(str(token))))
+
+
+def test_a_kept_connection_the_server_closed_is_opened_again_once_a_fresh_one_closed_is_a_failure(lab, tmp_path):
+    tls = fs.server_context(lab.cert_file, lab.key_file)
+    with fs.FaultServer(answer_then_close(1), tls=tls) as srv:
+        client = fault_graph(lab, srv, tmp_path)
+        deadline = Deadline(time.monotonic() + 10)
+        assert client.call("Graph list", deadline, "GET", "/v1.0/a").data == {"value": []}
+        time.sleep(0.3)  # the server has closed the kept connection meanwhile
+        assert client.call("Graph list", deadline, "GET", "/v1.0/b").data == {"value": []}
+        assert (client.connections, srv.received) == (2, ["GET /v1.0/a HTTP/1.1", "GET /v1.0/b HTTP/1.1"])
+    with fs.FaultServer(answer_then_close(0), tls=tls) as srv:
+        client = fault_graph(lab, srv, tmp_path)
+        with pytest.raises(Unclear) as failed:
+            client.call("Graph send", Deadline(time.monotonic() + 10), "POST", "/v1.0/users/m/sendMail", body=b"{}")
+        assert str(failed.value) == ("Graph send failed: Graph closed the connection without an answer to POST "
+                                     "/v1.0/users/m/sendMail")
+        assert failed.value.handed_over and client.connections == 1
