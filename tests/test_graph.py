@@ -400,3 +400,21 @@ def test_a_kept_connection_the_server_closed_is_opened_again_once_a_fresh_one_cl
         assert str(failed.value) == ("Graph send failed: Graph closed the connection without an answer to POST "
                                      "/v1.0/users/m/sendMail")
         assert failed.value.handed_over and client.connections == 1
+
+
+def endless_answer(conn):
+    """A fault server handler: a 200 that claims 64 MiB and sends them 1 MiB at a time (until the client goes)."""
+    conn.read_until(b"\r\n\r\n")
+    conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{\"value\": [\""
+              % (64 << 20))
+    for _ in range(64):
+        conn.send(b"x" * (1 << 20))
+
+
+def test_an_answer_longer_than_8_mib_is_refused_once_that_much_was_read(lab, tmp_path):
+    with fs.FaultServer(endless_answer, tls=fs.server_context(lab.cert_file, lab.key_file)) as srv:
+        client = fault_graph(lab, srv, tmp_path)
+        with pytest.raises(Unclear) as failed:
+            client.call("Graph list", Deadline(time.monotonic() + 20), "GET", "/v1.0/x")
+        assert str(failed.value) == "Graph list failed: Graph's answer is too long: more than 8 MiB"
+        assert client.conn is None  # the connection is dropped, not read to its end
