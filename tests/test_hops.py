@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from check_mail_roundtrip.hops import MAX_NAME, MAX_RECEIVED, MAX_SHOWN, date_of, hops, stamp
 
 DAY = "Sun,  6 Dec 2026 19:36:%02d +0000 (UTC)"
-T0 = date_of("Sun, 6 Dec 2026 19:36:00 +0000")
+T0: float = date_of("Sun, 6 Dec 2026 19:36:00 +0000") or 0.0
 
 LMTP = ("from mail.lab.test\r\n\tby mail.lab.test with LMTP\r\n\tid B5mdASS5FWvEDgAAg+zDdQ\r\n"
         "\t(envelope-from <monitor@lab.test>)\r\n\tfor <test@lab.test>; Sun, 06 Dec 2026 19:36:%02d +0000")
