@@ -1,16 +1,16 @@
 """Shared pytest configuration.
 
-The mail lab fixtures (`lab`, `lab_session`, `graph`: the Graph stand-in) live in tests/lab/fixtures.py;
+The mail lab fixtures (`lab`, `lab_session`, `graph`: the Graph stand-in, `relay_lab`: a relay hop before the lab) live in tests/lab/fixtures.py;
 tests that use them, or the plugin installed on this machine as README's
 install section says (`installed_plugin`), are marked `lab` automatically, so
 `-m "not lab"` runs everything that needs no daemons and changes nothing
 outside the checkout.
 """
 
-from tests.lab.fixtures import graph, graph_reset, lab, lab_session  # noqa: F401  (pytest fixtures)
+from tests.lab.fixtures import graph, graph_reset, lab, lab_session, relay_lab, relay_lab_reset  # noqa: F401  (pytest fixtures)
 from tests.lab.plugin import installed_plugin  # noqa: F401  (pytest fixture)
 
-LAB_FIXTURES = {"lab", "lab_session", "installed_plugin", "graph"}
+LAB_FIXTURES = {"lab", "lab_session", "installed_plugin", "graph", "relay_lab"}
 
 
 def pytest_configure(config):

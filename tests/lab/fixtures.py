@@ -44,25 +44,52 @@ def lab(lab_session):
     return lab_session
 
 
+def _running(part, what, logs=lambda: ""):
+    """Start *part*, yield it, stop it; if it cannot start the tests fail with *what*, the
+    reason and logs()."""
+    try:
+        part.start()
+    except Exception as exc:  # noqa: BLE001  (any reason must fail the tests, loudly)
+        text = logs()
+        part.stop()
+        pytest.fail("%s could not start: %s%s" % (what, exc, "\n" + text if text else ""), pytrace=False)
+    try:
+        yield part
+    finally:
+        part.stop()
+
+
+def _reset_before(request, name):
+    """Before a test that uses the fixture *name*: its reset(), and the lab reset as the `lab`
+    fixture resets it."""
+    if name in request.fixturenames:
+        request.getfixturevalue(name).reset()
+        if "lab" not in request.fixturenames:
+            request.getfixturevalue("lab")
+
+
 @pytest.fixture(scope="session")
 def graph(lab_session):
     from .graph import GraphStandIn
-    standin = GraphStandIn(lab_session)
-    try:
-        standin.start()
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail("the Graph stand-in could not start: %s" % exc, pytrace=False)
-    try:
-        yield standin
-    finally:
-        standin.stop()
+    yield from _running(GraphStandIn(lab_session), "the Graph stand-in")
 
 
 @pytest.fixture(autouse=True)
 def graph_reset(request):
     """Before a test that uses `graph`: no requests, connections or faults counted,
     and the lab reset as the `lab` fixture resets it."""
-    if "graph" in request.fixturenames:
-        request.getfixturevalue("graph").reset()
-        if "lab" not in request.fixturenames:
-            request.getfixturevalue("lab")
+    _reset_before(request, "graph")
+
+
+@pytest.fixture(scope="session")
+def relay_lab(lab_session):
+    from .relay import RelayLab
+    relay = RelayLab(lab_session)
+    yield from _running(relay, "the relay lab", lambda: relay.logs(40))
+
+
+@pytest.fixture(autouse=True)
+def relay_lab_reset(request):
+    """Before a test that uses `relay_lab`: no hold in mx1, its queue empty, and the lab
+    reset as the `lab` fixture resets it."""
+    _reset_before(request, "relay_lab")

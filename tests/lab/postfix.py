@@ -12,15 +12,71 @@ import json
 import os
 import secrets
 import smtplib
+import time
 
 from .common import DOMAIN, HOST, LOCAL_DOMAIN, ipv6_loopback
 from .procs import _pid_alive, _read_pid, _run, _write
+
+# master.cf: Postfix's own internal services, without chroot (every private instance has them).
+INTERNAL_SERVICES = """\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+  -o max_use=1
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+local     unix  -       n       n       -       -       local
+"""
+
+# main.cf: retries and notices of every private instance (short, for tests)
+QUEUE_SETTINGS = """\
+queue_run_delay = 5s
+minimal_backoff_time = 2s
+maximal_backoff_time = 10s
+maximal_queue_lifetime = 1h
+bounce_queue_lifetime = 1h
+delay_warning_time = 0
+biff = no
+append_dot_mydomain = no
+readme_directory = no
+"""
+
+
+def instance_settings(d):
+    """main.cf lines of a private instance in the directory *d*: its own configuration,
+    queue, data and log."""
+    return f"""\
+compatibility_level = 3.6
+config_directory = {d}/postfix
+queue_directory = {d}/spool
+data_directory = {d}/postfix-data
+maillog_file = {d}/log/postfix.log
+maillog_file_prefixes = {d}
+mail_owner = postfix
+setgid_group = postdrop
+"""
 
 
 class Postfix:
     def __init__(self, layout, tls):
         self.pipes = {}  # address -> (service name, argv, user): see pipe()
         self.aliases = {}  # local part -> argv: see alias_command()
+        self.services = {}  # name -> further master.cf lines: see add_services()
         self.layout = layout
         self.tls = tls
 
@@ -32,15 +88,7 @@ class Postfix:
         v6 = ipv6_loopback()  # the smtp port listens on ::1 too
         _write(lay.p("postfix", "main.cf"), f"""\
 # Private Postfix of the check_mail_roundtrip mail lab (generated).
-compatibility_level = 3.6
-config_directory = {d}/postfix
-queue_directory = {d}/spool
-data_directory = {d}/postfix-data
-maillog_file = {d}/log/postfix.log
-maillog_file_prefixes = {d}
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = mail.{DOMAIN}
+{instance_settings(d)}myhostname = mail.{DOMAIN}
 mydomain = {DOMAIN}
 myorigin = {DOMAIN}
 mydestination = {LOCAL_DOMAIN}
@@ -81,16 +129,7 @@ smtpd_tls_session_cache_database =
 smtpd_tls_received_header = yes
 smtp_tls_security_level = none
 header_checks = regexp:{d}/postfix/header_checks
-queue_run_delay = 5s
-minimal_backoff_time = 2s
-maximal_backoff_time = 10s
-maximal_queue_lifetime = 1h
-bounce_queue_lifetime = 1h
-delay_warning_time = 0
-biff = no
-append_dot_mydomain = no
-readme_directory = no
-""")
+{QUEUE_SETTINGS}""")
         common = "-o syslog_name=postfix/{name}"
         _write(lay.p("postfix", "master.cf"), f"""\
 # Private Postfix of the check_mail_roundtrip mail lab: no chroot, loopback only.
@@ -108,29 +147,7 @@ readme_directory = no
   -o smtpd_tls_wrappermode=yes
   -o smtpd_client_restrictions=permit_sasl_authenticated,reject
   -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-  -o max_use=1
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-local     unix  -       n       n       -       -       local
-""" + "".join(self._pipe_services()))
+""" + INTERNAL_SERVICES + "".join(self._pipe_services()) + "".join(self.services.values()))
         self.write_vmailbox()
         _write(lay.p("postfix", "aliases"),
                "".join('%s "|%s"\n' % (name, " ".join(argv)) for name, argv in sorted(self.aliases.items())))
@@ -167,6 +184,23 @@ local     unix  -       n       n       -       -       local
             # D, R: Delivered-To and Return-Path (the envelope sender); null_sender=: a bounce's is empty
             yield "%s unix - n n - - pipe\n  flags=DRq null_sender= user=%s argv=%s\n" % (
                 name, user, " ".join(argv))
+
+    def add_services(self, name, text):
+        """Further master.cf lines *text* (e.g. another smtpd listener) kept under *name*
+        whenever the configuration is rewritten; text None removes them.  Reloads Postfix."""
+        if text is None:
+            self.services.pop(name, None)
+        else:
+            self.services[name] = text
+        self.write_config()
+        self.settle_config()
+        self.reload()
+
+    def settle_config(self):
+        """Date main.cf two seconds back: the postfix command waits until a freshly
+        written main.cf is that old (1.5-2 s per reload here), and this one is complete."""
+        then = time.time() - 2
+        os.utime(self.layout.p("postfix", "main.cf"), (then, then))
 
     def write_header_checks(self, text):
         # cleanup runs with max_use=1, so the next mail reads the new table
