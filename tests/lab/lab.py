@@ -10,8 +10,8 @@ MailLab is a facade over the lab's parts, one module each:
     faults.py   hold, release, drop, delay, junk, imap-down; the releaser process
     tokens.py   the OAuth2 token service process (tokenservice.py) and its test API
 
-Everything lives in one directory (a temporary one by default; common.py
-lists what is in it).  Nothing here touches the system Postfix or Dovecot:
+Everything lives in one directory (a temporary one by default, in memory
+where /dev/shm will do: scratch_base; common.py lists what is in it).  Nothing here touches the system Postfix or Dovecot:
 both daemons run from their own configuration, listen on 127.0.0.1 only, and
 mail for any domain other than lab.test is refused at RCPT (there is no
 outbound smtp transport).  Must run as root (Postfix and Dovecot need it to
@@ -88,6 +88,28 @@ def install(verbose=True):
     if not installed:
         say("packages already installed")
     _ensure_vmail_user()
+
+
+# A temporary lab directory goes to memory when there is a tmpfs with room for the
+# largest test (a flood of 20,000 mails, Dovecot's index of it) that may hold programs
+# (the sieve pipes): the daemons' many small writes and fsyncs then never wait behind
+# other work on the disk.  An explicit $TMPDIR is followed as it is.
+MEMORY_DIR = "/dev/shm"
+MEMORY_DIR_ROOM = 1 << 30
+
+
+def scratch_base(path=MEMORY_DIR, room=MEMORY_DIR_ROOM):
+    """Where MailLab makes its temporary directory: *path* when it will do, else None
+    (the system's temporary directory)."""
+    if os.environ.get("TMPDIR"):
+        return None
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    if st.f_flag & (os.ST_NOEXEC | os.ST_RDONLY) or st.f_bavail * st.f_frsize < room:
+        return None
+    return path
 
 
 def _delegate(part, func):
@@ -231,7 +253,7 @@ class MailLab:
                 raise LabError("%s is not installed (run `python3 -m tests.lab install`)" % tool)
         _ensure_vmail_user()
         if self.dir is None:
-            self.dir = tempfile.mkdtemp(prefix="cmr-lab-")
+            self.dir = tempfile.mkdtemp(prefix="cmr-lab-", dir=scratch_base())
             self._made_dir = True
         else:
             if self.is_running():
