@@ -19,6 +19,7 @@ import time
 import pytest
 
 from tests.lab import LabError, MailLab
+from tests.lab.lab import scratch_base
 
 MONITOR = "monitor@lab.test"
 OTHER = "other@lab.test"
@@ -296,6 +297,15 @@ def test_imap_down_refuses_connections_while_smtp_delivers(lab):
     lab.imap_up()
     assert subject in imaps_subjects(lab, MONITOR)
     assert subject in imap_starttls_subjects(lab, MONITOR)
+
+
+def test_a_temporary_lab_goes_to_memory_only_where_that_will_do(monkeypatch, tmp_path):
+    monkeypatch.delenv("TMPDIR", raising=False)
+    assert scratch_base(str(tmp_path), room=1) == str(tmp_path)
+    assert scratch_base(str(tmp_path), room=1 << 62) is None            # too little room
+    assert scratch_base(str(tmp_path / "missing"), room=1) is None
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert scratch_base(str(tmp_path), room=1) is None                  # $TMPDIR is followed
 
 
 def test_fill_and_count(lab):
