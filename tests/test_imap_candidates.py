@@ -4,11 +4,9 @@ Against the lab's real Dovecot: its IMAP on 127.0.0.2 (lab.NO_UIDPLUS_HOST)
 serves the same mailboxes but announces no UIDPLUS.
 """
 
-import imaplib
 import json
 import os
 import re
-import ssl
 import time
 
 import pytest
@@ -20,24 +18,6 @@ from tests.lab.common import NO_UIDPLUS_HOST
 MONITOR = "monitor@lab.test"
 
 
-def _forged(key, n):
-    """A candidate with this profile's key in the Subject and a bad signature."""
-    sent = int(time.time() * 1000)
-    return ("From: someone@lab.test\r\nTo: %s\r\nSubject: Mail round-trip probe MRTP1.%s.%016x.%d.%s\r\n\r\n"
-            "not a probe\r\n" % (MONITOR, key, n, sent, "0" * 32)).encode()
-
-
-def _append_many(lab, key, count):
-    conn = imaplib.IMAP4_SSL(lab.host, lab.ports["imaps"], timeout=30,
-                             ssl_context=ssl.create_default_context(cafile=lab.ca_file))
-    try:
-        conn.login(MONITOR, lab.users[MONITOR])
-        for n in range(count):
-            assert conn.append("INBOX", None, None, _forged(key, n))[0] == "OK"
-    finally:
-        conn.logout()
-
-
 def _key(name):
     return probe_format.profile_key(name)
 
@@ -46,13 +26,13 @@ def _key(name):
 def test_a_probe_among_a_thousand_unverifiable_candidates_is_found_in_the_first_run(lab, tmp_path, order):
     check = Checker(lab, tmp_path, MONITOR, None, "imaps", "smtp", "--name", "flooded")
     if order == "flood-first":
-        _append_many(lab, _key("flooded"), 1000)
+        fill_forged(lab, _key("flooded"), 1000)
     r = check()
     assert r.rc == 0 and "first probe sent" in r.line, r
     lab.wait_for(MONITOR, lambda msgs: any("MRTP1.%s" % _key("flooded") in m["subject"] and "0" * 32 not in
                                            m["subject"] for m in msgs), timeout=20)
     if order == "probe-first":
-        _append_many(lab, _key("flooded"), 1000)
+        fill_forged(lab, _key("flooded"), 1000)
     r = check("-v", "-t", "60")
     assert r.rc == 0 and r.line.startswith("MAIL_ROUNDTRIP OK - round trip "), r
     ignored = len(re.findall(r"^message UID \d+ ignored: bad signature", r.stdout, re.M))
