@@ -13,7 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WATCHED = ("poplib", "urllib.request", "http.client", "check_mail_roundtrip.pop3", "check_mail_roundtrip.oauth2",
            "check_mail_roundtrip.trace", "check_mail_roundtrip.reflector", "check_mail_roundtrip.reflector_rules",
            "check_mail_roundtrip.reflector_settings", "email.policy", "check_mail_roundtrip.graph",
-           "check_mail_roundtrip.graph_http", "check_mail_roundtrip.graph_send")
+           "check_mail_roundtrip.graph_http", "check_mail_roundtrip.graph_send", "check_mail_roundtrip.hops",
+           "check_mail_roundtrip.auth_results")
 PARSE = """
 import json, sys
 from check_mail_roundtrip import cli

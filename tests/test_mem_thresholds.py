@@ -26,10 +26,10 @@ def first(check, w="120", c="600"):
     (0, 0, "OK - round trip 1.0s"),
     (3, 0, "OK - round trip 4.0s"),
     (4, 0, "OK - round trip 5.0s"),                 # 5 lies inside -w 5 (0:5)
-    (5, 1, "WARNING - round trip 6.0s > 5s"),
-    (9, 1, "WARNING - round trip 10.0s > 5s"),      # 10 lies inside -c 10
-    (10, 2, "CRITICAL - round trip 11.0s > 10s"),
-    (45, 2, "CRITICAL - round trip 46.0s > 10s"),
+    (5, 1, "WARNING - round trip 6.0s > 5s (slowest hop: 5s at mx.memory.test)"),
+    (9, 1, "WARNING - round trip 10.0s > 5s (slowest hop: 9s at mx.memory.test)"),      # 10 lies inside -c 10
+    (10, 2, "CRITICAL - round trip 11.0s > 10s (slowest hop: 10s at mx.memory.test)"),
+    (45, 2, "CRITICAL - round trip 46.0s > 10s (slowest hop: 45s at mx.memory.test)"),
 ])
 def test_the_round_trip_against_warning_and_critical(tmp_path, delay, rc, text):
     mail = MailSystem()
@@ -78,7 +78,8 @@ def test_a_probe_in_flight_warns_then_goes_critical_then_its_round_trip_is_criti
         (2, P + "CRITICAL - probe in flight for 180.0s > 150s, no probe back this run, 4 in flight, no success yet | "
          + perf % ("180.0s", 4)),
         # the first probe came at 200 s: a critical round trip; the ones held since are in flight for 180 s
-        (2, P + "CRITICAL - round trip 201.0s > 150s, probe in flight for 180.0s > 150s, 4 in flight, last success "
+        (2, P + "CRITICAL - round trip 201.0s > 150s (slowest hop: 200s at mx.memory.test), probe in flight for "
+         "180.0s > 150s, 4 in flight, last success "
          "39s ago | " + perf % ("180.0s", 4) + " rtt=201.0s;100;150;0 since_last_success=39.0s;;;0"),
     ]
 
@@ -205,5 +206,6 @@ def test_the_state_of_a_round_trip_follows_the_thresholds(tmp_path_factory, dela
     rc = 2 if rtt > critical else 1 if rtt > warning else 0
     assert r.rc == rc, r
     assert r.text.startswith("round trip %.1fs%s, 1 in flight, last success 4s ago" % (
-        rtt, "" if not rc else " > %ds" % (critical if rc == 2 else warning))), r
+        rtt, "" if not rc else " > %ds (slowest hop: %ds at mx.memory.test)" % (
+            critical if rc == 2 else warning, delay))), r
     assert r.perf["rtt"] == rtt and r.perf["since_last_success"] == 4.0, r

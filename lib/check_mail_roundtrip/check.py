@@ -127,6 +127,9 @@ class RoundTrip(nagiosplugin.Resource):
             yield nagiosplugin.Metric("unexpunged", report.unexpunged, min=0, context="unexpunged")
         if report.junk is not None:
             yield nagiosplugin.Metric("junk", report.junk, min=0, context="junk")
+        bad = auth_words(report) if self.settings.auth_results_state != "ok" else ""
+        if bad:
+            yield nagiosplugin.Metric("auth", bad, context="auth")
 
 
 # -- contexts ------------------------------------------------------------------
@@ -232,6 +235,7 @@ def contexts(settings: "Settings") -> list[nagiosplugin.Context]:
         Figure("leg", settings.leg_warning, settings.leg_critical,
                evaluated=settings.leg_warning is not None or settings.leg_critical is not None, words=leg_words),
         Junk(settings.junk_state),
+        Note("auth", Junk.STATES[settings.auth_results_state]),
         Note("late", Ok, late_words),
         Note("no_return", Ok, no_return_words),
         Note("no_success", Ok, no_success_words),
@@ -251,7 +255,21 @@ def rtt_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> s
     if legs and any(leg is not None for leg in legs):
         text += " (%s)" % ", ".join("%s %ss" % (way, plain(leg)) for way, leg in zip(("out", "back"), legs)
                                    if leg is not None)
-    return text + (" " + violation(rng) if rng else "")
+    if not rng:
+        return text
+    traced = report.traced.get(max(_outcome(report).rtts, key=lambda r: r[1])[0])
+    hop = traced.slowest_words() if traced is not None else ""
+    return text + " " + violation(rng) + (" (%s)" % hop if hop else "")
+
+
+def auth_words(report: Report) -> str:
+    """The bad verdicts of the probes looked at closer (``dkim=fail at mail.lab.test``), each said once."""
+    said: list[str] = []
+    for traced in report.traced.values():
+        words = traced.bad_words()
+        if words and words not in said:
+            said.append(words)
+    return ", ".join(said)
 
 
 def leg_words(m: nagiosplugin.Metric, rng: Optional[Range], report: Report) -> str:

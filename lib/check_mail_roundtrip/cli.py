@@ -386,6 +386,16 @@ def parser() -> argparse.ArgumentParser:
                         "it, back from it; from its signed stamp) (default: not evaluated)")
     g.add_argument("--leg-critical", type=_range, default=None, metavar="RANGE",
                    help="likewise for CRITICAL (default: not evaluated)")
+    g = p.add_argument_group("hops and authentication results")
+    g.add_argument("--auth-results-state", choices=("ok", "warning", "critical"), default="ok",
+                   help="state when the spf, dkim or dmarc verdict of a probe back is fail, softfail or none "
+                        "(default: ok, the verdicts only shown with -v); with warning or critical the "
+                        "Authentication-Results of every probe back are read")
+    g.add_argument("--auth-results-host", metavar="NAME",
+                   help="the host whose Authentication-Results count, as it names itself in them "
+                        "(default: the server that wrote the probe's topmost Received field, the one that "
+                        "delivered it into the mailbox); those below the Received field of a host before "
+                        "it are ignored as forged")
     g = p.add_argument_group("behaviour")
     g.add_argument("--state-dir", metavar="DIR",
                    help="where the state files and the signing secret live (default: $%s, else state/ beside "
@@ -422,7 +432,8 @@ def parser() -> argparse.ArgumentParser:
                    help="whole-run budget, 2 to 3600 (default: 30); every step gets a share, "
                         "the check always ends by itself")
     g.add_argument("-v", "--verbose", action="count", default=0,
-                   help="more output: -v lists what was found and ignored, -vvv adds a protocol trace (secrets redacted)")
+                   help="more output: -v lists what was found and ignored and the hops of the slowest probe back, "
+                        "-vvv adds a protocol trace (secrets redacted)")
     g.add_argument("-V", "--version", action="version", version="check_mail_roundtrip %s" % __version__)
     return p
 
@@ -552,7 +563,8 @@ def settings_from(args: argparse.Namespace, checkout_state_dir: Optional[str] = 
         hostname=socket.gethostname() or "localhost", helo=args.smtp_helo,
         junk=None if args.no_junk else args.junk_folder or True, junk_state=args.junk_state,
         wait=args.wait, idle=not args.no_idle, node=args.node or socket.gethostname() or "localhost",
-        history_days=args.history_days,
+        history_days=args.history_days, auth_results_state=args.auth_results_state,
+        auth_results_host=args.auth_results_host,
     )
 
 

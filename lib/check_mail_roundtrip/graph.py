@@ -21,7 +21,9 @@ again by later runs (see ``recheck`` in the memory) until a run without
 
 The Junk folder is the well-known ``junkemail`` (or the folder --junk-folder
 names: a well-known name or a folder id); one that is not there is a note,
-not a failure.  ``receivedDateTime`` is the arrival time.  ``wait`` polls:
+not a failure.  ``receivedDateTime`` is the arrival time.  The trace fields a
+run asks for (``trace``: Received, Authentication-Results) come from the
+internetMessageHeaders listed already: no request of their own.  ``wait`` polls:
 about once a second, another listing.
 
 ``memory`` (kept in the state file): {"kind": "graph", "mailbox": a hash of
@@ -47,7 +49,7 @@ from . import probe as probe_format
 from .budget import Deadline
 from .failure import StepFailure
 from .graph_http import USER_MISSING, Graph, Missing, Refused, query_text, user_path
-from .mail import CollectorFactory, Fetched
+from .mail import TRACE_BYTES, TRACE_HEADERS, CollectorFactory, Fetched
 from .settings import Endpoint
 
 MARGIN = 600.0          # seconds before the oldest probe in flight (or the last look) still listed
@@ -96,17 +98,18 @@ def odata_string(text: str) -> str:
     return "'%s'" % text.replace("'", "''")
 
 
-def header_block(item: Mapping[str, Any]) -> bytes:
-    """The probe headers of a listed message, as a header block (at most MAX_HEADER bytes):
-    those of its internetMessageHeaders that :mod:`probe` reads, else its subject."""
-    wanted = {name.lower() for name in probe_format.FETCH_HEADERS}
+def header_block(item: Mapping[str, Any], names: Sequence[str] = probe_format.FETCH_HEADERS) -> bytes:
+    """The probe headers of a listed message (or those *names*), as a header block (at most
+    MAX_HEADER bytes): those of its internetMessageHeaders that :mod:`probe` reads, else its subject."""
+    wanted = {name.lower() for name in names}
     lines = []
     headers = item.get("internetMessageHeaders")
     for header in headers if isinstance(headers, list) else ():
         if isinstance(header, dict) and isinstance(header.get("name"), str) and \
                 header["name"].lower() in wanted and isinstance(header.get("value"), str):
             lines.append("%s: %s" % (header["name"], header["value"]))
-    if not any(line.lower().startswith("subject:") for line in lines) and isinstance(item.get("subject"), str):
+    if "subject" in wanted and not any(line.lower().startswith("subject:") for line in lines) and \
+            isinstance(item.get("subject"), str):
         lines.append("Subject: %s" % item["subject"])
     return "".join(line + "\r\n" for line in lines).encode("utf-8", "replace")[:MAX_HEADER]
 
@@ -145,6 +148,7 @@ class GraphCollector:
         self.unexpunged: Optional[int] = None  # IMAP only
         self.watching: Optional[str] = None
         self.listed: dict[Ref, Fetched] = {}
+        self.messages: dict[Ref, Mapping[str, Any]] = {}  # what the listing said of each (for trace)
         self.looked: dict[str, float] = {}  # folders listed in this session, and when
         self.unremoved: set[Ref] = set()  # probes to remove that are not removed yet
         self._mailbox = _mark("%s\0%s" % (self.user.lower(), endpoint.host.lower()))
@@ -230,6 +234,7 @@ class GraphCollector:
                 if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"]:
                     when = received_at(item.get("receivedDateTime"))
                     ref = Ref(item["id"], junk, when)
+                    self.messages[ref] = item
                     found.append((ref, Fetched(ref, header_block(item), when, "receivedDateTime", junk=junk,
                                                folder=folder)))
             link = answer.data.get("@odata.nextLink")
@@ -243,6 +248,10 @@ class GraphCollector:
     def fetch(self, refs: Sequence[Ref]) -> list[Fetched]:
         """What the listing brought of *refs* (headers and arrival): no request of its own."""
         return [self.listed[r] for r in refs if r in self.listed]
+
+    def trace(self, refs: Sequence[Ref]) -> dict[Ref, bytes]:
+        """The trace fields of *refs* from their internetMessageHeaders, listed already: no request."""
+        return {r: header_block(self.messages[r], TRACE_HEADERS)[:TRACE_BYTES] for r in refs if r in self.messages}
 
     def settle(self, examined: Sequence[Ref], to_remove: Sequence[Ref]) -> None:
         """The folders listed are looked at from now on; the probes *to_remove* are listed

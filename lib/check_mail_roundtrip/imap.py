@@ -38,7 +38,7 @@ from .connection import Connection
 from .failure import StepFailure, attempt, step
 from .imap_session import _COMPLETION, WIRE, ServerSaid, _Client, _text, server_words
 from .lazy_re import LazyPattern
-from .mail import Fetched
+from .mail import TRACE_BYTES, TRACE_HEADERS, Fetched
 from .settings import Endpoint
 
 if TYPE_CHECKING:
@@ -59,8 +59,8 @@ MAX_IDLE_LINES = 100  # untagged lines before IDLE's "+" at most
 NONE_RELOOK = 300.0   # seconds "no Junk folder" is believed (the folder may come with the first spam)
 # Only the probe headers, and at most their first 8 KiB (a hostile mail with a
 # huge subject costs no more than a real probe).
-def _header_item(fields: Iterable[str]) -> str:
-    return "BODY.PEEK[HEADER.FIELDS (%s)]<0.8192>" % " ".join(h.upper() for h in fields)
+def _header_item(fields: Iterable[str], size: int = 8192) -> str:
+    return "BODY.PEEK[HEADER.FIELDS (%s)]<0.%d>" % (" ".join(h.upper() for h in fields), size)
 
 
 _HEADER_ITEM = _header_item(probe_format.FETCH_HEADERS)
@@ -400,10 +400,14 @@ class ImapCollector:
     def name(self, ref: Ref) -> str:
         return "UID %s%s" % (ref.uid, _in(self.junk) if ref.junk and self.junk else "")
 
-    def fetch(self, refs: Sequence[Ref], fields: Optional[Iterable[str]] = None) -> list[Fetched]:
-        """Probe headers (or the header *fields* named) and INTERNALDATE of *refs*,
-        without setting \\Seen (MAX_FETCH per command)."""
-        item_name = _header_item(fields) if fields else _HEADER_ITEM
+    def trace(self, refs: Sequence[Ref]) -> dict[Any, bytes]:
+        """The trace fields of *refs* (Received, Authentication-Results), at most TRACE_BYTES of each."""
+        return {item.ref: item.headers for item in self.fetch(refs, TRACE_HEADERS, TRACE_BYTES)}
+
+    def fetch(self, refs: Sequence[Ref], fields: Optional[Iterable[str]] = None, size: int = 8192) -> list[Fetched]:
+        """Probe headers (or the header *fields* named, at most *size* bytes of them) and
+        INTERNALDATE of *refs*, without setting \\Seen (MAX_FETCH per command)."""
+        item_name = _header_item(fields, size) if fields else _HEADER_ITEM
         out: list[Fetched] = []
         for folder, uids in self._by_folder(refs):
             if not self._select(folder):

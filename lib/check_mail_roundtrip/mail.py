@@ -15,6 +15,12 @@ context manager (the session) and offers:
   looked at again until it is gone;
 - ``remove(refs)``: delete exactly those mails (nothing with ``readonly``);
 - ``name(ref)``: a reference in words, for ``-v``;
+- ``trace(refs)``: the trace fields (TRACE_HEADERS: Received and
+  Authentication-Results) of mails fetched before, as they stand in each
+  (newest first), at most TRACE_BYTES of each: asked only for the few
+  probes a run looks at closer (see route.py), so that a run that needs
+  none reads nothing more (IMAP: one FETCH of those fields; POP3 and
+  Graph: what was read already);
 - ``wait(until)``: after sending, block until new mail may have come (True;
   the caller looks with ``find``) or until *until* (a Deadline) passes
   (False): IMAP IDLE or a NOOP poll, POP3 a new session;
@@ -37,6 +43,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from .record import record
+
+# The header fields that tell a mail's way and how it was judged on it, and how much of them is read.
+TRACE_HEADERS = ("Received", "Authentication-Results")
+TRACE_BYTES = 64 * 1024
 
 if TYPE_CHECKING:
     import datetime
@@ -91,6 +101,8 @@ class Collector(Protocol):
     def remove(self, refs: Sequence[Any]) -> None: ...
 
     def name(self, ref: Any) -> str: ...
+
+    def trace(self, refs: Sequence[Any]) -> dict[Any, bytes]: ...
 
     def wait(self, until: "Deadline") -> bool: ...
 

@@ -19,7 +19,9 @@ reads them again, finds them counted and removes them.  With ``readonly``
 run without --keep removes them.
 
 POP3 has no INTERNALDATE: the date of the topmost ``Received:`` header (the
-stamp of the final delivery) stands in for the arrival time.  There is no
+stamp of the final delivery) stands in for the arrival time.  The trace
+fields a run asks for (``trace``: Received, Authentication-Results) are
+those of the header TOP read already: nothing more is read for them.  There is no
 search by date either: ``find(key, before=...)`` finds nothing.
 
 Steps, as named in the status line: ``POP3 connect``, ``POP3 TLS`` (implicit
@@ -41,7 +43,7 @@ from .candidates import newest
 from .connection import Connection, Wire
 from .failure import StepFailure, step
 from .intake import MIB, Intake
-from .mail import Fetched
+from .mail import TRACE_BYTES, Fetched
 from .net import host_arg, tcp
 from .settings import Endpoint
 
@@ -307,6 +309,7 @@ class Pop3Collector:
         self.session: Optional[_Session] = None
         self.connection: Connection[_Session] = Connection(WIRE, endpoint, deadline)
         self.listed: Optional[dict[str, int]] = None  # {UIDL: message number} of this session
+        self.headers: dict[str, bytes] = {}  # the headers read in this session, by UIDL (for trace)
         self.notes: list[str] = []
         self.unexpunged: Optional[int] = None  # IMAP only
         self.watching: Optional[str] = None  # how wait() watches the maildrop, in words
@@ -442,7 +445,12 @@ class Pop3Collector:
                         self.notes.append("%s: header of %d bytes, the first %d read"
                                           % (self.name(ref), size, MAX_HEADER))
                     out.append(Fetched(ref, header, received_date(header), "Received"))
+                    self.headers[ref] = header
         return out
+
+    def trace(self, refs: Sequence[str]) -> dict[str, bytes]:
+        """The headers of *refs* as TOP read them (the trace fields among them): nothing more is read."""
+        return {ref: self.headers[ref][:TRACE_BYTES] for ref in refs if ref in self.headers}
 
     def remove(self, refs: Sequence[str]) -> None:
         """DELE exactly *refs*, then QUIT, which commits the deletion (the session ends)."""

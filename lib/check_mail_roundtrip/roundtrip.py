@@ -20,6 +20,10 @@ with --wait, then wait for the probe just sent and book it too.
   day, at the end of the run, lines older than --history-days go.  The run
   records its round-trip thresholds in the state for the report.  A history
   file that cannot be written is a WARNING, never a failed run.
+- Of the probes back that are slow (beyond -w/-c), in Junk, or (with -v or
+  --auth-results-state) the slowest, the trace fields (Received,
+  Authentication-Results) are read before they are removed: their hops and
+  verdicts go into the report (:mod:`route`); other runs read nothing more.
 - Returns a :class:`Report`; printing and states are the check module's job.
 """
 
@@ -85,6 +89,7 @@ class Report:
     sent: Optional[SendResult] = None
     unexpunged: Optional[int] = None  # probes left flagged \Deleted (server without UIDPLUS)
     junk: Optional[int] = None      # own probes found in the Junk folder (None: not looked into)
+    traced: dict = field(default_factory=dict)  # probe id -> route.Traced: the probes looked at closer
     history_problem: Optional[str] = None  # the history file could not be written as it should
     notes: list = field(default_factory=list)
 
@@ -237,10 +242,27 @@ class Run:
         if fetched or outcome.lost_now:
             self.store.save(state)
             self.write_history(outcome.settled)
+        self.trace(collector, arrivals, outcome, collected_at)
         if not settings.keep:
             collector.remove(outcome.cleanup)
             if collector.unexpunged is not None:
                 report.unexpunged = collector.unexpunged
+
+    def trace(self, collector: Collector, arrivals: list[ledger.Arrival], outcome: ledger.Outcome,
+              collected_at: float) -> None:
+        """Read the trace fields of the probes *outcome* brought back that are to be looked at
+        closer (slow, in Junk, -v, --auth-results-state: see route.py), before they are removed."""
+        if not outcome.rtts:
+            return
+        from . import route  # only a run with a probe back loads it
+
+        settings = self.settings
+        junk = [a.probe.probe_id for a in arrivals if a.junk]
+        wanted = route.chosen(outcome.rtts, junk, settings.warning, settings.critical, settings.verbose > 0,
+                              settings.auth_results_state != "ok")
+        if wanted:
+            self.report.traced.update(route.read(collector, arrivals, wanted, dict(outcome.rtts), collected_at,
+                                                 settings.auth_results_host, self.report.notes))
 
     def write_history(self, settled: list[ledger.Settled]) -> None:
         """Append *settled* to the history file (not with --history-days 0); a problem

@@ -76,6 +76,8 @@ class Settings:
     history_days: int = 400         # days of history kept (0: no history file written)
     graph: Optional[Endpoint] = None  # Microsoft Graph, when a leg uses it (its user: the mailbox)
     send_by: str = "smtp"           # the side that sends: "smtp" or "graph"
+    auth_results_state: str = "ok"  # state when a probe's spf, dkim or dmarc verdict is fail, softfail or none
+    auth_results_host: Optional[str] = None  # whose Authentication-Results count (None: the delivering server)
 
     @property
     def collect(self) -> Endpoint:

@@ -16,7 +16,7 @@ servers; here the check's logic is, with exact status lines.
 
 from .clock import START, FakeClock
 from .run import MONITOR, PASSWORD, SECRET, MemCheck, secret_file, sent_id
-from .system import Killed, MailSystem, plain_mail, probe_mail, probe_text
+from .system import Killed, MailSystem, Relay, plain_mail, probe_mail, probe_text
 
 __all__ = ["START", "FakeClock", "MONITOR", "PASSWORD", "SECRET", "MemCheck", "secret_file", "sent_id",
-           "Killed", "MailSystem", "plain_mail", "probe_mail", "probe_text"]
+           "Killed", "MailSystem", "Relay", "plain_mail", "probe_mail", "probe_text"]

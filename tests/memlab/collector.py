@@ -5,7 +5,8 @@ Subjects (decoded, without regard to case) of the mails not flagged
 \\Deleted in the Junk folder (when wanted and there) and the collection
 folder, only above the highest UID examined before (remembered with the
 folder's UIDVALIDITY in ``memory``), plus the probes still to be removed;
-``fetch`` gives the real header bytes and INTERNALDATE; ``remove`` flags
+``fetch`` gives the real header bytes and INTERNALDATE (``trace`` the same
+headers, noting the refs asked for in ``MailSystem.traced``); ``remove`` flags
 \\Deleted and expunges exactly those (UIDPLUS; without it a plain EXPUNGE with
 *dedicated*, else they stay flagged and ``unexpunged`` counts them); ``wait``
 moves the clock on to the next delivery (IDLE) or by a second (a poll), never
@@ -152,6 +153,13 @@ class MemoryCollector:
                 out.append(Fetched(ref, message.headers, message.internaldate, junk=ref.folder == self.junk,
                                    folder=ref.folder))
         return out
+
+    def trace(self, refs: Sequence[Ref]) -> dict[Any, bytes]:
+        """The header blocks of *refs* (the trace fields among them), each ref noted in system.traced."""
+        self._step("fetch")
+        self.system.traced.extend(refs)
+        messages = {ref: self.box.folders[ref.folder].messages.get(ref.uid) for ref in refs}
+        return {ref: m.headers for ref, m in messages.items() if m is not None}
 
     def settle(self, examined: Sequence[Ref], to_remove: Sequence[Ref]) -> None:
         for name, found in self.found.items():

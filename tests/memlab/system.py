@@ -25,6 +25,15 @@ monitor's).  Faults, each until changed:
 Mail not sent by the check (spam, other profiles' probes, forgeries) is put
 into a folder with :meth:`append`, as IMAP APPEND would.
 
+The way to the mailbox: :attr:`MailSystem.relays` (each a :class:`Relay`)
+are the MTAs a mail passes before the mail server, in order: each stamps its
+``Received:`` field (its protocol, its clock) ``delay`` seconds after the one
+before and may add header fields of its own (a forged Authentication-Results);
+the mail server's own field follows ``MailSystem.delay`` seconds after the
+last, with :attr:`MailSystem.verdicts` (Authentication-Results values, those
+in force when the mail was handed over) just below it, where OpenDKIM and
+OpenDMARC put theirs.
+
 The faults in force when a mail is handed over decide its fate (delay,
 loss, holding, the filter's verdict, the server clock it will arrive by),
 though it is delivered only when a collector looks.
@@ -177,6 +186,19 @@ class Sent:
 
 
 @dataclass
+class Relay:
+    """An MTA before the mail server: it stamps a mail *delay* seconds after the hop before (by
+    its clock, *skew* seconds off the monitor's), with *protocol*, and adds *headers* (whole
+    lines, above its Received field)."""
+
+    name: str
+    delay: float = 0.0
+    protocol: str = "ESMTPS"
+    skew: float = 0.0
+    headers: list[str] = field(default_factory=list)
+
+
+@dataclass
 class _Delivery:
     due: float                  # when it arrives (the monitor's clock)
     seq: int
@@ -185,6 +207,7 @@ class _Delivery:
     raw: bytes
     junk: bool = False          # the filter took it for spam: it goes to the Junk folder, where there is one
     skew: float = 0.0           # the server's clock minus the monitor's when it arrives
+    verdicts: list[str] = field(default_factory=list)  # the Authentication-Results the server will add
 
 
 @dataclass
@@ -234,6 +257,9 @@ class MailSystem:
         self.skew = 0.0                     # the mail server's clock minus the monitor's
         self.junk_filter = False
         self.holding = False
+        self.relays: list[Relay] = []       # the MTAs before the mail server, in order
+        self.verdicts: list[str] = []       # Authentication-Results values the mail server adds
+        self.traced: list[Any] = []         # refs whose trace fields a collector was asked for
         self._lose = 0
         # the fault of the next sends: (status, step, words, delivered), or None
         self._smtp: Optional[tuple[str, str, str, bool]] = None
@@ -332,8 +358,12 @@ class MailSystem:
             self.lost.append(raw)
             return
         at = self.clock.now if at is None else at
-        d = _Delivery(at + (self.delay if delay is None else delay), next(self._seq), mail_from, rcpt_to, raw,
-                      self.junk_filter, self.skew)
+        seq = next(self._seq)
+        for relay in self.relays:
+            at += relay.delay
+            raw = self._relayed(relay, raw, at, seq, rcpt_to)
+        d = _Delivery(at + (self.delay if delay is None else delay), seq, mail_from, rcpt_to, raw,
+                      self.junk_filter, self.skew, list(self.verdicts))
         reflector = self.reflectors.get(rcpt_to.lower())
         if self.holding:
             self.held.append(d)
@@ -341,6 +371,15 @@ class MailSystem:
             reflector.receive(self, d)
         else:
             self.queue.append(d)
+
+    def _relayed(self, relay: Relay, raw: bytes, at: float, seq: int, rcpt_to: str) -> bytes:
+        """*raw* as *relay* passes it on at *at*: its header lines and its Received field on top."""
+        i = self.relays.index(relay)
+        before = self.relays[i - 1].name if i else "monitor"
+        received = ("Received: from %s by %s with %s id R%d.%d\r\n\tfor <%s>; %s\r\n"
+                    % (before, relay.name, relay.protocol, i + 1, seq, rcpt_to,
+                       email.utils.formatdate(at + relay.skew, usegmt=True)))
+        return "".join(line + "\r\n" for line in relay.headers).encode("utf-8") + received.encode("ascii") + raw
 
     def next_due(self) -> Optional[float]:
         """When the next mail in the queue arrives, or None."""
@@ -367,9 +406,11 @@ class MailSystem:
             return
         folder = box.junk if d.junk and box.junk in box.folders else "INBOX"
         arrival = d.due + d.skew
-        received = ("Received: from monitor by %s with ESMTP id M%d\r\n\tfor <%s>; %s\r\n"
-                    % (SERVER, d.seq, d.rcpt_to, email.utils.formatdate(arrival, usegmt=True)))
-        box.folders[folder].append(received.encode("ascii") + d.raw, float(math.floor(arrival)))
+        before = self.relays[-1].name if self.relays else "monitor"
+        received = ("Received: from %s by %s with ESMTP id M%d\r\n\tfor <%s>; %s\r\n"
+                    % (before, SERVER, d.seq, d.rcpt_to, email.utils.formatdate(arrival, usegmt=True)))
+        verdicts = "".join("Authentication-Results: %s\r\n" % v for v in d.verdicts)
+        box.folders[folder].append((received + verdicts).encode("utf-8") + d.raw, float(math.floor(arrival)))
 
     # -- the collector ---------------------------------------------------------------------------
     def open_collector(self, endpoint: object, folder: str, deadline: object, readonly: bool = False,
