@@ -35,6 +35,8 @@ import pwd
 import time
 
 from .common import DOMAIN, HOST, LabError, Layout
+from .daemon import wait_until
+from .dkim import AuthChecks
 from .faults import NO_FAULTS, Faults
 from .postfix import INTERNAL_SERVICES, QUEUE_SETTINGS, Postfix, instance_settings
 from .procs import _end_session, _pick_ports, _pid_alive, _tail, _wait_port, _write
@@ -45,6 +47,8 @@ SUBDIR = "mx1"
 # the lab Postfix's master.cf lines for the listener mx1 relays to, kept under this name
 LISTENER = "relay-in"
 PORT_NAMES = ("smtp", "relay_in")
+# reset() waits at most this long for mail on its way through mx1 and the lab
+IN_TRANSIT_SECONDS = 10.0
 
 
 class RelayPostfix(Postfix):
@@ -119,6 +123,7 @@ class RelayLab:
         self.dir = self.layout.dir
         self.postfix = None
         self.faults = None
+        self.auth = None
         self.started = False
 
     @property
@@ -140,9 +145,11 @@ class RelayLab:
         pf = pwd.getpwnam("postfix")
         os.chown(self.layout.p("postfix-data"), pf.pw_uid, pf.pw_gid)
         self.layout.ports = _pick_ports(PORT_NAMES, taken=self.lab.ports.values())
-        self.postfix = RelayPostfix(self.layout, self.lab.tls, self.relay_in_port)
-        self.faults = Faults(self.layout, self.postfix, None)
+        self.auth = AuthChecks(self.layout.p("auth"), AUTHSERV_ID)
         self.started = True
+        self.auth.start()
+        self.postfix = RelayPostfix(self.layout, self.lab.tls, self.relay_in_port, [self.auth.signer_port])
+        self.faults = Faults(self.layout, self.postfix, None)
         self.postfix.write_config()
         self.postfix.settle_config()
         self.faults.save(dict(NO_FAULTS))  # header_checks are empty: no hold
@@ -158,19 +165,21 @@ class RelayLab:
         return f"""\
 {HOST}:{self.relay_in_port} inet n - n - - smtpd
   -o syslog_name=postfix/{LISTENER}
-"""
+""" + self.auth.listener_options()
 
     def stop(self):
         """Stop mx1 and the releaser; take the listener off the lab's Postfix."""
         if not self.started:
             return
-        self.faults.releaser.stop()
-        pid = self.postfix.stop()
-        if pid:
-            _end_session(pid)
+        if self.postfix is not None:
+            self.faults.releaser.stop()
+            pid = self.postfix.stop()
+            if pid:
+                _end_session(pid)
         lab_pid = self.lab.postfix.pid()
-        if lab_pid and _pid_alive(lab_pid):
+        if lab_pid and _pid_alive(lab_pid) and LISTENER in self.lab.postfix.services:
             self.lab.postfix.add_services(LISTENER, None)
+        self.auth.stop()
         self.started = False
 
     def logs(self, lines=30):
@@ -180,7 +189,9 @@ class RelayLab:
             text = _tail(path, lines)
             if text:
                 out.append("==> %s <==\n%s" % (path, text))
-        return "\n".join(out)
+        if self.auth is not None:
+            out.append(self.auth.logs(lines))
+        return "\n".join(text for text in out if text)
 
     def headers(self, user, timeout=20.0):
         """The header of each mail in *user*'s INBOX, once there is one (bounded wait):
@@ -203,9 +214,22 @@ class RelayLab:
         """Stop holding and relay every held mail now."""
         self.faults.release()
 
+    def break_dkim(self):
+        """The lab's verifier finds another key for lab.test: mx1's next signatures fail."""
+        self.auth.break_dkim()
+
+    def fix_dkim(self):
+        """The lab's verifier finds mx1's key again."""
+        self.auth.fix_dkim()
+
     def reset(self):
-        """No hold, nothing in mx1's queue."""
+        """No hold, nothing in mx1's queue, DKIM signatures that verify."""
         if not self.started:
             raise LabError("the relay lab is not running")
         self.faults.clear()
+        # a mail on its way (relayed, or delivered to Dovecot) gets there before the queue is
+        # emptied and the lab's mailboxes wiped: it would land in the next test's mailbox
+        for postfix in (self.postfix, self.lab.postfix):
+            wait_until(lambda pf=postfix: not pf.queue_files("maildrop", "incoming", "active"), IN_TRANSIT_SECONDS)
         self.postfix.clear_queue()
+        self.fix_dkim()
