@@ -99,3 +99,16 @@ def test_the_verdicts_of_mail_lab_test_and_a_broken_dkim_signature_critical(rela
         r"last success \d+s ago", r.line), r
     assert "auth: spf=pass dkim=fail (signature verification failed) dmarc=pass (by mail.lab.test)" \
         in r.stdout.splitlines(), r
+
+
+def test_pop3_reads_the_hops_from_the_header_top_read_already(relay_lab, lab, tmp_path):
+    check = through_mx1(relay_lab, lab, tmp_path)
+    check.args += ["--collect", "pop3", "--pop3-port", str(lab.ports["pop3s"]), "--pop3-tls", "tls"]
+    check.env.pop("CHECK_MAIL_ROUNDTRIP_IMAP_PASSWORD")
+    check.env["CHECK_MAIL_ROUNDTRIP_POP3_PASSWORD"] = lab.users[MONITOR]
+    r = held_probe(relay_lab, check, "-vvv")
+    assert r.rc == 1 and re.search(r"round trip \d+\.\d+s > 3s \(slowest hop: \d+s at mx1\.lab\.test\)", r.line), r
+    assert re.search(r"^hop 2: mx1\.lab\.test \[127\.0\.0\.1\] -> mail\.lab\.test \(with ESMTPS, TLS yes\) \+\d\.0s$",
+                     r.stdout, re.M), r
+    commands = re.findall(r"^POP3 C: (\S+)", r.stdout, re.M)
+    assert "RETR" not in commands and commands.count("TOP") == 1, commands  # the probe's header, nothing more
