@@ -25,6 +25,12 @@ hold(seconds) keeps each mail in mx1's hold queue for that long before it is
 relayed (header_checks HOLD and the lab's releaser, as the lab's own delay
 fault), so the delay shows between mx1's and mail.lab.test's Received dates;
 hold() without seconds keeps mail until release().
+
+Beyond the fixture's agreed interface (host, port, hold(seconds), release(),
+break_dkim(), fix_dkim(), authserv_id): hold() without seconds, headers(user)
+(the header fields of the mail in a mailbox, read with doveadm), reset() (what
+the relay_lab fixture does before each test), name, and start_seconds (about
+1.5 s here beside a running lab, 0.5 s of it the 2048-bit DKIM key).
 """
 
 import email.parser
@@ -110,7 +116,8 @@ class RelayLab:
 
     Attributes: host, port (mx1's SMTP port), name ("mx1.lab.test"), authserv_id
     ("mail.lab.test"), relay_in_port (the lab Postfix's listener for mx1), dir, postfix
-    (mx1's RelayPostfix), faults (mx1's Faults: hold, delay, release).
+    (mx1's RelayPostfix), faults (mx1's Faults: hold, delay, release), auth (the DKIM
+    signer and the checks: tests/lab/dkim.py), start_seconds (how long start() took).
     """
 
     name = NAME
@@ -137,7 +144,8 @@ class RelayLab:
     # ------------------------------------------------------------ start/stop
 
     def start(self):
-        """Start mx1 and give the lab's Postfix its listener for it; returns self."""
+        """Start the milters and the DNS server, give the lab's Postfix its listener for mx1,
+        start mx1; returns self."""
         t0 = time.monotonic()
         for sub in ("postfix", "spool", "postfix-data", "log", "run"):
             os.makedirs(self.layout.p(sub), exist_ok=True)
@@ -168,7 +176,8 @@ class RelayLab:
 """ + self.auth.listener_options()
 
     def stop(self):
-        """Stop mx1 and the releaser; take the listener off the lab's Postfix."""
+        """Stop mx1 and the releaser; take the listener off the lab's Postfix; stop the milters
+        and the DNS server."""
         if not self.started:
             return
         if self.postfix is not None:
@@ -183,7 +192,7 @@ class RelayLab:
         self.started = False
 
     def logs(self, lines=30):
-        """The tail of mx1's Postfix log and its releaser's log (for error messages)."""
+        """The tails of mx1's Postfix and releaser logs and the milters' output (for error messages)."""
         out = []
         for path in (self.layout.p("log", "postfix.log"), self.layout.p("log", "releaser.log")):
             text = _tail(path, lines)
