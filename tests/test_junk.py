@@ -90,7 +90,10 @@ def test_steady_state_costs_one_select_and_one_search_more_and_no_list(lab, tmp_
             assert re.search(r'^IMAP C: \S+ SELECT "Junk"\n(IMAP S: .*\n)+IMAP C: \S+ UID SEARCH ', r.stdout, re.M)
         else:
             assert commands.count("SELECT") == 1 and commands.count("UID SEARCH") == 1, commands
-        assert commands.count("UID FETCH") == 1, commands  # the probe in INBOX only
+        # the probe in INBOX only (-v: and its Received fields, for its hop lines)
+        assert commands.count("UID FETCH") == 2, commands
+        assert len(re.findall(r"^IMAP C: \S+ UID FETCH \d+ \(INTERNALDATE BODY\.PEEK\[HEADER\.FIELDS "
+                              r"\(RECEIVED AUTHENTICATION-RESULTS\)\]", r.stdout, re.M)) == 1, commands
 
 
 def _age_the_junk_look_up(check, seconds):
