@@ -127,3 +127,11 @@ def test_any_fields_give_hops_in_order_none_negative_none_raising(fields, sent, 
         assert "\n" not in line and "\r" not in line and "|" not in line and "+-" not in line
     slowest = route.slowest()
     assert slowest is None or slowest.seconds == max(h.seconds for h in route.hops if h.seconds is not None)
+
+
+def test_the_slowest_hop_is_said_in_plain_seconds_even_after_days():
+    from check_mail_roundtrip.auth_results import Verdicts
+    from check_mail_roundtrip.route import Traced
+
+    route = hops([POSTFIX_TLS % 0, POSTFIX_PLAIN % 0], T0 - 1036800.0, T0 + 60)
+    assert Traced("p", 1036801.0, route, Verdicts("h")).slowest_words() == "slowest hop: 1036800s at mx1.lab.test"

@@ -65,8 +65,8 @@ class Traced:
 
 
 def _seconds(value: float) -> str:
-    """45 for 45.0, 44.3 for 44.3 (one decimal at most)."""
-    return "%g" % round(value, 1)
+    """45 for 45.0, 44.3 for 44.3 (one decimal at most, never an exponent)."""
+    return ("%.1f" % value).rstrip("0").rstrip(".")
 
 
 def beyond(rtt: float, warning: "Optional[Range]", critical: "Optional[Range]") -> bool:
