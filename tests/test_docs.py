@@ -5,12 +5,15 @@ README.md stays an overview of at most 300 lines; the rest lives in docs/
 without the lab: every relative link in README.md and docs/**/*.md points at
 a file that exists, and at a heading that exists where it names one; every
 command README shows that starts with `bash ` or `python3 ` names files that
-exist; docs/reference/options.md is what tools/options_doc.py writes from the
+exist; every test a page names (`test_x.py::test_y`, with or without
+`tests/`, and the further tests of its table cell) is a test function of that
+file; docs/reference/options.md is what tools/options_doc.py writes from the
 check's parser; the troubleshooting page shows status lines, each entry names
 the tests that assert its lines, and its OAuth2 usage errors are what the
 check prints.
 """
 
+import ast
 import glob
 import os
 import re
@@ -225,6 +228,53 @@ def test_every_test_a_page_cites_exists(path):
         if not os.path.isfile(full) or not re.search(r"(?m)^def %s\(" % name, read(full)):
             missing.append("%s::%s" % (test_file, name))
     assert not missing, "%s cites tests that do not exist: %s" % (os.path.relpath(path, ROOT), missing)
+
+
+# `tests/test_x.py::test_y` or `test_x.py::test_y` (a parametrized id after it is left out); in a
+# table cell, a further `test_z` after such a reference is a test of the same file
+NAMED = re.compile(r"`(?:tests/)?(test_\w+\.py)::(test_\w+)|`(test_\w+)(?:\[[^\]`]*\])?`")
+
+
+def defined_tests(test_file):
+    """The names of the test functions a file of tests/ defines (none when there is no such file)."""
+    full = os.path.join(ROOT, "tests", test_file)
+    if not os.path.isfile(full):
+        return set()
+    return {node.name for node in ast.parse(read(full)).body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_")}
+
+
+def named_tests(text):
+    """(line number, file, test) of every test a Markdown text names by its file, and of every further
+    test named after it in the same table cell."""
+    for number, line in enumerate(text.split("\n"), 1):
+        for cell in re.split(r"(?<!\\)\|", line):
+            test_file = None
+            for m in NAMED.finditer(cell):
+                if m.group(1):
+                    test_file = m.group(1)
+                    yield number, test_file, m.group(2)
+                elif test_file:
+                    yield number, test_file, m.group(3)
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: os.path.relpath(p, ROOT))
+def test_every_test_a_page_names_is_a_test_function_of_that_file(path):
+    missing = ["line %d: %s::%s" % (number, test_file, name) for number, test_file, name in named_tests(read(path))
+               if name not in defined_tests(test_file)]
+    assert not missing, "%s names tests that do not exist:\n  %s" % (os.path.relpath(path, ROOT), "\n  ".join(missing))
+
+
+def test_a_stale_test_name_is_found_in_a_reference_and_in_its_cell():
+    text = ("| a | `tests/test_docs.py::test_readme_shows_commands`, `test_gone`, `test_docs.py::test_gone_too[x]` |\n"
+            "| `test_docs.py::test_readme_is_at_most_300_lines` \\| `test_readme_shows_commands` | `test_other` |\n")
+    assert list(named_tests(text)) == [
+        (1, "test_docs.py", "test_readme_shows_commands"), (1, "test_docs.py", "test_gone"),
+        (1, "test_docs.py", "test_gone_too"), (2, "test_docs.py", "test_readme_is_at_most_300_lines"),
+        (2, "test_docs.py", "test_readme_shows_commands")]
+    assert {"test_readme_shows_commands", "test_every_test_a_page_names_is_a_test_function_of_that_file"} \
+        <= defined_tests("test_docs.py")
+    assert "test_gone" not in defined_tests("test_docs.py") and defined_tests("test_no_such_file.py") == set()
 
 
 OAUTH2_USAGE = [
