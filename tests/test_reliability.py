@@ -173,6 +173,14 @@ def test_kill_9_at_random_moments(lab, tmp_path):
     start_up = min(_start_up_time(check), run_time / 2)
     kills = round(KILLS * (1.1 * run_time - start_up) / (1.1 * run_time))
     rng = random.Random(4711)
+    # One kill in each of kills - kills // 4 equal slots of that span (spread evenly, each at a
+    # random point of its slot), and a quarter drawn from the run's last part, where the probe
+    # has gone out and the state is being written: a short stretch that even draws could miss.
+    spread = kills - kills // 4
+    width = (1.1 * run_time - start_up) / spread
+    moments = [start_up + (k + rng.random()) * width for k in range(spread)]
+    moments += [rng.uniform(0.75 * run_time, 1.1 * run_time) for _ in range(kills // 4)]
+    rng.shuffle(moments)
     killed = []       # (probe id recorded by the killed run or None), for runs really killed
     attempts = 0
     while len(killed) < kills:  # a kill drawn past the end of a run finds it finished
@@ -180,7 +188,7 @@ def test_kill_9_at_random_moments(lab, tmp_path):
         i, attempts = attempts, attempts + 1
         before = _known_ids(check, name)
         p = _popen(check)
-        time.sleep(rng.uniform(start_up, 1.1 * run_time))
+        time.sleep(moments[i % kills])
         p.kill()
         out, _err = p.communicate(timeout=30)
         returned += _returned_ids(out)
