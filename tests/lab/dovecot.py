@@ -243,8 +243,7 @@ if envelope :is "to" "{ECHO_USER}" {{
         _write(path,
                "".join("%s:{PLAIN}%s::::::\n" % (u, pw)
                        for u, pw in sorted(self.layout.users.items())),
-               mode=0o640)
-        os.chown(path, 0, grp.getgrnam("dovecot").gr_gid)
+               mode=0o640, group=grp.getgrnam("dovecot").gr_gid)
 
     def write_oauth2(self):
         """The oauth2 passdb's settings: introspection at the lab's token service."""

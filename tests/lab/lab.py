@@ -395,12 +395,16 @@ class MailLab:
         self._wait_for_login(user, password)
         return user
 
-    def _wait_for_login(self, user, password, timeout=10.0):
+    def _wait_for_login(self, user, password, timeout=20.0):
         """Dovecot may take a moment to see a changed passwd-file: wait until the user can log in."""
         deadline = time.monotonic() + timeout
-        while self.dovecot.doveadm("auth", "test", user, password, check=False).returncode != 0:
+        while True:
+            res = self.dovecot.doveadm("auth", "test", user, password, check=False)
+            if res.returncode == 0:
+                return
             if time.monotonic() > deadline:
-                raise LabError("new lab user %s cannot log in after %ss" % (user, timeout))
+                raise LabError("new lab user %s cannot log in after %ss: %s" % (
+                    user, timeout, (res.stderr or res.stdout).strip()[-500:]))
             time.sleep(0.1)
 
     # ------------------------------------------------------------------ faults

@@ -32,12 +32,15 @@ def _run(cmd, check=True, timeout=60, **kw):
     return res
 
 
-def _write(path, text, mode=0o644):
-    """Write a file atomically (temp file + rename)."""
+def _write(path, text, mode=0o644, group=None):
+    """Write a file atomically (temp file + rename), given to *group* (a gid) before it takes
+    its place, so a reader never sees it with the wrong owner."""
     tmp = "%s.tmp.%d" % (path, os.getpid())
     with open(tmp, "w") as fh:
         fh.write(text)
     os.chmod(tmp, mode)
+    if group is not None:
+        os.chown(tmp, 0, group)
     os.replace(tmp, path)
 
 
