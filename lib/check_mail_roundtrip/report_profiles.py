@@ -11,14 +11,12 @@ cannot be read leaves the profile with its stem and the default thresholds.
 """
 
 import os
-import re
 from typing import Any, Optional
 
 from .record import record
-from .state import HISTORY, Damaged, StateError, read_json
+from .state import HISTORY, Damaged, StateError, is_state_name, read_json
 
 MAX_PROFILES = 1000  # profiles listed at most (a state directory holds a few)
-_STATE = re.compile(r".+-[0-9a-f]{10}\.json\Z")
 
 
 class ReportError(Exception):
@@ -74,7 +72,7 @@ def find_profiles(directory: str, wanted: Optional[list[str]] = None) -> list[Pr
                           "or as root)" % (directory, exc.strerror or exc))
     stems = {n[: -len(HISTORY)]: True for n in names if n.endswith(HISTORY) and len(n) > len(HISTORY)}
     for n in names:
-        if _STATE.match(n):
+        if is_state_name(n):
             stems.setdefault(n[:-5], False)
     if not stems:
         raise ReportError("no history in state directory %s: no profile has run there with a check that "

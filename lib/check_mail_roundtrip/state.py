@@ -182,7 +182,12 @@ def _no_constants(name: str) -> NoReturn:
 
 
 STEM_CHARS = 120  # readable part of a state file name, cut between fields only
-_STEM_RE = LazyPattern(r"-[0-9a-f]{10}$")
+_STATE_NAME = LazyPattern(r".+-[0-9a-f]{10}\.json\Z")
+
+
+def is_state_name(name: str) -> bool:
+    """Is *name* shaped like a state file's name (``<readable>-<10 hex>.json``, :func:`file_stem`)?"""
+    return _STATE_NAME.match(name) is not None
 
 
 def file_stem(profile: str) -> str:
@@ -450,7 +455,7 @@ def abandoned(directory: str, profile: str, now: float, horizon: float, limit: i
         name = entry.name
         if len(found) >= limit:
             break
-        if name == mine or not name.endswith(".json") or not _STEM_RE.search(name[:-5]):
+        if name == mine or not is_state_name(name):
             continue
         try:
             st = entry.stat(follow_symlinks=False)
