@@ -21,6 +21,7 @@ import imaplib
 import json
 import os
 import re
+import subprocess
 import time
 
 import pytest
@@ -256,6 +257,30 @@ def test_untrusted_certificate_fails_on_both_sides_without_fallback(lab, tmp_pat
     time.sleep(0.5)
     assert lab.count(MONITOR) == (0, 0)
     assert lab.queue() == []
+
+
+def test_the_system_store_is_read_from_its_hashed_directory_and_a_bundle_of_ones_own_still_counts(lab, tmp_path):
+    """No --ca-file: the lab CA in a hashed certificate directory (SSL_CERT_DIR, as
+    update-ca-certificates keeps /etc/ssl/certs) is trusted on both sides, and not when the
+    directory lacks it; SSL_CERT_FILE naming a bundle of one's own is read as before."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    (certs / "lab.pem").write_bytes(open(lab.ca_file, "rb").read())
+    digest = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", lab.ca_file],
+                            capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    os.symlink("lab.pem", certs / ("%s.0" % digest))
+    check = Check(lab, tmp_path, ca=False)
+    check.env.pop("SSL_CERT_FILE", None)
+    check.env["SSL_CERT_DIR"] = str(certs)
+    r = check()
+    assert_line(r, 0, line("OK", "first probe sent, 1 in flight", perf()))
+    round_trip(check)
+    (tmp_path / "empty").mkdir()
+    check.env["SSL_CERT_DIR"] = str(tmp_path / "empty")
+    r = check()
+    assert r.status == "CRITICAL" and "IMAP TLS failed: certificate verify failed" in r.line, r
+    check.env["SSL_CERT_FILE"] = str(certs / "lab.pem")
+    round_trip(check)
 
 
 def test_insecure_is_an_explicit_opt_out(lab, tmp_path):
