@@ -25,6 +25,8 @@ up to hops.MAX_FIELD characters, at most MAX_RESULTS results and MAX_FIELDS
 fields.
 """
 
+from __future__ import annotations
+
 import re
 from collections.abc import Sequence
 from typing import Optional

@@ -6,6 +6,8 @@ The text widths are estimated from DejaVu Sans / Verdana at 11 px, so the
 badge needs no font metrics and no external resource.
 """
 
+from __future__ import annotations
+
 from html import escape
 
 COLOURS = {"green": "#3c9a1f", "amber": "#d9a400", "red": "#d23f31", "grey": "#8a8a8a"}

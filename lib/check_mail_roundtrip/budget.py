@@ -5,6 +5,8 @@ transport arms the socket with the time left, so a silent or slow server can
 hold a step at most until its deadline and the check always ends by itself.
 """
 
+from __future__ import annotations
+
 import signal
 import socket
 import threading
@@ -28,7 +30,7 @@ class Budget:
     def remaining(self) -> float:
         return max(0.0, self.end - self.clock())
 
-    def share(self, fraction: float, keep: float = RESERVE) -> "Deadline":
+    def share(self, fraction: float, keep: float = RESERVE) -> Deadline:
         """A Deadline for a step that may use *fraction* of what is left after *keep*."""
         usable = max(0.0, self.remaining() - keep)
         return Deadline(self.clock() + usable * fraction, self.clock)
@@ -55,11 +57,11 @@ class Deadline:
         if sock is not None:
             sock.settimeout(self.left())
 
-    def within(self, seconds: float) -> "Deadline":
+    def within(self, seconds: float) -> Deadline:
         """A Deadline *seconds* from now, but no later than this one."""
         return Deadline(min(self.clock() + seconds, self.at), self.clock)
 
-    def alarm(self, on_expiry: Callable[[], BaseException]) -> "Alarm":
+    def alarm(self, on_expiry: Callable[[], BaseException]) -> Alarm:
         """An :class:`Alarm` that raises ``on_expiry()`` when this deadline passes."""
         return Alarm(self, on_expiry)
 
@@ -109,7 +111,7 @@ class Alarm:
         self.stop()
         raise self.on_expiry()
 
-    def __enter__(self) -> "Alarm":
+    def __enter__(self) -> Alarm:
         self.start()
         return self
 

@@ -14,6 +14,8 @@ once, and the memory stays small however many candidates wait.
 Pure: no I/O.
 """
 
+from __future__ import annotations
+
 from collections.abc import Iterable, Sequence
 
 MAX_BACKLOG = 20   # UID ranges remembered at most (beyond that the oldest two become one)

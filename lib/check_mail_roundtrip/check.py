@@ -12,6 +12,8 @@ threshold field holds a plain number when the range is ``0:N`` and stays
 empty otherwise (Icinga's metric writers drop range syntax).
 """
 
+from __future__ import annotations
+
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Callable, Optional
@@ -80,7 +82,7 @@ class RoundTrip(nagiosplugin.Resource):
     seconds) are handed to :func:`roundtrip.run`.
     """
 
-    def __init__(self, settings: "Settings", budget: "Budget", transports: Optional[Transports] = None,
+    def __init__(self, settings: Settings, budget: Budget, transports: Optional[Transports] = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.budget = budget
@@ -156,7 +158,7 @@ class Figure(nagiosplugin.ScalarContext):
         return self.said(super().evaluate(metric, resource).state, metric, resource)
 
     def said(self, state: ServiceState, metric: nagiosplugin.Metric,
-             resource: "RoundTrip") -> nagiosplugin.Result:
+             resource: RoundTrip) -> nagiosplugin.Result:
         """The result in *state*, its hint the figure's words (the problem with the range violated)."""
         rng = None
         if self.evaluated and state in (Warn, Critical):
@@ -215,13 +217,13 @@ def _report(resource: RoundTrip) -> Report:
     return resource.report
 
 
-def _outcome(report: Report) -> "Outcome":
+def _outcome(report: Report) -> Outcome:
     """The outcome of a run that was not UNKNOWN (only those have figures to tell)."""
     assert report.outcome is not None
     return report.outcome
 
 
-def contexts(settings: "Settings") -> list[nagiosplugin.Context]:
+def contexts(settings: Settings) -> list[nagiosplugin.Context]:
     w, c = settings.warning, settings.critical
     stale = settings.stale_warning is not None or settings.stale_critical is not None
     return [
@@ -386,7 +388,7 @@ def _resource(results: nagiosplugin.Results) -> Optional[RoundTrip]:
     return None
 
 
-def build(settings: "Settings", budget: "Budget", transports: Optional[Transports] = None,
+def build(settings: Settings, budget: Budget, transports: Optional[Transports] = None,
           clock: Callable[[], float] = time.time) -> nagiosplugin.Check:
     """The nagiosplugin Check for one run (*transports* and *clock*: see RoundTrip)."""
     return nagiosplugin.Check(RoundTrip(settings, budget, transports, clock), *contexts(settings), Summary(),

@@ -5,6 +5,8 @@ stdout and exit 3 (not argparse's 2).  Passwords come from files or the
 environment, never from the command line.
 """
 
+from __future__ import annotations
+
 import argparse
 import math
 import os
@@ -136,7 +138,7 @@ GRAPH_URL = "https://graph.microsoft.com"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"  # the OAuth2 scope a Graph leg asks for by default
 
 
-def side_options(p: argparse.ArgumentParser, side: str, auth: bool = True) -> "argparse._ArgumentGroup":
+def side_options(p: argparse.ArgumentParser, side: str, auth: bool = True) -> argparse._ArgumentGroup:
     """--X-host, --X-port, --X-tls, --X-user, (--X-auth, else the password,) --X-password-file for one side."""
     d = SIDES[side]
     by_port: dict[int, list[str]] = {}
@@ -186,8 +188,8 @@ def _oauth2_options(p: argparse.ArgumentParser) -> None:
                         "is written back, keeping the file's mode and owner")
 
 
-def _token_source(args: argparse.Namespace, ctx: "ssl.SSLContext", secrets: Mapping[str, str],
-                  state_dir: str) -> Optional["TokenSource"]:
+def _token_source(args: argparse.Namespace, ctx: ssl.SSLContext, secrets: Mapping[str, str],
+                  state_dir: str) -> Optional[TokenSource]:
     """The OAuth2 TokenSource the options describe, or None when no side uses OAuth2."""
     given = [o for o in ("token_file", "token_command", "token_url", "client_id", "client_secret_file",
                          "scope", "refresh_token_file") if getattr(args, "oauth2_" + o)]
@@ -237,8 +239,8 @@ def _token_source(args: argparse.Namespace, ctx: "ssl.SSLContext", secrets: Mapp
                              args.oauth2_refresh_token_file, state_dir, ctx)
 
 
-def endpoint(args: argparse.Namespace, side: str, ctx: "ssl.SSLContext", secrets: Mapping[str, str],
-             tokens: Optional["TokenSource"], default_user: Optional[str] = None) -> Endpoint:
+def endpoint(args: argparse.Namespace, side: str, ctx: ssl.SSLContext, secrets: Mapping[str, str],
+             tokens: Optional[TokenSource], default_user: Optional[str] = None) -> Endpoint:
     """The Endpoint of one side from the parsed options."""
     d = SIDES[side]
 
@@ -259,7 +261,7 @@ def endpoint(args: argparse.Namespace, side: str, ctx: "ssl.SSLContext", secrets
                     opt("user") or default_user, password, ctx, family=args.family)
 
 
-def graph_endpoint(args: argparse.Namespace, ctx: "ssl.SSLContext", tokens: Optional["TokenSource"]) -> Endpoint:
+def graph_endpoint(args: argparse.Namespace, ctx: ssl.SSLContext, tokens: Optional[TokenSource]) -> Endpoint:
     """The Graph Endpoint from --graph-url (https, a host, a port; nothing else) and --graph-user."""
     import urllib.parse  # only a run with a Graph leg reads a URL
 

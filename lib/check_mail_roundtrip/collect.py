@@ -4,6 +4,8 @@ What a collector offers is described in :mod:`mail`; the protocol module is
 imported only when its collector is opened.
 """
 
+from __future__ import annotations
+
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
@@ -12,9 +14,9 @@ if TYPE_CHECKING:
     from .settings import Endpoint
 
 
-def open_collector(endpoint: "Endpoint", folder: str, deadline: "Deadline", readonly: bool = False,
+def open_collector(endpoint: Endpoint, folder: str, deadline: Deadline, readonly: bool = False,
                    memory: Optional[dict] = None, dedicated: bool = False, junk: object = None, daily: bool = False,
-                   idle: bool = True, now: Optional[float] = None, since: Optional[float] = None) -> "Collector":
+                   idle: bool = True, now: Optional[float] = None, since: Optional[float] = None) -> Collector:
     """The collector for *endpoint*, by its protocol (IMAP or POP3).
 
     *junk* (IMAP: None, True for "find it", or a folder name), *daily* (look

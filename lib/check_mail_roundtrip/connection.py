@@ -15,6 +15,8 @@ What differs between the protocols, a :class:`Wire` says: how to open a
 connection, start TLS in it, find its socket, and end it politely or not.
 """
 
+from __future__ import annotations
+
 import socket
 import ssl
 from typing import Callable, Generic, Optional, TypeVar, cast

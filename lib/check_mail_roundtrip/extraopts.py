@@ -19,6 +19,8 @@ Pure apart from reading the file (a regular file of at most 64 KiB, read as
 the CLI turns :class:`ExtraOptsError` into a usage error (UNKNOWN).
 """
 
+from __future__ import annotations
+
 import os
 import stat
 from collections.abc import Container, Iterable, Mapping, Sequence

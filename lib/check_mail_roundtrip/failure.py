@@ -7,6 +7,8 @@ libraries are not imported here: an exception of one can only come from a
 run that loaded it.
 """
 
+from __future__ import annotations
+
 import ast
 import functools
 import re
@@ -127,7 +129,7 @@ def _one_line(text: object, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def attempt(name: str, deadline: "Deadline", work: Callable[[], T]) -> Optional[T]:
+def attempt(name: str, deadline: Deadline, work: Callable[[], T]) -> Optional[T]:
     """``work()`` as an optional extra (a hint after a failure): run as step
     *name* for HINT_SECONDS at most, and not past *deadline*; None if it
     fails or runs out of time."""
@@ -138,7 +140,7 @@ def attempt(name: str, deadline: "Deadline", work: Callable[[], T]) -> Optional[
         return None
 
 
-def goodbye(name: str, deadline: "Deadline", polite: Callable[[], object], rude: Callable[[], object]) -> None:
+def goodbye(name: str, deadline: Deadline, polite: Callable[[], object], rude: Callable[[], object]) -> None:
     """``polite()`` (a QUIT, a LOGOUT) as step *name* until *deadline*; when it
     fails or takes too long, ``rude()`` (closing the connection) instead."""
     try:
@@ -156,11 +158,11 @@ class step:
     step; nagiosplugin's own Timeout passes unchanged.
     """
 
-    def __init__(self, name: str, deadline: "Deadline") -> None:
+    def __init__(self, name: str, deadline: Deadline) -> None:
         self.name = name
         self._alarm = deadline.alarm(lambda: StepFailure(name, "timed out"))
 
-    def __enter__(self) -> "step":
+    def __enter__(self) -> step:
         self._alarm.start()
         return self
 

@@ -6,6 +6,8 @@ bounded: NAMESPACE or one ``LIST "" ""``, then LISTs of one level (``%``), at
 most MAX_LISTED names each.
 """
 
+from __future__ import annotations
+
 import re
 from typing import TYPE_CHECKING, Optional
 
@@ -15,7 +17,7 @@ if TYPE_CHECKING:
 MAX_LISTED = 1000  # folders of one level looked at
 
 
-def look_for(client: "IMAPClient", folder: str) -> tuple[bool, Optional[str], Optional[str]]:
+def look_for(client: IMAPClient, folder: str) -> tuple[bool, Optional[str], Optional[str]]:
     """(exists, layout, better): is *folder* listed, the server's folder
     layout in words (or None), and a listed folder the user may have meant
     (or None).
@@ -32,7 +34,7 @@ def look_for(client: "IMAPClient", folder: str) -> tuple[bool, Optional[str], Op
     return folder in listed, layout(prefix, sep), better
 
 
-def namespace(client: "IMAPClient") -> tuple[Optional[str], Optional[str]]:
+def namespace(client: IMAPClient) -> tuple[Optional[str], Optional[str]]:
     """(prefix, separator) of the personal namespace: prefix None when unknown
     (no NAMESPACE), separator None on a flat server."""
     if client.has_capability("NAMESPACE"):
@@ -43,7 +45,7 @@ def namespace(client: "IMAPClient") -> tuple[Optional[str], Optional[str]]:
     return None, separator(client)
 
 
-def separator(client: "IMAPClient") -> Optional[str]:
+def separator(client: IMAPClient) -> Optional[str]:
     """The hierarchy separator (LIST "" ""), or None on a flat server."""
     for _flags, sep, _name in client.list_folders("", ""):
         if sep:

@@ -36,6 +36,8 @@ Steps, as named in the status line: ``Graph connect``, ``Graph TLS``,
 ``Graph list``, ``Graph delete`` (and ``OAuth2 token``).
 """
 
+from __future__ import annotations
+
 import base64
 import calendar
 import datetime
@@ -153,7 +155,7 @@ class GraphCollector:
         self.unremoved: set[Ref] = set()  # probes to remove that are not removed yet
         self._mailbox = _mark("%s\0%s" % (self.user.lower(), endpoint.host.lower()))
 
-    def __enter__(self) -> "GraphCollector":
+    def __enter__(self) -> GraphCollector:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -182,7 +184,7 @@ class GraphCollector:
         return min(times) - MARGIN
 
     # -- work ------------------------------------------------------------------------------------------
-    def find(self, key: str, before: "Optional[datetime.date]" = None, wanted: Sequence[str] = ()) -> list[Ref]:
+    def find(self, key: str, before: Optional[datetime.date] = None, wanted: Sequence[str] = ()) -> list[Ref]:
         """Refs of the messages whose subject starts with the probe subject for *key*, in the Junk
         folder and the collection folder, received since the oldest probe in flight or the last
         look (less MARGIN); *before* (a date): instead those received before that day (UTC).

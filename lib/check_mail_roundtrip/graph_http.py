@@ -29,6 +29,8 @@ With ``-vvv`` each request line and each response's status line are traced
 (the ``Graph`` lines of trace.py); the token is in neither.
 """
 
+from __future__ import annotations
+
 import email.utils
 import http.client
 import json
@@ -122,7 +124,7 @@ def query_text(query: Mapping[str, str]) -> str:
 class _HttpsTo(http.client.HTTPSConnection):
     """An HTTPS connection to one address of the host, TLS checked against the host's name."""
 
-    def __init__(self, ep: Endpoint, address: str, timeout: float, trace: "GraphTrace") -> None:
+    def __init__(self, ep: Endpoint, address: str, timeout: float, trace: GraphTrace) -> None:
         super().__init__(ep.host, ep.port, timeout=timeout, context=ep.ssl_context)
         self.address = address
         self.trace = trace
@@ -139,7 +141,7 @@ class _HttpsTo(http.client.HTTPSConnection):
         self.trace.connected(self.address, self.port, self.sock)
 
 
-def _open(ep: Endpoint, address: str, deadline: "Deadline", why: Optional[str]) -> _HttpsTo:
+def _open(ep: Endpoint, address: str, deadline: Deadline, why: Optional[str]) -> _HttpsTo:
     trace: GraphTrace = tracing.trace_for("GraphTrace", ep.secrets())
     if why:
         trace.note(why)
@@ -148,7 +150,7 @@ def _open(ep: Endpoint, address: str, deadline: "Deadline", why: Optional[str]) 
     return conn
 
 
-def _no_starttls(conn: _HttpsTo, ctx: Optional[ssl.SSLContext], deadline: "Deadline") -> None:
+def _no_starttls(conn: _HttpsTo, ctx: Optional[ssl.SSLContext], deadline: Deadline) -> None:
     raise StepFailure("Graph TLS", "Graph is HTTPS only")  # never called: a Graph Endpoint's TLS is "tls"
 
 
@@ -169,7 +171,7 @@ class Graph:
         if conn is not None:
             conn.close()
 
-    def call(self, step_name: str, deadline: "Deadline", method: str, target: str,
+    def call(self, step_name: str, deadline: Deadline, method: str, target: str,
              body: Optional[bytes] = None, content_type: str = "application/json",
              missing: Optional[Missing] = None) -> Answer:
         """One request (*target*: the path and query, or a whole nextLink URL of this endpoint)
@@ -225,13 +227,13 @@ class Graph:
                               % target[:200])
         return parts.path + ("?" + parts.query if parts.query else "")
 
-    def _connection(self, deadline: "Deadline") -> _HttpsTo:
+    def _connection(self, deadline: Deadline) -> _HttpsTo:
         if self.conn is None:
             self.conn = Connection(WIRE, self.ep, deadline).open(None)
             self.connections += 1
         return self.conn
 
-    def _exchange(self, step_name: str, deadline: "Deadline", method: str, path: str, body: Optional[bytes],
+    def _exchange(self, step_name: str, deadline: Deadline, method: str, path: str, body: Optional[bytes],
                   content_type: str, token: str) -> tuple[int, str, dict[str, str], bytes]:
         """Send one request and read its answer (bounded), on the kept connection or a new one:
         (status, reason, headers in lower case, body)."""
@@ -415,7 +417,7 @@ def retry_after(value: Optional[str], now: float) -> Optional[float]:
     return max(0.0, when.timestamp() - now)
 
 
-def throttled(words: str, header: Optional[str], wait: Optional[float], deadline: "Deadline") -> str:
+def throttled(words: str, header: Optional[str], wait: Optional[float], deadline: Deadline) -> str:
     """A throttled answer whose wait does not fit in the step's time, in words."""
     left = max(0.0, deadline.at - deadline.clock())
     if wait is None:

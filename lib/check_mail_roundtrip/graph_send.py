@@ -20,6 +20,8 @@ answer is a refusal; no answer after the request went out leaves the
 outcome uncertain (the probe may still arrive).  Step ``Graph send``.
 """
 
+from __future__ import annotations
+
 import email
 import email.message
 import json

@@ -26,6 +26,8 @@ control characters never appear in a field.
 - New files are 0600, owned like the state file (:func:`owners.adopt`).
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import stat

@@ -21,6 +21,8 @@ and probe id, and the legs (NaN when not stamped).  ``arrived_utc`` is not
 used: the round trip is.
 """
 
+from __future__ import annotations
+
 import calendar
 import csv
 import errno

@@ -30,6 +30,8 @@ MAX_DEPTH deep, names shown as at most MAX_NAME characters of a safe set
 (nothing that could end a status line or start perfdata).
 """
 
+from __future__ import annotations
+
 import email.utils
 import re
 from collections.abc import Sequence

@@ -21,6 +21,8 @@ A collector is used as a context manager and offers ``find(key)``,
 same shape.
 """
 
+from __future__ import annotations
+
 import imaplib
 import logging
 import re
@@ -128,7 +130,7 @@ class ImapCollector:
         return self.client
 
     # -- session -------------------------------------------------------------
-    def __enter__(self) -> "ImapCollector":
+    def __enter__(self) -> ImapCollector:
         self.client = self.connection.open(self._login)
         try:
             if self.client.has_capability("XMAGICTRASH") and not self.readonly:
@@ -303,7 +305,7 @@ class ImapCollector:
         return groups
 
     # -- work ----------------------------------------------------------------
-    def find(self, key: str, before: "Optional[datetime.date]" = None, wanted: Sequence[str] = ()) -> list[Ref]:
+    def find(self, key: str, before: Optional[datetime.date] = None, wanted: Sequence[str] = ()) -> list[Ref]:
         """Refs of mails not flagged \\Deleted whose Subject contains *key*,
         in the Junk folder and in the collection folder.
 
@@ -327,7 +329,7 @@ class ImapCollector:
                 refs += [Ref(uid, folder.junk) for uid in self._search(folder, key, before, wanted)]
         return refs
 
-    def _search(self, folder: _Folder, key: str, before: "Optional[datetime.date]",
+    def _search(self, folder: _Folder, key: str, before: Optional[datetime.date],
                 wanted: Sequence[str]) -> list[int]:
         criteria = ["UNDELETED", "SUBJECT", key]
         if before is not None:

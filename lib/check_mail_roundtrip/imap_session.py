@@ -8,6 +8,8 @@ are kept as it sent them (UTF-8, modified UTF-7 folder names decoded);
 ``WIRE`` is how connection.py opens, secures and closes such a session.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import re
@@ -51,7 +53,7 @@ def server_words(raw: object) -> str:
     return _DOVECOT_TIMING.sub("", text)
 
 
-def _from_mutf7(m: "re.Match[str]") -> str:
+def _from_mutf7(m: re.Match[str]) -> str:
     b64 = m.group(1).replace(",", "/")
     try:
         text = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True).decode("utf-16-be")
@@ -76,13 +78,13 @@ class _Client(imapclient.IMAPClient):
     words intact; TLS and STARTTLS still check the certificate against the
     host name."""
 
-    def __init__(self, host: str, address: str, trace: "ImapTrace", **kwargs: Any) -> None:
+    def __init__(self, host: str, address: str, trace: ImapTrace, **kwargs: Any) -> None:
         self._address = address
         self._trace = trace
         super().__init__(host, **kwargs)
         self._imap.debug = 0  # imapclient turns on imaplib's parser chatter; the trace says what counts
 
-    def _create_IMAP4(self) -> "_Connection":
+    def _create_IMAP4(self) -> _Connection:
         timeout = getattr(self._timeout, "connect", None)
         if self.ssl:
             return _TLSConnection(self._address, self._trace, self.host, self.port, self.ssl_context, timeout)
@@ -105,7 +107,7 @@ class _Connection(_IMAP4):
     dropped at the next command); a refused STARTTLS is told in the
     server's words."""
 
-    def __init__(self, address: str, trace: "ImapTrace", *args: Any) -> None:
+    def __init__(self, address: str, trace: ImapTrace, *args: Any) -> None:
         self.address = address
         self.trace = trace
         self.completion = b""  # the server's last tagged reply

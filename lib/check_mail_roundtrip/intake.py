@@ -12,6 +12,8 @@ Flooded into the failed step's status line ("IMAP fetch failed: server
 sent a 4294967295-byte literal (limit 1 MiB)").
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 MIB = 1 << 20

@@ -14,6 +14,8 @@ The look-up costs a few LIST commands; the collector remembers its answer
 (also "none") and looks again once a day.  :func:`pick` is the pure part.
 """
 
+from __future__ import annotations
+
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
@@ -67,7 +69,7 @@ def _flag(f: Union[bytes, str]) -> bytes:
     return (f if isinstance(f, bytes) else str(f).encode("ascii", "replace")).lower()
 
 
-def discover(client: "IMAPClient", deadline: "Deadline", arm: Callable[[], None]) -> Optional[str]:
+def discover(client: IMAPClient, deadline: Deadline, arm: Callable[[], None]) -> Optional[str]:
     """The name of *client*'s Junk folder (an imapclient.IMAPClient logged in), or None.
 
     Step ``IMAP list``; *arm* gives the socket the time left before each command.
@@ -91,7 +93,7 @@ def discover(client: "IMAPClient", deadline: "Deadline", arm: Callable[[], None]
         return pick(listed, sep)
 
 
-def _special_use(client: "IMAPClient") -> list[tuple[Any, str]]:
+def _special_use(client: IMAPClient) -> list[tuple[Any, str]]:
     """(flags, name) of the folders with a special use: LIST (SPECIAL-USE) "" "*".
 
     A server that advertises SPECIAL-USE but refuses the selection option

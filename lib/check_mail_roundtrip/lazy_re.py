@@ -7,6 +7,8 @@ A run uses few of the patterns its modules define (most are for replies it
 does not get, -vvv, or the reflector), so it compiles only those.
 """
 
+from __future__ import annotations
+
 import re
 from typing import Any, Optional, Union
 

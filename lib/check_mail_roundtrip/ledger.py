@@ -27,6 +27,8 @@ Pure logic, no I/O and no clock: the caller passes the collection time.
   history file (see history.py).
 """
 
+from __future__ import annotations
+
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -58,7 +60,7 @@ SOURCES = {
 class Arrival:
     """A verified probe found in the mailbox."""
 
-    probe: "Probe"
+    probe: Probe
     internaldate: Optional[float]  # server arrival time, epoch seconds (whole second) or None
     ref: Any = None        # transport reference for clean-up (e.g. IMAP UID)
     source: str = "INTERNALDATE"  # where internaldate comes from (a key of SOURCES)
@@ -111,7 +113,7 @@ class Outcome:
         pid, _rtt = max(self.rtts, key=lambda r: r[1])
         return self.legs.get(pid)
 
-    def then(self, later: "Outcome") -> "Outcome":
+    def then(self, later: Outcome) -> Outcome:
         """This outcome followed by *later* (a second collection in the same
         run): the lists joined, oldest_pending as *later* found it."""
         return Outcome(
@@ -155,7 +157,7 @@ def _plausible(sent: float, internaldate: float, collected: float) -> bool:
     return not (internaldate + 1 <= sent - SKEW or internaldate > collected + SKEW)
 
 
-def reconcile(state: "State", arrivals: Iterable[Arrival], collected: float, lost_after: float,
+def reconcile(state: State, arrivals: Iterable[Arrival], collected: float, lost_after: float,
               collection_ok: bool = True, node: Optional[str] = None) -> Outcome:
     """Update *state* with *arrivals* found at time *collected*; an Outcome.
 
@@ -188,7 +190,7 @@ def reconcile(state: "State", arrivals: Iterable[Arrival], collected: float, los
     return out
 
 
-def _take(state: "State", arr: Arrival, collected: float, lost_after: float, out: Outcome,
+def _take(state: State, arr: Arrival, collected: float, lost_after: float, out: Outcome,
           node: Optional[str] = None) -> None:
     p = arr.probe
     pid, sent = p.probe_id, p.sent
@@ -251,7 +253,7 @@ def _take(state: "State", arr: Arrival, collected: float, lost_after: float, out
             out.notes.append("probe %s: out %.3fs to the reflector, back %.3fs" % (pid, leg_out, leg_back))
 
 
-def _arrived_elsewhere(state: "State", arr: "Arrival", collected: float, lost_after: float, out: "Outcome", tag: str) -> None:
+def _arrived_elsewhere(state: State, arr: Arrival, collected: float, lost_after: float, out: Outcome, tag: str) -> None:
     """Another node's verified probe arrived: the mail flows as well as for one of ours.
 
     Its arrival (the server's time, when plausible, within *lost_after* of
@@ -269,30 +271,30 @@ def _arrived_elsewhere(state: "State", arr: "Arrival", collected: float, lost_af
                      % (p.probe_id, tag, collected - arrival, max(0.0, arrival - p.sent)))
 
 
-def awaited(state: "State") -> list[str]:
+def awaited(state: State) -> list[str]:
     """Ids of the probes still waited for: pending, then declared lost; the newest first in each."""
     return [pid for table in (state.pending, state.lost)
             for pid, _ms in sorted(table.items(), key=lambda kv: -kv[1])]
 
 
-def oldest_sent(state: "State") -> Optional[float]:
+def oldest_sent(state: State) -> Optional[float]:
     """When the oldest probe in flight was sent (epoch seconds), or None when none is."""
     return min(state.pending.values()) / 1000.0 if state.pending else None
 
 
-def _returned(state: "State", p: "Probe") -> None:
+def _returned(state: State, p: Probe) -> None:
     if state.newest_returned_ms is None or p.sent_ms > state.newest_returned_ms:
         state.newest_returned_ms = p.sent_ms
 
 
-def oldest_pending(state: "State", now: float) -> float:
+def oldest_pending(state: State, now: float) -> float:
     """Age of the oldest probe in flight that no newer returned probe overtook."""
     floor = state.newest_returned_ms if state.newest_returned_ms is not None else -1
     ages = [now - ms / 1000.0 for ms in state.pending.values() if ms > floor]
     return max([0.0] + ages)
 
 
-def prune(state: "State", now: float, lost_after: float) -> None:
+def prune(state: State, now: float, lost_after: float) -> None:
     """Forget counted and lost ids once they can no longer matter."""
     keep_counted = now - 2 * lost_after
     keep_lost = now - max(2 * lost_after, LOST_MEMORY)
@@ -306,7 +308,7 @@ def prune(state: "State", now: float, lost_after: float) -> None:
                     state.counted_floor_ms = max(ms, state.counted_floor_ms or 0)
 
 
-def record_sent(state: "State", probe: "Probe") -> None:
+def record_sent(state: State, probe: Probe) -> None:
     """Remember a probe about to be sent (written ahead of the SMTP dialogue), as not
     yet confirmed by the server."""
     state.pending[probe.probe_id] = probe.sent_ms
@@ -314,13 +316,13 @@ def record_sent(state: "State", probe: "Probe") -> None:
     state.totals["sent"] += 1
 
 
-def confirm_sent(state: "State", probe: "Probe") -> None:
+def confirm_sent(state: State, probe: Probe) -> None:
     """The SMTP dialogue of *probe* ended (accepted, or with an unknown outcome after DATA)."""
     if probe.probe_id in state.unconfirmed:
         state.unconfirmed.remove(probe.probe_id)
 
 
-def forget_unsent(state: "State", probe: "Probe") -> None:
+def forget_unsent(state: State, probe: Probe) -> None:
     """Undo record_sent for a probe that was definitely not accepted."""
     confirm_sent(state, probe)
     if state.pending.pop(probe.probe_id, None) is not None:

@@ -39,6 +39,8 @@ Only the standard library is imported here (the transports import this
 module, not the other way round).
 """
 
+from __future__ import annotations
+
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
@@ -76,7 +78,7 @@ SENT, FAILED, UNCERTAIN = "sent", "failed", "uncertain"
 @record()
 class SendResult:
     status: str                 # SENT, FAILED or UNCERTAIN
-    failure: "Optional[StepFailure]" = None
+    failure: Optional[StepFailure] = None
     reply: str = ""             # the server's answer to the message
 
 
@@ -87,11 +89,11 @@ class Collector(Protocol):
     unexpunged: Optional[int]
     watching: Optional[str]
 
-    def __enter__(self) -> "Collector": ...
+    def __enter__(self) -> Collector: ...
 
     def __exit__(self, *exc: object) -> Optional[bool]: ...
 
-    def find(self, key: str, before: "Optional[datetime.date]" = None, wanted: Sequence[str] = ()) -> list[Any]:
+    def find(self, key: str, before: Optional[datetime.date] = None, wanted: Sequence[str] = ()) -> list[Any]:
         ...
 
     def fetch(self, refs: Sequence[Any]) -> list[Fetched]: ...
@@ -104,7 +106,7 @@ class Collector(Protocol):
 
     def trace(self, refs: Sequence[Any]) -> dict[Any, bytes]: ...
 
-    def wait(self, until: "Deadline") -> bool: ...
+    def wait(self, until: Deadline) -> bool: ...
 
 
 class CollectorFactory(Protocol):
@@ -118,7 +120,7 @@ class CollectorFactory(Protocol):
     since then.
     """
 
-    def __call__(self, endpoint: "Endpoint", folder: str, deadline: "Deadline", readonly: bool = False,
+    def __call__(self, endpoint: Endpoint, folder: str, deadline: Deadline, readonly: bool = False,
                  memory: Optional[dict] = None, dedicated: bool = False, junk: object = None, daily: bool = False,
                  idle: bool = True, now: Optional[float] = None, since: Optional[float] = None) -> Collector: ...
 
@@ -127,5 +129,5 @@ class Sender(Protocol):
     """Sends *message* (str, CRLF or LF line ends) from *mail_from* to *rcpt_to*
     through *endpoint* within *deadline*, greeting as *local_hostname*; never raises."""
 
-    def __call__(self, message: str, mail_from: str, rcpt_to: str, endpoint: "Endpoint", deadline: "Deadline",
+    def __call__(self, message: str, mail_from: str, rcpt_to: str, endpoint: Endpoint, deadline: Deadline,
                  local_hostname: Optional[str] = None) -> SendResult: ...

@@ -13,6 +13,8 @@ keep only one family.
 step's status line names the server the admin has to look at.
 """
 
+from __future__ import annotations
+
 import errno
 import ipaddress
 import socket
@@ -52,7 +54,7 @@ def tcp(address: str, port: int, timeout: Optional[float]) -> socket.socket:
     return sock
 
 
-def addresses(host: str, port: int, deadline: "Deadline", family: Optional[str] = None) -> list[str]:
+def addresses(host: str, port: int, deadline: Deadline, family: Optional[str] = None) -> list[str]:
     """The addresses to try for *host*, in the resolver's order; raises OSError/TimeoutError."""
     want = FAMILIES[family]
     try:
@@ -88,7 +90,7 @@ def addresses(host: str, port: int, deadline: "Deadline", family: Optional[str] 
     return found
 
 
-def lookup(host: str, port: int, deadline: "Deadline", family: Optional[str] = None) -> str:
+def lookup(host: str, port: int, deadline: Deadline, family: Optional[str] = None) -> str:
     """The first address to connect to for *host*."""
     return addresses(host, port, deadline, family)[0]
 
@@ -116,7 +118,7 @@ def endpoint_text(host: str, port: int) -> str:
     return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
 
 
-def connect(host: str, port: int, deadline: "Deadline", family: Optional[str], attempt: Callable[[str], T]) -> T:
+def connect(host: str, port: int, deadline: Deadline, family: Optional[str], attempt: Callable[[str], T]) -> T:
     """attempt(address) for the addresses of *host*, as :func:`connect_any`;
     a lookup failure or a refusal by every address carries ``where``."""
     try:
@@ -132,7 +134,7 @@ def connect(host: str, port: int, deadline: "Deadline", family: Optional[str], a
         raise
 
 
-def fqdn(deadline: "Deadline", limit: float = 1.0) -> str:
+def fqdn(deadline: Deadline, limit: float = 1.0) -> str:
     """This host's fully qualified name (as ``socket.getfqdn``: the first name with a
     dot among the names of the host name's address), asked for at most *limit*
     seconds within *deadline*; else the plain host name."""

@@ -25,6 +25,8 @@ cache is opened without following a link, and one of another user is UNKNOWN;
 the endpoint's redirects are followed only to the same scheme, host and port.
 """
 
+from __future__ import annotations
+
 import errno
 import functools
 import hashlib
@@ -68,7 +70,7 @@ class TokenSource:
         self._failure: Optional[StepFailure] = None  # a failure is not repeated within one run
         self._renewed = False
 
-    def token(self, deadline: "Deadline") -> str:
+    def token(self, deadline: Deadline) -> str:
         if self._failure is not None:
             raise self._failure
         if self._token is None:
@@ -80,7 +82,7 @@ class TokenSource:
             register(self._token)  # a secret of the run from now on
         return self._token
 
-    def renew(self, deadline: "Deadline") -> Optional[str]:
+    def renew(self, deadline: Deadline) -> Optional[str]:
         """A fresh token after the server rejected the last one, or None.
 
         Once per run: when a fresh token was refused too, the other side
@@ -102,7 +104,7 @@ class TokenSource:
     def secrets(self) -> list[str]:
         return [self._token] if self._token else []
 
-    def _get(self, deadline: "Deadline", fresh: bool) -> str:
+    def _get(self, deadline: Deadline, fresh: bool) -> str:
         raise NotImplementedError
 
 
@@ -149,8 +151,8 @@ def _same_origin() -> type:
 
         max_redirections = MAX_REDIRECTS
 
-        def redirect_request(self, req: "urllib.request.Request", fp: IO[bytes], code: int, msg: str,
-                             headers: "http.client.HTTPMessage", newurl: str) -> "urllib.request.Request":
+        def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                             headers: http.client.HTTPMessage, newurl: str) -> urllib.request.Request:
             if _origin(newurl) != _origin(req.full_url) or None in _origin(newurl):
                 fp.close()
                 raise StepFailure(STEP, "%s redirects to %s (HTTP %d): not followed (another scheme, host or port)"
@@ -170,7 +172,7 @@ class FileToken(TokenSource):
         super().__init__()
         self.path = path
 
-    def _get(self, deadline: "Deadline", fresh: bool) -> str:
+    def _get(self, deadline: Deadline, fresh: bool) -> str:
         token = _token_line(self.path, "token file")
         if fresh:
             self.notes.append("OAuth2: token file %s read again" % self.path)
@@ -184,7 +186,7 @@ class CommandToken(TokenSource):
         super().__init__()
         self.argv = list(argv)
 
-    def _get(self, deadline: "Deadline", fresh: bool) -> str:
+    def _get(self, deadline: Deadline, fresh: bool) -> str:
         name = os.path.basename(self.argv[0])
         with step(STEP, deadline):
             try:
@@ -211,7 +213,7 @@ class GrantToken(TokenSource):
 
     def __init__(self, url: str, client_id: str, client_secret: Optional[str] = None, scope: Optional[str] = None,
                  refresh_file: Optional[str] = None, cache_dir: Optional[str] = None,
-                 ssl_context: Optional["ssl.SSLContext"] = None, clock: Callable[[], float] = time.time) -> None:
+                 ssl_context: Optional[ssl.SSLContext] = None, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.url, self.client_id, self.client_secret = url, client_id, client_secret
         self.scope, self.refresh_file = scope, refresh_file
@@ -225,7 +227,7 @@ class GrantToken(TokenSource):
     def secrets(self) -> list[str]:
         return super().secrets() + [s for s in (self.client_secret, self._refresh_token) if s]
 
-    def _get(self, deadline: "Deadline", fresh: bool) -> str:
+    def _get(self, deadline: Deadline, fresh: bool) -> str:
         if not fresh:
             cached = self._cached()
             if cached:
@@ -253,7 +255,7 @@ class GrantToken(TokenSource):
         return token.strip()
 
     # -- the endpoint -------------------------------------------------------------------------
-    def _post(self, form: dict[str, str], deadline: "Deadline") -> dict[str, Any]:
+    def _post(self, form: dict[str, str], deadline: Deadline) -> dict[str, Any]:
         import urllib.error  # with urllib.request: loaded only by a run that asks a token endpoint
         import urllib.request
         request = urllib.request.Request(
@@ -387,7 +389,7 @@ def _error_words(status: int, kind: str, body: bytes) -> str:
     return "HTTP %d, %s: %s" % (status, kind or "no content type", _snippet(body))
 
 
-def renewed(source: TokenSource, deadline: "Deadline", step_name: str, refused: str) -> str:
+def renewed(source: TokenSource, deadline: Deadline, step_name: str, refused: str) -> str:
     """A fresh token after the server refused one (*refused*: the server's
     words), for the one retry; else a StepFailure of *step_name*."""
     try:
@@ -400,7 +402,7 @@ def renewed(source: TokenSource, deadline: "Deadline", step_name: str, refused: 
     return fresh
 
 
-def sign_in(endpoint: "Endpoint", deadline: "Deadline", step_name: str, offered: Iterable[str],
+def sign_in(endpoint: Endpoint, deadline: Deadline, step_name: str, offered: Iterable[str],
             authenticate: Callable[[str, str], Optional[str]], hide: Callable[[str], object]) -> None:
     """Log *endpoint* in with its OAuth2 token, retrying once with a fresh one.
 

@@ -7,6 +7,8 @@ there, or a state directory others may write to is a :class:`StateError`:
 the run is UNKNOWN with a text that names the owner and the fix.
 """
 
+from __future__ import annotations
+
 import errno
 import grp
 import os

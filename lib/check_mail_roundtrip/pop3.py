@@ -29,6 +29,8 @@ TLS or STLS), ``POP3 login``, ``POP3 list``, ``POP3 fetch``, ``POP3 delete``,
 with the server's words as it sent them (``-ERR [IN-USE] ...``).
 """
 
+from __future__ import annotations
+
 import base64
 import datetime
 import email.utils
@@ -315,7 +317,7 @@ class Pop3Collector:
         self.watching: Optional[str] = None  # how wait() watches the maildrop, in words
 
     # -- session -------------------------------------------------------------
-    def __enter__(self) -> "Pop3Collector":
+    def __enter__(self) -> Pop3Collector:
         self.session = self.connection.open(self._login)
         return self
 

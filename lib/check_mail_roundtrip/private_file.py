@@ -21,6 +21,8 @@ regular file or too large is an OSError (:class:`Unfit` for the last two) with
 words for the caller's own message.
 """
 
+from __future__ import annotations
+
 import errno
 import grp
 import os

@@ -20,6 +20,8 @@ hurt it) and in the header ``X-Mail-Roundtrip``.  Everything here is pure:
 no I/O, no clock (the caller passes times in).
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import email.message
@@ -150,7 +152,7 @@ _ENCODED_WORD = LazyPattern(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?
 _BETWEEN_WORDS = LazyPattern(r"(\?=)[ \t]+(?==\?)")
 
 
-def _decode_word(m: "re.Match[str]") -> str:
+def _decode_word(m: re.Match[str]) -> str:
     charset, encoding, text = m.group(1), m.group(2).upper(), m.group(3)
     try:
         if encoding == "B":

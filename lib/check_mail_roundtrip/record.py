@@ -14,6 +14,8 @@ ones with ``__eq__`` are unhashable.  What a class defines itself stays.
 Type checkers read ``@record`` as ``@dataclass`` (``dataclass_transform``).
 """
 
+from __future__ import annotations
+
 import sys
 from typing import Any, Callable, Optional, TypeVar
 

@@ -30,6 +30,8 @@ an encoded or escaped character) not each run of a secret's own characters,
 cannot hold a secret and is returned as it is.
 """
 
+from __future__ import annotations
+
 import base64
 import json
 import re

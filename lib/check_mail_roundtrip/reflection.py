@@ -19,6 +19,8 @@ incoming mail are in reflector_rules.py).
 - :func:`legs` splits a round trip into its two legs, from two clocks.
 """
 
+from __future__ import annotations
+
 import email.utils
 import hashlib
 import hmac

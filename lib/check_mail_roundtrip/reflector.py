@@ -24,6 +24,8 @@ locked JSON file written atomically in ``--state-dir``.  Every decision is
 one line on stderr and in syslog (facility mail).
 """
 
+from __future__ import annotations
+
 import argparse
 import email.message
 import email.policy
@@ -83,7 +85,7 @@ class Store:
         self.mailboxes: dict[str, Any] = {}
         self.notes: list[str] = []
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         try:
             ensure_directory(self.directory)
             self.fd = lock(self.lock_path, self.directory, LOCK_SECONDS, "another reflector")
@@ -284,7 +286,7 @@ def _session(settings: ReflectorSettings, secret: bytes, clock: Callable[[], flo
         return EX_FAIL
 
 
-def _pass(collector: "ImapCollector", key: str, settings: ReflectorSettings, secret: bytes, deadline: Deadline,
+def _pass(collector: ImapCollector, key: str, settings: ReflectorSettings, secret: bytes, deadline: Deadline,
           clock: Callable[[], float]) -> int:
     """Read the new candidates, reflect the verified probes, remove those sent back."""
     assert settings.imap is not None  # poll reads its IMAP mailbox (see settings_from)

@@ -9,6 +9,8 @@ mail that sends a probe back.  The formats both sides share are in
 reflection.py.
 """
 
+from __future__ import annotations
+
 import email.message
 import email.utils
 import re
@@ -47,7 +49,7 @@ class Memory:
         return {"reflected": self.reflected, "recent": self.recent}
 
     @classmethod
-    def from_json(cls, data: Any) -> "Memory":
+    def from_json(cls, data: Any) -> Memory:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         reflected, recent = data.get("reflected", {}), data.get("recent", {})

@@ -3,6 +3,8 @@
 Only the reflector loads it; the check's own are in settings.py.
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 from .record import record

@@ -6,6 +6,8 @@ is not there: no file is written) or a file could not be written (it is left
 as it was), with one line on stderr saying why; 2 a usage error (argparse's).
 """
 
+from __future__ import annotations
+
 import argparse
 import calendar
 import gc

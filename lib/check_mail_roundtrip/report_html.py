@@ -8,6 +8,8 @@ A profile without probes, or whose history could not be read, has a section
 that says so.  Every text that comes from a file is escaped.
 """
 
+from __future__ import annotations
+
 from html import escape
 from typing import Optional
 

@@ -10,6 +10,8 @@ records them.  State files are read as the check reads them
 cannot be read leaves the profile with its stem and the default thresholds.
 """
 
+from __future__ import annotations
+
 import os
 from typing import Any, Optional
 

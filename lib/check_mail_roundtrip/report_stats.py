@@ -11,6 +11,8 @@ exceed.  Windows end at the report's time and reach back 24 hours, 7 days,
 30 days, or the whole history (from ``--since`` when given).
 """
 
+from __future__ import annotations
+
 import heapq
 import math
 from array import array

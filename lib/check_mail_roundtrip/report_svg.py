@@ -17,6 +17,8 @@ a week), so a new profile's probes are not crowded at its right edge.
 Times are UTC.
 """
 
+from __future__ import annotations
+
 import math
 from collections.abc import Sequence
 from typing import Callable, Optional

@@ -1,5 +1,7 @@
 """How the report's figures read, on the page and on the badge: seconds, shares, UTC times."""
 
+from __future__ import annotations
+
 import math
 import time
 from typing import Optional

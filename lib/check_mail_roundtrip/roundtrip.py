@@ -27,6 +27,8 @@ with --wait, then wait for the probe just sent and book it too.
 - Returns a :class:`Report`; printing and states are the check module's job.
 """
 
+from __future__ import annotations
+
 import datetime
 import os
 import time

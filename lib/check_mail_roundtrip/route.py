@@ -19,6 +19,8 @@ Graph: what was read already) and makes a :class:`Traced` of each: its hops
 with the lines for -v.  A failure to read them is a note, never a failed run.
 """
 
+from __future__ import annotations
+
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -43,8 +45,8 @@ class Traced:
 
     probe_id: str
     rtt: float
-    route: "Route"
-    verdicts: "Verdicts"
+    route: Route
+    verdicts: Verdicts
 
     def lines(self) -> list[str]:
         """The lines for -v: a heading, one line per hop (oldest first), the verdicts."""
@@ -69,13 +71,13 @@ def _seconds(value: float) -> str:
     return ("%.1f" % value).rstrip("0").rstrip(".")
 
 
-def beyond(rtt: float, warning: "Optional[Range]", critical: "Optional[Range]") -> bool:
+def beyond(rtt: float, warning: Optional[Range], critical: Optional[Range]) -> bool:
     """Is *rtt* outside -w or -c?"""
     return any(rng is not None and not rng.match(rtt) for rng in (warning, critical))
 
 
-def chosen(rtts: Sequence[tuple[str, float]], junk: Sequence[str], warning: "Optional[Range]",
-           critical: "Optional[Range]", verbose: bool, judged: bool) -> list[str]:
+def chosen(rtts: Sequence[tuple[str, float]], junk: Sequence[str], warning: Optional[Range],
+           critical: Optional[Range], verbose: bool, judged: bool) -> list[str]:
     """The ids of the probes whose trace fields to read (see the module doc), the slowest first:
     of *rtts* (probe id, round trip) those beyond -w/-c or in *junk* (ids found in the Junk folder),
     the slowest too when *verbose* or *judged*, all when *judged*."""
@@ -85,7 +87,7 @@ def chosen(rtts: Sequence[tuple[str, float]], junk: Sequence[str], warning: "Opt
     return picked[:MAX_TRACED]
 
 
-def read(collector: "Collector", arrivals: Sequence["Arrival"], wanted: Sequence[str], rtts: dict[str, float],
+def read(collector: Collector, arrivals: Sequence[Arrival], wanted: Sequence[str], rtts: dict[str, float],
          collected: float, host: Optional[str], notes: list[str]) -> dict[str, Traced]:
     """The Traced of the probes *wanted* (ids) among *arrivals*: their trace fields read through
     *collector*, hops measured up to *collected*, verdicts of *host* (None: the delivering

@@ -6,6 +6,8 @@ a token (its words masked by the run's redaction before they are cut short).
 No I/O; the transports send and receive.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import json

@@ -8,6 +8,8 @@ Creation is race-free: the secret is written to a temp file and linked into
 place, so two first runs at the same moment end up with the same secret.
 """
 
+from __future__ import annotations
+
 import os
 import secrets
 

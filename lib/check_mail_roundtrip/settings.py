@@ -3,6 +3,8 @@
 No module reads options from anywhere else; tests build Settings directly.
 """
 
+from __future__ import annotations
+
 import math
 from typing import TYPE_CHECKING, Optional, Union
 
@@ -26,9 +28,9 @@ class Endpoint:
     tls: str                 # "tls", "starttls" or "none"
     user: Optional[str] = None
     password: Optional[str] = field(default=None, repr=False)
-    ssl_context: Optional["ssl.SSLContext"] = field(default=None, repr=False, compare=False)
+    ssl_context: Optional[ssl.SSLContext] = field(default=None, repr=False, compare=False)
     auth: str = "password"   # "password" or "oauth2"
-    oauth2: Optional["TokenSource"] = field(default=None, repr=False, compare=False)
+    oauth2: Optional[TokenSource] = field(default=None, repr=False, compare=False)
     mechanism: str = "auto"  # OAuth2 SASL mechanism: "auto", "oauthbearer" or "xoauth2"
     family: Optional[str] = None  # "ipv4", "ipv6", or None: whatever the name resolves to
 
@@ -50,15 +52,15 @@ class Settings:
     state_dir: str
     folder: str = "INBOX"
     secret_file: Optional[str] = None
-    warning: Optional["Range"] = None   # for rtt / oldest_pending
-    critical: Optional["Range"] = None
+    warning: Optional[Range] = None   # for rtt / oldest_pending
+    critical: Optional[Range] = None
     lost_after: float = 3600.0
-    lost_warning: Optional["Range"] = None   # for the lost count
-    lost_critical: Optional["Range"] = None
-    stale_warning: Optional["Range"] = None  # for since_last_success (None: not evaluated)
-    stale_critical: Optional["Range"] = None
-    leg_warning: Optional["Range"] = None    # for each leg of a reflected round trip (None: not evaluated)
-    leg_critical: Optional["Range"] = None
+    lost_warning: Optional[Range] = None   # for the lost count
+    lost_critical: Optional[Range] = None
+    stale_warning: Optional[Range] = None  # for since_last_success (None: not evaluated)
+    stale_critical: Optional[Range] = None
+    leg_warning: Optional[Range] = None    # for each leg of a reflected round trip (None: not evaluated)
+    leg_critical: Optional[Range] = None
     keep: bool = False
     dedicated: bool = False         # the folder is the check's alone: plain EXPUNGE allowed
     error_state: str = "critical"
@@ -94,7 +96,7 @@ class Settings:
         return endpoint
 
 
-def upper_bound(rng: Optional["Range"]) -> Optional[float]:
+def upper_bound(rng: Optional[Range]) -> Optional[float]:
     """N for a plain 0:N range (also written N or :N), else None."""
     if rng is None or rng.invert or rng.start != 0 or math.isinf(rng.end):
         return None

@@ -7,6 +7,8 @@ Steps, as named in the status line: ``SMTP connect`` (TCP and greeting),
 DATA leaves the outcome uncertain: the probe may still arrive.
 """
 
+from __future__ import annotations
+
 import base64
 import smtplib
 import socket
@@ -36,7 +38,7 @@ else:
 class _Traced(_Base):
     """smtplib's socket-level I/O, reported to the connection's trace."""
 
-    def __init__(self, *args: Any, trace: "SmtpTrace", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, trace: SmtpTrace, **kwargs: Any) -> None:
         self.trace = trace
         super().__init__(*args, **kwargs)
 
@@ -45,7 +47,7 @@ class _Traced(_Base):
         self.trace.connected(host, port, sock)
         return sock
 
-    def send(self, s: Union["ReadableBuffer", str]) -> None:
+    def send(self, s: Union[ReadableBuffer, str]) -> None:
         self.trace.sent(cast("Union[str, bytes]", s))  # what smtplib sends
         super().send(s)
 

@@ -28,6 +28,8 @@
   deletes them (and their history, see :mod:`history`).
 """
 
+from __future__ import annotations
+
 import errno
 import fcntl
 import hashlib
@@ -103,7 +105,7 @@ class State:
         }
 
     @classmethod
-    def from_json(cls, data: Any, profile: str) -> "State":
+    def from_json(cls, data: Any, profile: str) -> State:
         """Validate and convert; raises ValueError on anything unexpected."""
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
@@ -394,7 +396,7 @@ class StateStore:
             os.close(self._lock_fd)  # closing drops the flock
             self._lock_fd = None
 
-    def __enter__(self) -> "StateStore":
+    def __enter__(self) -> StateStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,6 +13,8 @@ Also the words for a TLS failure, with a hint at the fix: the options that
 trust a private CA, or the names a certificate for another host is for.
 """
 
+from __future__ import annotations
+
 import os
 import ssl
 from typing import Any, Optional

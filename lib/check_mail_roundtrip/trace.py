@@ -24,6 +24,8 @@ message contents are summarised by their size.  When the trace is off (no
 ``-vvv``) the hooks return at once.
 """
 
+from __future__ import annotations
+
 import logging
 import socket
 import ssl

@@ -7,6 +7,8 @@ way the connection's secrets are registered for redaction, and so is a
 secret it learns later (``hide``: a fresh OAuth2 token).
 """
 
+from __future__ import annotations
+
 import logging
 from collections.abc import Iterable
 from typing import Any

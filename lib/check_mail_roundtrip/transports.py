@@ -8,6 +8,8 @@ only when a run is about to use them.  A run that uses Graph for both legs
 has one Graph client for both: one connection, one token.
 """
 
+from __future__ import annotations
+
 from typing import TYPE_CHECKING, Any, Callable
 
 from .mail import CollectorFactory, Sender
@@ -30,7 +32,7 @@ class Transports:
     close: Callable[[], None] = _nothing
 
 
-def for_settings(settings: "Settings") -> Transports:
+def for_settings(settings: Settings) -> Transports:
     """The collector *settings* collect by (the protocol of ``settings.collect``) and the
     sender they send by (SMTP, or Graph)."""
     graph: Any = None  # graph_http.Graph, loaded only by a run that uses it
