@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # the child finds the package, but nagiosplugin and imapclient cannot be imported
 BLOCK = "import sys; sys.modules['nagiosplugin'] = None; sys.modules['imapclient'] = None; "
@@ -109,3 +111,44 @@ def test_an_internal_error_of_the_report_is_one_line_and_exit_1():
 def test_the_installed_report_command_points_at_the_safe_entry():
     text = open(os.path.join(ROOT, "setup.cfg")).read()
     assert "mail_roundtrip_report = check_mail_roundtrip.entry:report" in text
+
+
+def plain(code, *args):
+    """*code* run by a fresh Python that has the plugin's requirements (output piped, as Nagios reads it)."""
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "lib"), COLUMNS="100")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, env=env,
+                          cwd=ROOT, stdin=subprocess.DEVNULL)
+
+
+def test_a_run_ends_with_its_whole_output_piped_and_its_exit_code_without_the_interpreters_teardown(
+        tmp_path, monkeypatch):
+    """--help (about 20 KB, argparse's exit 0) and a usage error (exit 3) arrive whole through
+    a pipe; exit handlers run (logging's flush among them); the teardown that frees every
+    object one by one does not (an object's __del__ never runs)."""
+    mark = tmp_path / "atexit"
+    code = ("import atexit, sys\n"
+            "class Torn:\n"
+            "    def __del__(self): print('torn down', file=sys.stderr)\n"
+            "kept = Torn()\n"
+            "atexit.register(lambda: open(%r, 'w').write('ran'))\n"
+            "from check_mail_roundtrip.entry import check; check()" % str(mark))
+    r = plain(code, "--help")
+    from check_mail_roundtrip import cli
+    monkeypatch.setenv("COLUMNS", "100")
+    assert (r.returncode, r.stdout, r.stderr) == (0, cli.parser().format_help(), ""), r
+    assert len(r.stdout) > 10000 and mark.read_text() == "ran"
+    mark.unlink()
+    r = plain(code, "-H", "mail.example.org")
+    assert (r.returncode, r.stdout, r.stderr) == (
+        3, "MAIL_ROUNDTRIP UNKNOWN - usage error: --from is required (see --help)\n", ""), r
+    assert mark.read_text() == "ran"
+
+
+@pytest.mark.parametrize("code, status, stderr", [
+    (None, 0, ""), (0, 0, ""), (2, 2, ""), (3, 3, ""), (258, 2, ""), (-1, 255, ""),
+    ("'cannot go on'", 1, "cannot go on\n")])
+def test_leave_exits_as_sys_exit_would(code, status, stderr):
+    r = plain("import sys; print('line'); from check_mail_roundtrip.entry import leave; leave(%s)" % (code,))
+    assert (r.returncode, r.stdout, r.stderr) == (status, "line\n", stderr), r
+    r = plain("import sys; print('line'); sys.exit(%s)" % (code,))
+    assert (r.returncode, r.stdout, r.stderr) == (status, "line\n", stderr), r
