@@ -76,3 +76,12 @@ def test_a_real_run_over_tls_loads_no_other_transport_no_oauth2_no_trace_no_refl
         loaded = loaded_by(result)
         assert "check_mail_roundtrip.imap" in loaded and "smtplib" in loaded and "ssl" in loaded
         assert sorted(loaded & set(WATCHED + ("encodings.idna", "stringprep"))) == []
+
+
+def test_the_entry_point_loads_no_typing_before_it_turns_the_garbage_collector_off():
+    """typing (a large module) loads with the rest, after entry.check() turned the collector
+    off: loaded before, it set off collections of its own in every run."""
+    code = "import sys, check_mail_roundtrip.entry; print('typing' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "lib"))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
+    assert (p.returncode, p.stdout) == (0, "False\n"), p

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import gc
 import sys
-from typing import NoReturn, Optional
+
+TYPE_CHECKING = False  # typing is loaded after gc.disable() below, with the rest (its names are for type checkers)
+if TYPE_CHECKING:
+    from typing import NoReturn, Optional
 
 UNKNOWN = 3
 EX_OK, EX_FAIL, EX_TEMPFAIL = 0, 1, 75  # the reflector's "done", "cannot work" and "try again later"
