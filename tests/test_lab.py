@@ -448,3 +448,10 @@ def test_wait_for_times_out_with_a_reason(lab):
     with pytest.raises(LabError, match="not met"):
         lab.wait_for(MONITOR, 1, timeout=0.5)
     assert time.monotonic() - t0 < 3
+
+
+def test_a_user_whose_password_starts_with_a_dash_is_added_and_logs_in(lab):
+    """secrets.token_urlsafe() starts one password in 64 with "-": the wait for the new user's
+    login must not hand it to doveadm as an option ("test: invalid option")."""
+    user = lab.add_user("dash-%s" % token(), "-q" + token())
+    assert imaps_subjects(lab, user) == []

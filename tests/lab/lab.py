@@ -399,7 +399,7 @@ class MailLab:
         """Dovecot may take a moment to see a changed passwd-file: wait until the user can log in."""
         deadline = time.monotonic() + timeout
         while True:
-            res = self.dovecot.doveadm("auth", "test", user, password, check=False)
+            res = self.dovecot.doveadm("auth", "test", "--", user, password, check=False)  # a password may start with "-"
             if res.returncode == 0:
                 return
             if time.monotonic() > deadline:
