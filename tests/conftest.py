@@ -7,8 +7,15 @@ install section says (`installed_plugin`), are marked `lab` automatically, so
 outside the checkout.
 """
 
+from hypothesis import settings
+
 from tests.lab.fixtures import graph, graph_reset, lab, lab_session, relay_lab, relay_lab_reset  # noqa: F401  (pytest fixtures)
 from tests.lab.plugin import installed_plugin  # noqa: F401  (pytest fixture)
+
+# Property tests have no deadline per example: the suite runs in two workers beside the lab's
+# daemons, and a slow example on a busy machine is not a failure.
+settings.register_profile("suite", deadline=None)
+settings.load_profile("suite")
 
 LAB_FIXTURES = {"lab", "lab_session", "installed_plugin", "graph", "relay_lab"}
 
