@@ -132,6 +132,19 @@ def _wait_queue_empty(lab, timeout=15.0):
         time.sleep(0.05)
 
 
+def _kill_when_handed_over(p, lab, offset, limit):
+    """Kill *p* the moment Postfix's log, read from *offset*, names a message-id (the run's
+    probe was handed over), or when *p* has run *limit* seconds; polled every millisecond."""
+    deadline = time.monotonic() + limit
+    with open(lab.postfix_log, "rb") as log:
+        while p.poll() is None and time.monotonic() < deadline:
+            log.seek(offset)
+            if b": message-id=<" in log.read():
+                break
+            time.sleep(0.001)
+    p.kill()
+
+
 KILLS = 200   # kills spread over a whole run, start-up included; those that fall after the start-up are made
 
 
@@ -167,29 +180,37 @@ def test_kill_9_at_random_moments(lab, tmp_path):
         assert p.returncode == 0, (out, err)
         returned += _returned_ids(out)
         lab.wait_for(MONITOR, 1)
-    run_time = sorted(durations[1:])[1]
     # The kills fall between the end of the start-up and a little past the run's usual end: as many
-    # as fell there when KILLS were spread over the whole run.
+    # as fell there when KILLS were spread over the whole run.  Each is a fraction of the run's
+    # time, taken anew from the last three normal runs (the machine's load changes as the suite
+    # goes on: the other worker's tests).
+    run_time = sorted(durations[1:])[1]
     start_up = min(_start_up_time(check), run_time / 2)
     kills = round(KILLS * (1.1 * run_time - start_up) / (1.1 * run_time))
     rng = random.Random(4711)
     # One kill in each of kills - kills // 4 equal slots of that span (spread evenly, each at a
-    # random point of its slot), and a quarter drawn from the run's last part, where the probe
-    # has gone out and the state is being written: a short stretch that even draws could miss.
+    # random point of its slot).  The other quarter are watched kills: the run is killed the
+    # moment Postfix logs its probe's message-id (the probe has gone out; the run is waiting
+    # for the 250 or saving the state), a stretch of a few milliseconds that timed draws miss
+    # whenever the run is slower or faster than measured.
     spread = kills - kills // 4
-    width = (1.1 * run_time - start_up) / spread
-    moments = [start_up + (k + rng.random()) * width for k in range(spread)]
-    moments += [rng.uniform(0.75 * run_time, 1.1 * run_time) for _ in range(kills // 4)]
-    rng.shuffle(moments)
+    fractions = [(start_up + (k + rng.random()) * (1.1 * run_time - start_up) / spread) / run_time
+                 for k in range(spread)]
+    fractions += [None] * (kills // 4)  # watched
+    rng.shuffle(fractions)
     killed = []       # (probe id recorded by the killed run or None), for runs really killed
     attempts = 0
     while len(killed) < kills:  # a kill drawn past the end of a run finds it finished
         assert attempts < 2 * kills, "only %d of %d runs were still running at their kill" % (len(killed), attempts)
         i, attempts = attempts, attempts + 1
         before = _known_ids(check, name)
+        offset = _log_end(lab)
         p = _popen(check)
-        time.sleep(moments[i % kills])
-        p.kill()
+        if fractions[i % kills] is None:
+            _kill_when_handed_over(p, lab, offset, limit=10 * run_time + 5)
+        else:
+            time.sleep(fractions[i % kills] * run_time)
+            p.kill()
         out, _err = p.communicate(timeout=30)
         returned += _returned_ids(out)
         if p.returncode == -9:
@@ -197,7 +218,10 @@ def test_kill_9_at_random_moments(lab, tmp_path):
             assert len(new) <= 1, new  # a run records at most its own probe
             killed.append(next(iter(new), None))
         if i % 4 == 3:  # every fourth run is followed by a normal run that must succeed
+            t0 = time.monotonic()
             r = check()
+            durations.append(time.monotonic() - t0)
+            run_time = sorted(durations[-3:])[1]
             assert r.rc == 0, r
             returned += _returned_ids(r.stdout)
             _books_balance(_state(check, name))
