@@ -2,12 +2,13 @@
 
 The system's trust store is read the cheap way where it can be: OpenSSL's
 default CA bundle is one file of some 150 certificates, parsed whole when a
-context loads it (about 60 ms of CPU, half again the cost of a run); the
+context loads it (40 to 60 ms of CPU, more than half of what starting Python
+with nagiosplugin and imapclient costs: docs/explanation/cost.md); the
 hashed certificate directory beside it (``/etc/ssl/certs`` on Debian, kept by
 ``update-ca-certificates``) holds the same certificates, one file each under
 its subject's hash, and OpenSSL reads only the one a server's chain asks for.
 The bundle is read as before when the directory has no hashed names (as on
-Fedora or RHEL), or when ``SSL_CERT_FILE`` names a bundle of the user's own (not the default one).
+Fedora or RHEL), or when ``SSL_CERT_FILE`` names a bundle other than the default.
 
 Also the words for a TLS failure, with a hint at the fix: the options that
 trust a private CA, or the names a certificate for another host is for.
