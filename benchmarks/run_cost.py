@@ -60,6 +60,7 @@ from imap_cost import JUNK_METRIC, USER, wait_for_probe  # noqa: E402
 
 from check_mail_roundtrip import tls  # noqa: E402
 from tests.lab import MailLab, install, packages  # noqa: E402
+from tests.lab.tls import link_hashed  # noqa: E402
 from tools import checkcmd  # noqa: E402
 
 PROG = "run_cost"
@@ -106,19 +107,12 @@ def trust_store(lab, where):
     linked = 0
     if paths.openssl_capath and os.path.isdir(paths.openssl_capath):
         for entry in sorted(os.listdir(paths.openssl_capath)):
-            if tls._hashed(entry):
+            if tls.is_hashed_name(entry):
                 os.symlink(os.path.realpath(os.path.join(paths.openssl_capath, entry)), os.path.join(certs, entry))
                 linked += 1
+    link_hashed(certs, lab.ca_file, "lab-ca.pem")
     with open(lab.ca_file, "rb") as fh:
         lab_ca = fh.read()
-    digest = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", lab.ca_file], capture_output=True,
-                            text=True, check=True, timeout=30).stdout.strip()
-    serial = 0
-    while os.path.lexists(os.path.join(certs, "%s.%d" % (digest, serial))):
-        serial += 1
-    with open(os.path.join(certs, "lab-ca.pem"), "wb") as fh:
-        fh.write(lab_ca)
-    os.symlink("lab-ca.pem", os.path.join(certs, "%s.%d" % (digest, serial)))
     bundle = os.path.join(where, "bundle.pem")
     system_bundle = b""
     if paths.openssl_cafile and os.path.isfile(paths.openssl_cafile):

@@ -21,7 +21,6 @@ import imaplib
 import json
 import os
 import re
-import subprocess
 import time
 
 import pytest
@@ -29,6 +28,7 @@ import pytest
 from check_mail_roundtrip.probe import profile_key
 from tests import faultservers as fs
 from tests.checkrun import Checker
+from tests.lab.tls import link_hashed
 
 MONITOR = "monitor@lab.test"
 NUM = r"\d+(?:\.\d+)?"          # a plain decimal as check.plain() prints it
@@ -265,10 +265,7 @@ def test_the_system_store_is_read_from_its_hashed_directory_and_a_bundle_of_ones
     directory lacks it; SSL_CERT_FILE naming a bundle of one's own is read as before."""
     certs = tmp_path / "certs"
     certs.mkdir()
-    (certs / "lab.pem").write_bytes(open(lab.ca_file, "rb").read())
-    digest = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", lab.ca_file],
-                            capture_output=True, text=True, check=True, timeout=30).stdout.strip()
-    os.symlink("lab.pem", certs / ("%s.0" % digest))
+    link_hashed(certs, lab.ca_file, "lab.pem")
     check = Check(lab, tmp_path, ca=False)
     check.env.pop("SSL_CERT_FILE", None)
     check.env["SSL_CERT_DIR"] = str(certs)

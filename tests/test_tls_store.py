@@ -6,13 +6,12 @@ for it.  Real TLS handshakes on loopback, certificates made by openssl."""
 import os
 import socket
 import ssl
-import subprocess
 import threading
 
 import pytest
 
 from check_mail_roundtrip import tls
-from tests.lab.tls import TLS
+from tests.lab.tls import TLS, link_hashed
 
 
 class Layout:
@@ -43,14 +42,10 @@ def pki(tmp_path_factory):
 
 
 def hashed_dir(path, *ca_files):
-    """A certificate directory as update-ca-certificates keeps one: each CA under <subject hash>.0."""
+    """A certificate directory as update-ca-certificates keeps one: each CA under its subject hash."""
     path.mkdir()
     for n, ca in enumerate(ca_files):
-        name = "ca-%d.pem" % n
-        (path / name).write_bytes(open(ca, "rb").read())
-        h = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", ca], capture_output=True, text=True,
-                           check=True, timeout=30).stdout.strip()
-        os.symlink(name, path / ("%s.0" % h))
+        link_hashed(path, ca, "ca-%d.pem" % n)
     return str(path)
 
 
@@ -106,7 +101,7 @@ def handshake(ctx, cert, key, host="127.0.0.1"):
     ("ca-certificates.crt", False), ("9F240026.0", False), ("9f24002.0", False), ("9f240026.r0", False),
     ("9f240026", False), ("9f240026.", False), ("9f240026.x", False), ("9f2400g6.0", False), ("9f240026.٣", False)])
 def test_a_hashed_name_is_eight_lowercase_hex_digits_a_dot_and_a_number(name, hashed):
-    assert tls._hashed(name) is hashed
+    assert tls.is_hashed_name(name) is hashed
 
 
 def test_a_hashed_directory_stands_in_for_the_store_and_nothing_is_parsed_before_a_chain_asks(tmp_path, pki, store):

@@ -34,7 +34,7 @@ MAX_NAMES = 4
 MAX_DIR_ENTRIES = 10000  # entries of the certificate directory looked at for a hashed name
 
 
-def _hashed(name: str) -> bool:
+def is_hashed_name(name: str) -> bool:
     """Is *name* a hashed certificate link, ``<8 hex digits>.<digits>`` (as ``openssl rehash`` names them)?"""
     stem, dot, serial = name.partition(".")
     return (len(stem) == 8 and dot == "." and serial.isdigit() and serial.isascii()
@@ -61,7 +61,7 @@ def system_directory() -> Optional[str]:
             for count, entry in enumerate(entries):
                 if count >= MAX_DIR_ENTRIES:
                     break
-                if _hashed(entry.name):
+                if is_hashed_name(entry.name):
                     return capath
     except OSError:
         pass

@@ -3,7 +3,8 @@
 TLS(layout).make_ca() creates tls/ca.pem + ca.key and the servers'
 certificate tls/server.pem (CN localhost, SAN IP:127.0.0.1, IP:127.0.0.2, IP:127.0.0.3, IP:::1 and
 DNS:localhost); make_cert() signs further ones for tests (other names,
-expired ones).
+expired ones).  link_hashed() puts a CA in a hashed certificate directory, as
+update-ca-certificates does for the system's.
 """
 
 import os
@@ -12,6 +13,21 @@ import ssl
 import time
 
 from .procs import _run, _write
+
+
+def link_hashed(directory, ca_file, name):
+    """Copy *ca_file* into *directory* as *name* and link it under its subject's hash
+    (``<hash>.<n>``, the first free n), as update-ca-certificates does; the link's path."""
+    directory = str(directory)
+    with open(ca_file, "rb") as fh:
+        _write(os.path.join(directory, name), fh.read().decode("ascii"))
+    digest = _run(["openssl", "x509", "-hash", "-noout", "-in", ca_file]).stdout.strip()
+    serial = 0
+    while os.path.lexists(os.path.join(directory, "%s.%d" % (digest, serial))):
+        serial += 1
+    link = os.path.join(directory, "%s.%d" % (digest, serial))
+    os.symlink(name, link)
+    return link
 
 
 class TLS:
